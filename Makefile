@@ -1,0 +1,56 @@
+# DSD testbed. Every target installs what it needs first (system packages, the virtualenv), idempotently.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TOPO ?= star-4edge
+OUT ?= runs/$(TOPO)
+SET ?=
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup system test test-fast sim emulate experiment bench bench-sim bench-nodes bench-net validate doctor cleanup clean
+
+setup: $(STAMP)
+
+system:
+	bash scripts/install-system.sh
+
+$(STAMP): pyproject.toml scripts/install-system.sh $(wildcard scripts/system-packages.txt)
+	bash scripts/install-system.sh
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## make test: the whole suite (CI runs this)
+test: $(STAMP)
+	$(PY) -m pytest -q -ra tests
+
+## make sim TOPO=star-4edge [SET="policy.window=hf workload.duration_s=30"]
+sim: $(STAMP)
+	$(PY) -m testbed sim topologies/$(TOPO).yaml --out $(OUT) $(foreach s,$(SET),--set $(s))
+
+## make emulate TOPO=star-4edge [NET=none|mininet]
+emulate: $(STAMP)
+	$(PY) -m testbed emulate topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(OUT) $(foreach s,$(SET),--set $(s))
+
+## make bench: the simulator's speed benchmark (whole Azure conv trace, 32 edges / 4 targets)
+bench: bench-sim
+
+bench-sim: $(STAMP)
+	$(PY) bench/bench_sim.py
+
+bench-nodes: $(STAMP)
+	$(PY) bench/bench_nodes.py
+
+bench-net: $(STAMP)
+	$(PY) bench/bench_net.py
+
+doctor: $(STAMP)
+	$(PY) -m testbed doctor
+
+cleanup: $(STAMP)
+	$(PY) -m testbed cleanup
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,52 @@
+"""Speed benchmark of DSD-Sim (`make bench`): replay the whole Azure 2023 conversation trace (19,366
+requests) on a 32-edge / 4-target topology; print wall time, simulated requests per wall-second and events
+per second. Figures are for this machine in this run; compare ratios, not absolute times."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from testbed.sim import simulate
+from testbed.spec import load_scenario
+from testbed.workload import build_workload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--topology", default=str(ROOT / "topologies/bench-32edge-4cloud.yaml"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--json", type=Path, help="also write the figures here")
+    args = ap.parse_args()
+    sc = load_scenario(args.topology, args.overrides)
+    t0 = time.perf_counter()
+    wl = build_workload(sc)
+    t_load = time.perf_counter() - t0
+    r = simulate(sc, wl)
+    wall = r.wall_s
+    s = r.summary
+    out = {
+        "scenario": sc.spec.name,
+        "requests": len(wl),
+        "rounds": s["rounds"],
+        "events": r.events,
+        "trace_load_s": round(t_load, 3),
+        "sim_wall_s": round(wall, 3),
+        "sim_requests_per_wall_s": round(len(wl) / wall, 1),
+        "events_per_s": round(r.events / wall),
+        "simulated_duration_s": round(s["duration_s"], 1),
+        "speedup_vs_real_time": round(s["duration_s"] / wall, 1),
+        "requests_completed": s["requests_completed"],
+    }
+    for k, v in out.items():
+        print(f"{k:>28}: {v}")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

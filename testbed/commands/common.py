@@ -1,0 +1,40 @@
+"""Options and helpers shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from testbed.errors import InputError
+from testbed.spec import Scenario, load_scenario
+
+
+def add_topology(p: argparse.ArgumentParser) -> None:
+    p.add_argument("topology", help="topology YAML (e.g. topologies/star-4edge.yaml) or a run's spec.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set policy.window=hf --set workload.duration_s=30 (repeatable)")
+    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<scenario>-<time>)")
+
+
+def scenario_from(args: argparse.Namespace) -> Scenario:
+    return load_scenario(args.topology, args.overrides)
+
+
+def out_dir(args: argparse.Namespace, scenario: Scenario) -> Path:
+    if args.out is not None:
+        out = args.out
+    else:
+        out = Path("runs") / f"{scenario.spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if out.exists() and not out.is_dir():
+        raise InputError(str(out), "--out exists and is not a directory")
+    return out
+
+
+def progress_bar(description: str, console: Console | None = None) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console or Console(stderr=True),
+                    transient=False, refresh_per_second=4)

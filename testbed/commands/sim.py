@@ -1,0 +1,58 @@
+"""Simulate a topology with DSD-Sim and write DIR/spec.yaml, DIR/meta.json and DIR/sim/
+(requests.parquet, rounds.parquet, batches.parquet, summary.json)."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from testbed.commands.common import add_topology, out_dir, progress_bar, scenario_from
+from testbed.rundir import prepare, update_meta, write_results
+from testbed.sim import simulate
+from testbed.workload import build_workload
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_topology(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = scenario_from(args)
+    workload = build_workload(scenario)  # bad traces fail here, before anything is written
+    out = out_dir(args, scenario)
+    prepare(out, scenario, "sim", backends={"executor": "dsd-sim"},
+            extra={"workload": {"requests": len(workload), "trace": workload.trace.source,
+                                "skipped_rows": workload.trace.skipped_rows}})
+    if args.quiet:
+        result = simulate(scenario, workload)
+    else:
+        with progress_bar("simulating") as bar:
+            task = bar.add_task("simulating", total=len(workload))
+            result = simulate(scenario, workload, progress=lambda done, total: bar.update(task, completed=done))
+    write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary)
+    update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3)}})
+    if not args.quiet:
+        print_summary(result.summary, Console())
+    print(f"results in {out}/sim")
+    return 0
+
+
+def print_summary(s: dict, console: Console) -> None:
+    from rich.table import Table
+
+    t = Table(title="summary", show_header=True)
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_row("requests completed / failed / unfinished",
+              f"{s['requests_completed']} / {s['requests_failed']} / {s['requests_unfinished']}")
+    t.add_row("duration (s)", f"{s['duration_s']:.2f}")
+    for k in ("request_throughput_rps", "output_token_throughput_tps", "goodput_rps", "acceptance_rate",
+              "tokens_per_round", "mean_gamma", "target_batch_size"):
+        v = s.get(k)
+        t.add_row(k, "-" if v is None else f"{v:.3f}")
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        d = s[k]
+        t.add_row(f"{k} mean / p50 / p99", "-" if d["mean"] is None else f"{d['mean']:.1f} / {d['p50']:.1f} / {d['p99']:.1f}")
+    console.print(t)

@@ -1,0 +1,1 @@
+"""Policies shared by the simulator and the nodes: window (gamma), routing, batching."""

@@ -1,0 +1,168 @@
+"""Window (gamma) policies: one interface, called per round by the simulator's drafts and by draft nodes.
+
+A `WindowPolicy` is a factory; each request gets its own `WindowController`, which proposes the next
+gamma and observes each round's outcome. Forms accepted in specs and on the command line:
+
+    static:G          always G
+    hf[:G0]           HuggingFace assisted-generation heuristic: start at G0 (5), +2 when all drafted
+                      tokens were accepted, -1 otherwise, at least 1
+    specdec[:H]       acceptance-threshold rule in the spirit of SpecDec++: the largest gamma whose
+                      probability of at least one rejection, 1 - a^gamma, stays <= H (0.7), with `a` an
+                      exponentially weighted estimate of the per-token acceptance
+    awc[:WEIGHTS]     learned Adaptive Window Control (needs the awc module; see testbed/policies/awc.py)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(slots=True)
+class RoundFeedback:
+    """What a draft learns from one round (all times in seconds)."""
+
+    gamma: int
+    accepted: int
+    rtt_s: float  # VERIFY sent -> VERIFY_RESULT received
+    verify_s: float  # the target's batch execution time for this round
+    queue_depth: int  # the target's queue depth reported with the result
+    draft_s: float  # time spent drafting this round's tokens
+
+
+class WindowController(Protocol):
+    def next_gamma(self) -> int: ...
+
+    def observe(self, fb: RoundFeedback) -> None: ...
+
+
+class WindowPolicy(Protocol):
+    name: str
+    observes: bool  # False: the controller ignores feedback (callers may skip building it)
+
+    def controller(self, context_tokens: int, gamma_max: int) -> WindowController: ...
+
+
+class _Fixed:
+    __slots__ = ("gamma",)
+
+    def __init__(self, gamma: int):
+        self.gamma = gamma
+
+    def next_gamma(self) -> int:
+        return self.gamma
+
+    def observe(self, fb: RoundFeedback) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class StaticWindow:
+    gamma: int
+    name: str = "static"
+    observes: bool = False
+
+    def controller(self, context_tokens: int, gamma_max: int) -> WindowController:
+        return _Fixed(min(self.gamma, gamma_max))
+
+
+class _HFController:
+    __slots__ = ("gamma", "gamma_max")
+
+    def __init__(self, gamma0: int, gamma_max: int):
+        self.gamma = min(gamma0, gamma_max)
+        self.gamma_max = gamma_max
+
+    def next_gamma(self) -> int:
+        return self.gamma
+
+    def observe(self, fb: RoundFeedback) -> None:
+        if fb.gamma <= 0:
+            return  # a truncated final round says nothing about the draft
+        if fb.accepted == fb.gamma:
+            self.gamma = min(self.gamma + 2, self.gamma_max)
+        else:
+            self.gamma = max(1, self.gamma - 1)
+
+
+@dataclass(frozen=True)
+class HFHeuristic:
+    gamma0: int = 5
+    name: str = "hf"
+    observes: bool = True
+
+    def controller(self, context_tokens: int, gamma_max: int) -> WindowController:
+        return _HFController(self.gamma0, gamma_max)
+
+
+class _SpecDecController:
+    __slots__ = ("h_log", "gamma_max", "acc", "rej", "decay")
+
+    def __init__(self, threshold: float, gamma_max: int, prior_alpha: float = 0.7, decay: float = 0.8):
+        self.h_log = math.log(1.0 - threshold)
+        self.gamma_max = gamma_max
+        # Pseudo-counts of accepted and rejected positions, exponentially decayed per round.
+        self.acc = prior_alpha * 4.0
+        self.rej = (1.0 - prior_alpha) * 4.0
+        self.decay = decay
+
+    def next_gamma(self) -> int:
+        a = self.acc / (self.acc + self.rej)
+        if a >= 0.999:
+            return self.gamma_max
+        if a <= 1e-6:
+            return 1
+        return max(1, min(self.gamma_max, int(self.h_log / math.log(a))))
+
+    def observe(self, fb: RoundFeedback) -> None:
+        if fb.gamma <= 0:
+            return
+        d = self.decay
+        self.acc = self.acc * d + fb.accepted
+        self.rej = self.rej * d + (1.0 if fb.accepted < fb.gamma else 0.0)
+
+
+@dataclass(frozen=True)
+class SpecDecThreshold:
+    threshold: float = 0.7
+    name: str = "specdec"
+    observes: bool = True
+
+    def controller(self, context_tokens: int, gamma_max: int) -> WindowController:
+        return _SpecDecController(self.threshold, gamma_max)
+
+
+FORMS = "static:G (G >= 1), hf[:G0], specdec[:H] (0 < H < 1), awc[:WEIGHTS]"
+
+
+def parse_window_policy(text: str) -> WindowPolicy:
+    """Parse 'static:4', 'hf', 'hf:3', 'specdec:0.6', 'awc', ...; ValueError naming the accepted forms."""
+    kind, _, arg = text.strip().partition(":")
+    try:
+        if kind == "static":
+            g = int(arg)
+            if g < 1:
+                raise ValueError
+            return StaticWindow(g)
+        if kind == "hf":
+            g0 = int(arg) if arg else 5
+            if g0 < 1:
+                raise ValueError
+            return HFHeuristic(g0)
+        if kind == "specdec":
+            h = float(arg) if arg else 0.7
+            if not 0.0 < h < 1.0:
+                raise ValueError
+            return SpecDecThreshold(h)
+        if kind == "awc":
+            try:
+                from testbed.policies.awc import load_awc_policy  # optional: needs the trained weights
+            except ImportError as e:
+                raise ValueError(f"window policy 'awc' is not available: {e}") from None
+            return load_awc_policy(arg or None)
+    except (ValueError, TypeError) as e:
+        if str(e).startswith("window policy"):
+            raise
+
+    raise ValueError(f"unknown window policy {text!r}; accepted forms: {FORMS}")

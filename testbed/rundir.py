@@ -1,0 +1,70 @@
+"""The run directory (DESIGN.md "run directory contract"): spec.yaml, meta.json and per-executor results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed import __version__
+from testbed.spec import Scenario, spec_to_yaml
+from testbed.tables import write_tables
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def prepare(out: Path, scenario: Scenario, command: str, backends: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> None:
+    """Create DIR, write the resolved spec and meta.json (updated, not replaced, by later steps)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.yaml").write_text(f"# resolved from {scenario.source}\n" + spec_to_yaml(scenario.spec))
+    update_meta(out, {
+        "testbed_version": __version__,
+        "command": command,
+        "argv": sys.argv,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "seed": scenario.spec.seed,
+        "scenario": scenario.spec.name,
+        "source": scenario.source,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "backends": backends or {},
+        **(extra or {}),
+    })
+
+
+def update_meta(out: Path, fields: dict[str, Any]) -> None:
+    p = out / "meta.json"
+    meta = json.loads(p.read_text()) if p.is_file() else {}
+    for k, v in fields.items():
+        if isinstance(v, dict) and isinstance(meta.get(k), dict):
+            meta[k] = {**meta[k], **v}
+        else:
+            meta[k] = v
+    write_json(p, meta)
+
+
+def write_results(d: Path, requests: pd.DataFrame, rounds: pd.DataFrame, batches: pd.DataFrame, summary: dict[str, Any]) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    write_tables(d, requests, rounds, batches)
+    write_json(d / "summary.json", summary)

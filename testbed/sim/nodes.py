@@ -1,0 +1,262 @@
+"""Simulated drafts and targets: one handler per event kind.
+
+Request path (distributed mode):
+    arrival at edge -> route -> PREFILL up the path -> target queue -> prefill batch -> PREFILL_DONE down
+    -> [round: wait for a draft slot -> draft gamma tokens -> VERIFY up -> target queue -> verify batch
+        -> VERIFY_RESULT down] until the output length is reached.
+In `fused` and `autoregressive` modes the rounds run at the target (a co-located drafter with the target's
+compute profile and no per-round network hop); the edge receives the first token and the finished output
+over the network.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from testbed import wire
+from testbed.compute import ComputeModel
+from testbed.policies.batching import PREFILL, VERIFY, Batcher, Job
+from testbed.policies.routing import Router
+from testbed.policies.window import RoundFeedback
+from testbed.rounds import RequestProgress, verify
+from testbed.sim.engine import EventLoop
+from testbed.sim.network import Path
+
+PREFILL_DONE_BYTES = wire.payload_bytes("PREFILL_DONE", 1)
+RESULT_BYTES = wire.payload_bytes("VERIFY_RESULT", 1)
+RELEASE_BYTES = wire.payload_bytes("RELEASE")
+LOCAL = Path([])  # co-located draft and target: no network between them
+
+
+class SimRequest:
+    __slots__ = ("rid", "edge", "target", "drafter", "prog", "runs", "up", "down", "round_up", "round_down",
+                 "arrival", "prefill_sent", "first_token", "finish", "gamma", "accepted_now", "draft_start",
+                 "send", "target_recv", "batch_start", "batch_end", "batch_size", "qdepth")
+
+    def __init__(self, rid: int, edge: "SimDraft", arrival: float, prog: RequestProgress):
+        self.rid = rid
+        self.edge = edge
+        self.arrival = arrival
+        self.prog = prog
+        self.target: SimTarget | None = None
+        self.drafter: SimDraft = edge
+        self.runs: list[int] = []
+        self.prefill_sent = self.first_token = self.finish = float("nan")
+        self.gamma = self.accepted_now = self.batch_size = self.qdepth = 0
+        self.draft_start = self.send = self.target_recv = self.batch_start = self.batch_end = 0.0
+
+
+class Recorder:
+    """Row tuples in the column order of testbed.tables."""
+
+    __slots__ = ("requests", "rounds", "batches", "completed", "active")
+
+    def __init__(self) -> None:
+        self.requests: list[tuple] = []
+        self.rounds: list[tuple] = []
+        self.batches: list[tuple] = []
+        self.completed = 0
+        self.active: dict[int, SimRequest] = {}  # arrived, not finished
+
+
+class SimDraft:
+    """A drafting executor: an edge device (distributed mode) or the drafter co-located with a target."""
+
+    __slots__ = ("name", "code", "loop", "compute", "slots", "busy", "waiting", "router", "depth", "own_active",
+                 "rec", "local", "observes")
+
+    def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, slots: int, router: Router | None,
+                 rec: Recorder, local: bool, observes: bool):
+        self.name = name
+        self.code = code  # index into the run's node-name list (table output)
+        self.loop = loop
+        self.compute = compute
+        self.slots = slots  # 0 = unlimited
+        self.busy = 0
+        self.waiting: deque[SimRequest] = deque()
+        self.router = router
+        self.depth: dict[str, int] = {}  # queue depth each target reported last
+        self.own_active: dict[str, int] = {}
+        self.rec = rec
+        self.local = local  # rounds run next to the target (fused / autoregressive)
+        self.observes = observes
+
+    # -- request start (at the edge) ------------------------------------------------------------------
+    def route(self, req: SimRequest, targets: dict[str, "SimTarget"], paths) -> None:
+        name = self.router.choose(self.depth, self.own_active)
+        t = targets[name]
+        req.target = t
+        self.own_active[name] = self.own_active.get(name, 0) + 1
+        req.up = paths(self.name, name)
+        req.down = paths(name, self.name)
+        if t.drafter is not None:
+            req.drafter = t.drafter
+            req.round_up = req.round_down = LOCAL
+        else:
+            req.round_up, req.round_down = req.up, req.down
+        req.prefill_sent = now = self.loop.now
+        arrive = req.up.transfer(now, wire.payload_bytes("PREFILL", req.prog.prompt_tokens))
+        self.loop.at(arrive, t.on_prefill, req)
+
+    # -- rounds (at the drafter) -----------------------------------------------------------------------
+    def on_first_token(self, req: SimRequest) -> None:
+        if not self.local:
+            req.first_token = self.loop.now
+            self.depth[req.target.name] = req.qdepth
+        if req.prog.first_token():
+            self.finish(req)
+        else:
+            self.start_round(req)
+
+    def start_round(self, req: SimRequest) -> None:
+        loop = self.loop
+        gamma = req.prog.next_gamma()
+        req.gamma = gamma
+        if gamma == 0:
+            req.draft_start = loop.now
+            self.send_verify(req)
+        elif self.slots == 0 or self.busy < self.slots:
+            self.busy += 1
+            req.draft_start = loop.now
+            loop.at(loop.now + self.compute.draft_time(gamma, req.prog.context()), self.on_drafted, req)
+        else:
+            self.waiting.append(req)
+
+    def on_drafted(self, req: SimRequest) -> None:
+        if self.waiting:
+            nxt = self.waiting.popleft()
+            loop = self.loop
+            nxt.draft_start = loop.now
+            loop.at(loop.now + self.compute.draft_time(nxt.gamma, nxt.prog.context()), self.on_drafted, nxt)
+        else:
+            self.busy -= 1
+        now = self.loop.now
+        req.send = now
+        self.loop.at(req.round_up.transfer(now, wire.payload_bytes("VERIFY", req.gamma)), req.target.on_verify, req)
+
+    def send_verify(self, req: SimRequest) -> None:
+        now = self.loop.now
+        req.send = now
+        self.loop.at(req.round_up.transfer(now, wire.payload_bytes("VERIFY", req.gamma)), req.target.on_verify, req)
+
+    def on_result(self, req: SimRequest) -> None:
+        now = self.loop.now
+        gamma, acc = req.gamma, req.accepted_now
+        prog = req.prog
+        self.rec.rounds.append((req.rid, prog.rounds, req.edge.code, req.target.code, prog.produced, gamma, acc,
+                                acc + 1, req.draft_start, req.send, req.target_recv, req.batch_start, req.batch_end,
+                                now, req.batch_size, req.qdepth))
+        if not self.local:
+            self.depth[req.target.name] = req.qdepth
+        fb = RoundFeedback(gamma, acc, now - req.send, req.batch_end - req.batch_start, req.qdepth,
+                           req.send - req.draft_start) if self.observes else None
+        if prog.apply(gamma, acc, fb):
+            self.finish(req)
+        else:
+            self.start_round(req)
+
+    def finish(self, req: SimRequest) -> None:
+        now = self.loop.now
+        edge = req.edge
+        if self.local:  # the last token still has to reach the edge
+            req.finish = req.down.transfer(now, RESULT_BYTES)
+        else:
+            req.finish = now
+            req.up.transfer(now, RELEASE_BYTES)
+        tname = req.target.name
+        edge.own_active[tname] -= 1
+        p = req.prog
+        self.rec.requests.append((req.rid, edge.name, tname, req.arrival, req.prefill_sent, req.first_token,
+                                  req.finish, p.prompt_tokens, p.output_tokens, p.produced, p.rounds, p.drafted,
+                                  p.accepted, "ok"))
+        self.rec.completed += 1
+        del self.rec.active[req.rid]
+        req.runs = []
+
+
+class SimTarget:
+    """A verifier: one queue, one batch executing at a time."""
+
+    __slots__ = ("name", "code", "loop", "compute", "batcher", "queue", "busy", "wake_at", "rec", "drafter")
+
+    def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, batcher: Batcher, rec: Recorder,
+                 drafter: SimDraft | None):
+        self.name = name
+        self.code = code
+        self.loop = loop
+        self.compute = compute
+        self.batcher = batcher
+        self.queue: list[Job] = []
+        self.busy = False
+        self.wake_at = -1.0
+        self.rec = rec
+        self.drafter = drafter  # the co-located drafter in fused / autoregressive modes
+
+    def on_prefill(self, req: SimRequest) -> None:
+        self.queue.append(Job(PREFILL, req.prog.prompt_tokens, 0, self.loop.now, req))
+        if not self.busy:
+            self.try_start()
+
+    def on_verify(self, req: SimRequest) -> None:
+        now = self.loop.now
+        req.target_recv = now
+        self.queue.append(Job(VERIFY, req.gamma + 1, req.prog.context(), now, req))
+        if not self.busy:
+            self.try_start()
+
+    def try_start(self, _: object = None) -> None:
+        if self.busy:
+            return
+        loop = self.loop
+        batch, wake = self.batcher.form(self.queue, loop.now)
+        if batch is None:
+            if wake is not None and wake != self.wake_at:
+                self.wake_at = wake
+                loop.at(wake, self.try_start)
+            return
+        self.busy = True
+        if batch[0].kind == PREFILL:
+            dur = self.compute.prefill_time([j.tokens for j in batch])
+        else:
+            tokens = ctx = 0
+            for j in batch:
+                tokens += j.tokens
+                ctx += j.ctx
+            dur = self.compute.verify_time(len(batch), tokens, ctx)
+        loop.at(loop.now + dur, self.on_batch_done, (batch, loop.now))
+
+    def on_batch_done(self, arg: tuple[list[Job], float]) -> None:
+        batch, start = arg
+        loop = self.loop
+        now = loop.now
+        self.busy = False
+        depth = len(self.queue)
+        n = len(batch)
+        tokens = 0
+        if batch[0].kind == PREFILL:
+            for j in batch:
+                req: SimRequest = j.ref
+                tokens += j.tokens
+                req.qdepth = depth
+                if self.drafter is not None:
+                    req.first_token = req.down.transfer(now, PREFILL_DONE_BYTES)
+                    self.drafter.on_first_token(req)
+                else:
+                    loop.at(req.down.transfer(now, PREFILL_DONE_BYTES), req.edge.on_first_token, req)
+            self.rec.batches.append((self.code, 0, start, now, n, tokens))
+        else:
+            for j in batch:
+                req = j.ref
+                tokens += j.tokens
+                req.accepted_now = verify(req.runs, req.prog.produced, req.gamma)
+                req.batch_start = start
+                req.batch_end = now
+                req.batch_size = n
+                req.qdepth = depth
+                d = req.drafter
+                if d.local:
+                    loop.at(now, d.on_result, req)
+                else:
+                    loop.at(req.round_down.transfer(now, RESULT_BYTES), d.on_result, req)
+            self.rec.batches.append((self.code, 1, start, now, n, tokens))
+        self.try_start()

@@ -1,0 +1,94 @@
+"""Reading topology YAML: strict parsing, `--set key=value` overrides and `path:line` locations of fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from testbed.errors import SpecError
+
+
+def read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The document as data and as a node tree (for line numbers)."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError(str(path), f"cannot read topology file: {e.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise SpecError(where, f"invalid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}:1", "a topology file must be a YAML mapping (name, nodes, links, ...)")
+    return data, node
+
+
+def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest existing element of `loc` in the composed YAML tree."""
+    line = None
+    cur = node
+    for key in loc:
+        if cur is None:
+            break
+        nxt = None
+        if isinstance(cur, yaml.MappingNode):
+            for k, v in cur.value:
+                if k.value == str(key):
+                    nxt = v
+                    line = k.start_mark.line + 1
+                    break
+        elif isinstance(cur, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(cur.value):
+            nxt = cur.value[key]
+            line = nxt.start_mark.line + 1
+        cur = nxt
+    if line is None and node is not None:
+        return node.start_mark.line + 1
+    return line
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply 'a.b.c=value' overrides (value parsed as YAML; list items by index: nodes.0.profile=x)."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SpecError(source, f"{item!r}: expected key=value, e.g. policy.window=static:4")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        parts = key.split(".")
+        cur: Any = data
+        for i, p in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(cur, list):
+                if not p.isdigit() or int(p) >= len(cur):
+                    raise SpecError(source, f"{key}: {'.'.join(parts[:i]) or 'top level'} is a list; '{p}' is not an index below {len(cur)}")
+                if last:
+                    cur[int(p)] = value
+                else:
+                    cur = cur[int(p)]
+            elif isinstance(cur, dict):
+                if last:
+                    cur[p] = value
+                else:
+                    if cur.get(p) is None:
+                        cur[p] = {}
+                    cur = cur[p]
+            else:
+                raise SpecError(source, f"{key}: '{'.'.join(parts[:i])}' is a value, not a section")
+    return data

@@ -1,0 +1,178 @@
+"""Load, validate and resolve a topology file into a `Scenario` (the one object both executors read)."""
+
+from __future__ import annotations
+
+import heapq
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from testbed.compute import ComputeModel, resolve_profile
+from testbed.errors import InputError, SpecError
+from testbed.spec.loader import apply_overrides, format_loc, line_of, read_yaml
+from testbed.spec.scenario import Hop, Scenario
+from testbed.spec.schema import LinkSpec, NodeSpec, ProfileSpec, TopologySpec
+
+DEFAULT_PROFILE = {"draft": "edge-cpu", "target": "cloud-gpu"}
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read a topology YAML, apply `--set` overrides, validate and resolve. SpecError (exit 2) on bad input."""
+    path = Path(path)
+    data, tree = read_yaml(path)
+    data = apply_overrides(data, list(overrides))
+
+    def where(loc: tuple[Any, ...]) -> str:
+        line = line_of(tree, loc)
+        return f"{path}:{line}" if line else str(path)
+
+    try:
+        spec = TopologySpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        msg = "unknown key (not part of the schema; see testbed/spec/schema.py)" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        raise SpecError(where(loc), f"{format_loc(loc)}: {msg}") from None
+    return resolve(spec, str(path), where)
+
+
+def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
+    where = where or (lambda loc: source)
+
+    def fail(loc: tuple[Any, ...], msg: str) -> SpecError:
+        return SpecError(where(loc), f"{format_loc(loc)}: {msg}")
+
+    # 1. Expand edge groups into nodes and links, remembering where each came from.
+    nodes: list[NodeSpec] = []
+    node_loc: dict[str, tuple[Any, ...]] = {}
+    links: list[LinkSpec] = []
+    link_loc: list[tuple[Any, ...]] = []
+    for i, n in enumerate(spec.nodes):
+        if n.name in node_loc:
+            raise fail(("nodes", i, "name"), f"duplicate node name {n.name!r}")
+        nodes.append(n)
+        node_loc[n.name] = ("nodes", i)
+    for g_i, g in enumerate(spec.edges):
+        for k in range(g.count):
+            name = f"{g.prefix}{k}"
+            if len(name) > 10:
+                raise fail(("edges", g_i, "count"), f"generated name {name!r} is longer than 10 characters; use a shorter prefix")
+            if name in node_loc:
+                raise fail(("edges", g_i, "prefix"), f"generated node {name!r} collides with an existing node")
+            nodes.append(NodeSpec(name=name, role=g.role, profile=g.profile, model=g.model, cpu_share=g.cpu_share, draft_slots=g.draft_slots))
+            node_loc[name] = ("edges", g_i)
+            params = g.link.model_dump(exclude={"to"})
+            links.append(LinkSpec(a=name, b=g.link.to, **params))
+            link_loc.append(("edges", g_i, "link", "to"))
+    for i, l in enumerate(spec.links):
+        links.append(l)
+        link_loc.append(("links", i))
+
+    # 2. Fill per-node defaults.
+    by_name: dict[str, NodeSpec] = {}
+    filled: list[NodeSpec] = []
+    for n in nodes:
+        upd: dict[str, Any] = {}
+        if n.role != "switch":
+            if n.profile is None:
+                upd["profile"] = DEFAULT_PROFILE[n.role]
+            if n.model is None:
+                upd["model"] = spec.models.draft if n.role == "draft" else spec.models.target
+        n = n.model_copy(update=upd) if upd else n
+        filled.append(n)
+        by_name[n.name] = n
+    drafts = tuple(n.name for n in filled if n.role == "draft")
+    targets = tuple(n.name for n in filled if n.role == "target")
+    if not targets:
+        raise fail(("nodes",), "no node with role 'target'")
+    if not drafts:
+        raise fail(("nodes",), "no node with role 'draft' (declare nodes or an `edges` group)")
+
+    # 3. Links: known ends, no self-links, no duplicates.
+    seen: set[frozenset[str]] = set()
+    for i, l in enumerate(links):
+        for end in ("a", "b"):
+            name = getattr(l, end)
+            if name not in by_name:
+                field_loc = link_loc[i] if link_loc[i][-1] == "to" else link_loc[i] + (end,)
+                raise fail(field_loc, f"link to unknown node {name!r} (known: {', '.join(sorted(by_name))})")
+        if l.a == l.b:
+            raise fail(link_loc[i], f"link from {l.a!r} to itself")
+        pair = frozenset((l.a, l.b))
+        if pair in seen:
+            raise fail(link_loc[i], f"second link between {l.a!r} and {l.b!r}")
+        seen.add(pair)
+
+    # 4. Compute models.
+    compute: dict[str, ComputeModel] = {}
+    used_profiles: dict[str, ProfileSpec] = {}
+    for n in filled:
+        if n.role == "switch":
+            continue
+        try:
+            prof = resolve_profile(n.profile, spec.profiles)
+        except KeyError as e:
+            raise fail(node_loc[n.name] + ("profile",), e.args[0]) from None
+        except InputError as e:
+            raise fail(node_loc[n.name] + ("profile",), str(e)) from None
+        used_profiles[n.profile] = prof
+        compute[n.name] = ComputeModel.from_spec(n.profile, prof)
+
+    # 5. Paths between every draft and every target it can reach (switches forward; hosts do not).
+    adj: dict[str, list[tuple[str, int, bool]]] = {n.name: [] for n in filled}
+    for i, l in enumerate(links):
+        adj[l.a].append((l.b, i, True))
+        adj[l.b].append((l.a, i, False))
+    paths: dict[tuple[str, str], tuple[Hop, ...]] = {}
+    reachable: dict[str, tuple[str, ...]] = {}
+    for d in drafts:
+        if not adj[d]:
+            raise fail(node_loc[d], f"draft {d!r} has no link")
+        found = _shortest_paths(d, adj, by_name, links)
+        reach = tuple(t for t in targets if t in found)
+        if not reach:
+            raise fail(node_loc[d], f"draft {d!r} reaches no target (paths may cross switches only)")
+        reachable[d] = reach
+        for t in reach:
+            hops = found[t]
+            paths[(d, t)] = hops
+            paths[(t, d)] = tuple(Hop(h.link, not h.forward) for h in reversed(hops))
+
+    resolved = spec.model_copy(update={"nodes": filled, "edges": [], "links": links, "profiles": used_profiles})
+    return Scenario(
+        spec=resolved, source=source, nodes=tuple(filled), links=tuple(links), drafts=drafts, targets=targets,
+        paths=paths, compute=compute, reachable=reachable,
+    )
+
+
+def _shortest_paths(src: str, adj, by_name, links) -> dict[str, tuple[Hop, ...]]:
+    """Fewest hops, then least configured delay; only switches forward traffic."""
+    best: dict[str, tuple[int, float]] = {src: (0, 0.0)}
+    route: dict[str, tuple[Hop, ...]] = {src: ()}
+    heap = [(0, 0.0, src)]
+    out: dict[str, tuple[Hop, ...]] = {}
+    while heap:
+        hops, delay, u = heapq.heappop(heap)
+        if (hops, delay) > best[u]:
+            continue
+        if u != src:
+            if by_name[u].role == "target":
+                out[u] = route[u]
+            if by_name[u].role != "switch":
+                continue
+        for v, li, fwd in adj[u]:
+            cand = (hops + 1, delay + links[li].delay_ms)
+            if v not in best or cand < best[v]:
+                best[v] = cand
+                route[v] = route[u] + (Hop(li, fwd),)
+                heapq.heappush(heap, (cand[0], cand[1], v))
+    return out
+
+
+def spec_to_yaml(spec: TopologySpec) -> str:
+    """The resolved spec as YAML: itself a valid topology file that resolves to the same scenario."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, default_flow_style=None, width=110)

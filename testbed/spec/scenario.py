@@ -1,0 +1,41 @@
+"""The resolved scenario: nodes with defaults filled in, edge groups expanded, links numbered, the path of
+every draft -> target pair, compute models loaded. Built by `testbed.spec.resolve`; read-only afterwards,
+by the simulator and the emulator alike."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from testbed.compute import ComputeModel
+from testbed.spec.schema import LinkSpec, NodeSpec, TopologySpec
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One link crossed in one direction: forward = from link.a to link.b."""
+
+    link: int
+    forward: bool
+
+
+@dataclass(frozen=True)
+class Scenario:
+    spec: TopologySpec  # the resolved spec: edge groups expanded into nodes and links, defaults filled
+    source: str  # the file it came from
+    nodes: tuple[NodeSpec, ...]
+    links: tuple[LinkSpec, ...]
+    drafts: tuple[str, ...]
+    targets: tuple[str, ...]
+    paths: dict[tuple[str, str], tuple[Hop, ...]]  # (draft, target) and (target, draft) -> hops in order
+    compute: dict[str, ComputeModel]  # node name -> its compute model (drafts and targets)
+    reachable: dict[str, tuple[str, ...]] = field(default_factory=dict)  # draft -> targets it can reach
+
+    def node(self, name: str) -> NodeSpec:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def path_delay_s(self, src: str, dst: str) -> float:
+        """Sum of configured one-way delays along the path (no queueing, no serialisation)."""
+        return sum(self.links[h.link].delay_ms for h in self.paths[(src, dst)]) / 1e3

@@ -1,0 +1,116 @@
+"""The run directory's tables: column names, types and meaning, written identically by both executors.
+
+All times are seconds since the run's start (the trace's first kept request arrives at 0). Rows are built
+as tuples in column order (cheap on the hot path) and turned into typed DataFrames here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+# name -> (dtype, meaning)
+REQUEST_COLUMNS: dict[str, tuple[str, str]] = {
+    "request_id": ("int64", "trace request id (0.. in arrival order)"),
+    "edge": ("string", "draft node the request arrived at"),
+    "target": ("string", "target node it was routed to ('' if never routed)"),
+    "arrival_s": ("float64", "arrival at the edge"),
+    "prefill_sent_s": ("float64", "prompt sent to the target"),
+    "first_token_s": ("float64", "first token back at the edge (NaN if never)"),
+    "finish_s": ("float64", "last token back at the edge (NaN if not finished)"),
+    "prompt_tokens": ("int32", "prompt length from the trace"),
+    "output_tokens": ("int32", "output length from the trace (what must be produced)"),
+    "tokens_out": ("int32", "tokens produced (== output_tokens when ok)"),
+    "rounds": ("int32", "verification rounds"),
+    "drafted_tokens": ("int32", "draft tokens sent for verification"),
+    "accepted_tokens": ("int32", "draft tokens accepted"),
+    "status": ("string", "ok | failed | unfinished"),
+}
+
+ROUND_COLUMNS: dict[str, tuple[str, str]] = {
+    "request_id": ("int64", "request"),
+    "round": ("int32", "round index within the request (0..)"),
+    "edge": ("string", "draft node"),
+    "target": ("string", "target node"),
+    "produced": ("int32", "tokens produced before the round (the round starts at this output position)"),
+    "gamma": ("int32", "tokens drafted (after clamping to what is left)"),
+    "accepted": ("int32", "draft tokens accepted"),
+    "gained": ("int32", "tokens gained = accepted + 1"),
+    "draft_start_s": ("float64", "drafting started (after waiting for a draft slot)"),
+    "send_s": ("float64", "VERIFY sent by the edge"),
+    "target_recv_s": ("float64", "VERIFY received by the target"),
+    "batch_start_s": ("float64", "verify batch started on the target"),
+    "batch_end_s": ("float64", "verify batch finished"),
+    "recv_s": ("float64", "VERIFY_RESULT received by the edge"),
+    "batch_size": ("int32", "requests in the verify batch"),
+    "queue_depth": ("int32", "target queue depth reported with the result"),
+}
+
+BATCH_COLUMNS: dict[str, tuple[str, str]] = {
+    "target": ("string", "target node"),
+    "kind": ("string", "prefill | verify"),
+    "start_s": ("float64", "batch started"),
+    "end_s": ("float64", "batch finished"),
+    "size": ("int32", "requests in the batch"),
+    "tokens": ("int32", "tokens processed (prompt tokens, or sum of gamma + 1)"),
+}
+
+TABLES = {"requests": REQUEST_COLUMNS, "rounds": ROUND_COLUMNS, "batches": BATCH_COLUMNS}
+
+
+def frame(columns: dict[str, tuple[str, str]], rows: list[tuple],
+          codes: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """A typed DataFrame from row tuples in column order.
+
+    With `codes`, the named string columns hold integer codes into the given name lists and every value of
+    every row is a number: the rows are then converted in one vectorised step (the simulator's hot output).
+    """
+    names = list(columns)
+    data: dict[str, object]
+    if not rows:
+        data = {n: [] for n in names}
+    elif codes:
+        arr = np.array(rows, dtype=np.float64)
+        data = {}
+        for k, n in enumerate(names):
+            col = arr[:, k]
+            if n in codes:
+                idx = pa.array(col.astype(np.int32))
+                strings = pa.DictionaryArray.from_arrays(idx, pa.array(codes[n], pa.string())).cast(pa.string())
+                data[n] = pd.array(strings, dtype=pd.StringDtype("pyarrow"))
+            else:
+                data[n] = col.astype(columns[n][0])
+    else:
+        data = {n: np.asarray(c) for n, c in zip(names, zip(*rows))}
+    df = pd.DataFrame(data, columns=names)
+    return df.astype({n: t for n, (t, _) in columns.items()})
+
+
+def check_schema(df: pd.DataFrame, table: str, path: str = "") -> None:
+    cols = list(TABLES[table])
+    if list(df.columns) != cols:
+        raise ValueError(f"{path or table}: columns {list(df.columns)} differ from the {table} schema {cols}")
+
+
+def write_tables(out: Path, requests: pd.DataFrame, rounds: pd.DataFrame, batches: pd.DataFrame) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, df in (("requests", requests), ("rounds", rounds), ("batches", batches)):
+        check_schema(df, name)
+        tmp = out / f".{name}.parquet.tmp"
+        df.to_parquet(tmp, index=False)
+        tmp.replace(out / f"{name}.parquet")
+
+
+def read_tables(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    out = []
+    for name in ("requests", "rounds", "batches"):
+        p = d / f"{name}.parquet"
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing (is {d} a run's sim/ or emu/ directory?)")
+        df = pd.read_parquet(p)
+        check_schema(df, name, str(p))
+        out.append(df)
+    return out[0], out[1], out[2]

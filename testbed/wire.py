@@ -1,0 +1,39 @@
+"""Sizes of node messages on the wire: the simulator's link model uses these, the node protocol is tested
+against them (tests/test_protocol.py encodes real messages and compares).
+
+Application payload: a msgpack map with a protocol version, message type, request id and a few scalars,
+plus token ids as packed int32 (4 bytes each) and, in sampling mode, draft probabilities as top-k
+(int32 id, float16 prob) pairs per drafted token. ZeroMQ adds its frame headers (and the ROUTER's identity
+frame on the target side). On the wire every TCP segment carries Ethernet + IPv4 + TCP headers with the
+timestamp option.
+"""
+
+from __future__ import annotations
+
+# Bytes of a message apart from its token arrays (msgpack keys and scalars + ZeroMQ framing).
+MSG_BASE_BYTES = {
+    "PREFILL": 72,
+    "PREFILL_DONE": 64,
+    "VERIFY": 72,
+    "VERIFY_RESULT": 80,
+    "RELEASE": 48,
+}
+TOKEN_BYTES = 4  # int32 token id
+TOPK_ENTRY_BYTES = 6  # (int32 id, float16 prob)
+MSS = 1448  # TCP payload per segment with timestamps on a 1500-byte MTU
+HEADER_BYTES = 66  # Ethernet 14 + IPv4 20 + TCP 20 + timestamp option 12
+
+
+def payload_bytes(kind: str, n_tokens: int = 0, topk: int = 0) -> int:
+    """Application bytes of one message carrying n_tokens token ids (and top-k probabilities per token)."""
+    return MSG_BASE_BYTES[kind] + n_tokens * (TOKEN_BYTES + topk * TOPK_ENTRY_BYTES)
+
+
+def wire_bytes(payload: int) -> int:
+    """Bytes on the link for a message of `payload` application bytes (segments x headers added)."""
+    segments = -(-payload // MSS)
+    return payload + segments * HEADER_BYTES
+
+
+def segments(payload: int) -> int:
+    return -(-payload // MSS)

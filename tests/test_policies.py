@@ -1,0 +1,112 @@
+"""Window, routing and batching policies, and the acceptance model: unit-level invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from testbed.acceptance import AcceptanceModel, accepted_runs, clamp_gamma, uniforms
+from testbed.policies.batching import PREFILL, VERIFY, Batcher, Job
+from testbed.policies.routing import Router
+from testbed.policies.window import RoundFeedback, parse_window_policy
+from testbed.rounds import verify
+from testbed.spec.schema import AcceptanceSpec, BatchingSpec
+
+
+def fb(gamma, accepted):
+    return RoundFeedback(gamma, accepted, 0.02, 0.01, 0, 0.04)
+
+
+def test_static_and_parse_errors():
+    assert parse_window_policy("static:6").controller(10, 16).next_gamma() == 6
+    assert parse_window_policy("static:20").controller(10, 16).next_gamma() == 16
+    for bad in ("static", "static:0", "hf:x", "specdec:1.5", "nope"):
+        with pytest.raises(ValueError, match="accepted forms"):
+            parse_window_policy(bad)
+
+
+def test_hf_heuristic():
+    c = parse_window_policy("hf:5").controller(0, 8)
+    assert c.next_gamma() == 5
+    c.observe(fb(5, 5))
+    assert c.next_gamma() == 7
+    c.observe(fb(7, 7))
+    assert c.next_gamma() == 8  # capped
+    for _ in range(20):
+        c.observe(fb(8, 0))
+    assert c.next_gamma() == 1  # floor
+
+
+def test_specdec_threshold_tracks_acceptance():
+    hi, lo = parse_window_policy("specdec:0.7").controller(0, 16), parse_window_policy("specdec:0.7").controller(0, 16)
+    for _ in range(30):
+        hi.observe(fb(8, 8))
+        lo.observe(fb(8, 1))
+    assert hi.next_gamma() > 8 > lo.next_gamma() >= 1
+
+
+def test_acceptance_is_counter_based_and_calibrated():
+    u1 = uniforms(1, 42, 1000)
+    assert np.array_equal(u1[500:], uniforms(1, 42, 1000)[500:])
+    assert not np.array_equal(u1, uniforms(2, 42, 1000)) and not np.array_equal(u1, uniforms(1, 43, 1000))
+    m = AcceptanceModel(AcceptanceSpec(kind="iid", alpha=0.7))
+    assert m.sequence(5, 1, 200_000).mean() == pytest.approx(0.7, abs=0.005)
+    d = AcceptanceModel(AcceptanceSpec(kind="position_decay", alpha=0.9, alpha_end=0.5, decay_tokens=100))
+    p = d.probabilities(1000)
+    assert p[0] == pytest.approx(0.9) and p[-1] == pytest.approx(0.5, abs=1e-3) and np.all(np.diff(p) <= 0)
+    e = AcceptanceModel(AcceptanceSpec(kind="empirical", table=[0.9, 0.5]))
+    assert e.probabilities(4).tolist() == [0.9, 0.5, 0.5, 0.5]
+
+
+def test_runs_and_verify_rule():
+    seq = np.array([True, True, False, True, True, True, False], bool)
+    runs = accepted_runs(seq)
+    assert runs == [2, 1, 0, 3, 2, 1, 0, 0]
+    assert verify(runs, 3, 2) == 2 and verify(runs, 3, 5) == 3 and verify(runs, 2, 4) == 0 and verify(runs, 9, 4) == 0
+    assert clamp_gamma(4, 1, 10, 16) == 4 and clamp_gamma(4, 8, 10, 16) == 1 and clamp_gamma(4, 9, 10, 16) == 0
+
+
+def test_routing():
+    rr = Router("round_robin", ["a", "b", "c"], 0, "e0")
+    assert [rr.choose({}, {}) for _ in range(4)] == ["a", "b", "c", "a"]
+    jsq = Router("jsq", ["a", "b"], 0, "e0")
+    assert jsq.choose({"a": 3, "b": 1}, {}) == "b"
+    assert jsq.choose({"a": 1, "b": 1}, {"a": 2, "b": 0}) == "b"
+    r1 = [Router("random", ["a", "b"], 5, "e0").choose({}, {}) for _ in range(1)]
+    seq1 = (lambda r: [r.choose({}, {}) for _ in range(50)])(Router("random", ["a", "b"], 5, "e0"))
+    seq2 = (lambda r: [r.choose({}, {}) for _ in range(50)])(Router("random", ["a", "b"], 5, "e0"))
+    assert seq1 == seq2 and set(seq1) == {"a", "b"} and r1
+    with pytest.raises(ValueError):
+        Router("nope", ["a"], 0, "e0")
+
+
+def jobs(spec):
+    return [Job(VERIFY, 5, 100, 0.0, "v1"), Job(PREFILL, 900, 0, 0.1, "p1"), Job(VERIFY, 2, 100, 0.2, "v2"),
+            Job(VERIFY, 9, 100, 0.3, "v3")]
+
+
+def test_batching_fifo_length_aware_and_limits():
+    q = jobs(None)
+    b, _ = Batcher(BatchingSpec(kind="fifo", max_batch_reqs=2)).form(q, 1.0)
+    assert [j.ref for j in b] == ["v1", "v2"] and [j.ref for j in q] == ["p1", "v3"]
+    q = jobs(None)
+    b, _ = Batcher(BatchingSpec(kind="length_aware", max_batch_reqs=2)).form(q, 1.0)
+    assert [j.ref for j in b] == ["v2", "v1"]
+    q = jobs(None)
+    b, _ = Batcher(BatchingSpec(kind="fifo", max_batch_tokens=8)).form(q, 1.0)
+    assert [j.ref for j in b] == ["v1", "v2"]  # 5 + 2 <= 8, +9 would exceed
+    q = [Job(PREFILL, 5000, 0, 0.0, "big")]
+    b, _ = Batcher(BatchingSpec(max_batch_tokens=100)).form(q, 0.0)
+    assert [j.ref for j in b] == ["big"]  # a job above the budget still runs alone
+
+
+def test_batching_max_wait():
+    bt = Batcher(BatchingSpec(max_batch_reqs=4, max_wait_ms=10))
+    q = [Job(VERIFY, 5, 0, 1.0, "a")]
+    b, wake = bt.form(q, 1.002)
+    assert b is None and wake == pytest.approx(1.010) and len(q) == 1
+    b, wake = bt.form(q, 1.010)
+    assert [j.ref for j in b] == ["a"] and wake is None and not q
+    q = [Job(VERIFY, 1, 0, 1.0, str(i)) for i in range(4)]
+    b, _ = bt.form(q, 1.0)  # full: no waiting
+    assert len(b) == 4

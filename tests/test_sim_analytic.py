@@ -1,0 +1,85 @@
+"""Exact invariants of DSD-Sim on cases with a closed-form answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import one_edge_spec, scenario, write_native_trace
+from testbed import wire
+from testbed.acceptance import expected_tokens_per_round
+from testbed.sim import simulate
+
+
+def spaced(n: int, prompt: int, output: int, gap: float = 1000.0) -> list[tuple[float, int, int]]:
+    return [(i * gap, prompt, output) for i in range(n)]
+
+
+@pytest.mark.parametrize("gamma,alpha", [(4, 0.8), (2, 0.6), (7, 0.9)])
+def test_low_load_tpot_matches_leviathan(tmp_path, gamma, alpha):
+    trace = write_native_trace(tmp_path / "t.jsonl", spaced(30, 100, 1501))
+    sc = scenario(one_edge_spec(trace, window=f"static:{gamma}", alpha=alpha, delay_ms=10, t_draft_ms=10, t_verify_ms=20))
+    r = simulate(sc)
+    s = r.summary
+    assert s["requests_completed"] == 30
+    rtt = 2 * 0.010
+    expect_ms = (gamma * 0.010 + rtt + 0.020) / expected_tokens_per_round(alpha, gamma) * 1e3
+    assert s["tpot_ms"]["mean"] == pytest.approx(expect_ms, rel=0.02)
+    # TTFT = prompt up + prefill + first token down (unshaped links: no serialisation)
+    assert s["ttft_ms"]["mean"] == pytest.approx(10 + 30 + 10, rel=0.02)
+    assert s["acceptance_rate"] == pytest.approx(sum(alpha ** k for k in range(1, gamma + 1)) / gamma, rel=0.03)
+
+
+def test_ttft_includes_serialisation_at_link_rate(tmp_path):
+    prompt = 20000
+    trace = write_native_trace(tmp_path / "t.jsonl", spaced(3, prompt, 5))
+    sc = scenario(one_edge_spec(trace, bw_mbps=1.0, delay_ms=5))
+    s = simulate(sc).summary
+    up = wire.wire_bytes(wire.payload_bytes("PREFILL", prompt)) * 8 / 1e6
+    down = wire.wire_bytes(wire.payload_bytes("PREFILL_DONE", 1)) * 8 / 1e6
+    assert s["ttft_ms"]["mean"] == pytest.approx((up + 0.005 + 0.030 + down + 0.005) * 1e3, rel=1e-6)
+
+
+def test_autoregressive_and_fused_baselines(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", spaced(10, 100, 801))
+    ar = simulate(scenario(one_edge_spec(trace, mode="autoregressive"))).summary
+    assert ar["tpot_ms"]["mean"] == pytest.approx(20.0, rel=0.001)  # one verify step per token, no network
+    assert ar["mean_gamma"] is None and ar["tokens_per_round"] == pytest.approx(1.0)
+    fused = simulate(scenario(one_edge_spec(trace, mode="fused", alpha=0.8))).summary
+    # drafting with the cloud's draft step (1 ms), no per-round hop
+    assert fused["tpot_ms"]["mean"] == pytest.approx((4 * 0.001 + 0.020) / expected_tokens_per_round(0.8, 4) * 1e3, rel=0.02)
+
+
+def test_conservation_and_schema(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = [(float(t), int(p), int(o)) for t, p, o in zip(np.cumsum(rng.exponential(0.05, 300)), rng.integers(1, 3000, 300), rng.integers(1, 400, 300))]
+    trace = write_native_trace(tmp_path / "t.jsonl", rows)
+    d = one_edge_spec(trace, window="hf")
+    r = simulate(scenario(d))
+    req = r.requests
+    assert len(req) == 300 and (req["status"] == "ok").all()
+    assert (req["tokens_out"] == req["output_tokens"]).all()
+    assert int(req["tokens_out"].sum()) == sum(o for _, _, o in rows)
+    # tokens from rounds + the prefill token add up per request
+    gained = r.rounds.groupby("request_id")["gained"].sum().reindex(req["request_id"], fill_value=0).to_numpy()
+    assert (gained + 1 == req["output_tokens"].to_numpy()).all()
+    # every round's times are ordered
+    rd = r.rounds
+    assert (rd["draft_start_s"] <= rd["send_s"]).all() and (rd["send_s"] < rd["target_recv_s"]).all()
+    assert (rd["target_recv_s"] <= rd["batch_start_s"]).all() and (rd["batch_start_s"] < rd["batch_end_s"]).all()
+    assert (rd["batch_end_s"] < rd["recv_s"]).all()
+    # gamma never exceeds what was left
+    assert (rd["produced"] + rd["gamma"] + 1 <= rd["request_id"].map(dict(zip(req["request_id"], req["output_tokens"])))).all()
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    rows = [(i * 0.1, 50, 200) for i in range(50)]
+    trace = write_native_trace(tmp_path / "t.jsonl", rows)
+    d = one_edge_spec(trace)
+    d["links"][0]["jitter_ms"] = 2.0
+    a, b = simulate(scenario(d)), simulate(scenario(d))
+    assert a.requests.equals(b.requests) and a.rounds.equals(b.rounds)
+    d["seed"] = 8
+    c = simulate(scenario(d))
+    assert not a.rounds["accepted"].equals(c.rounds["accepted"])
+    assert not a.requests["finish_s"].equals(c.requests["finish_s"])
