@@ -38,8 +38,13 @@ class WindowController(Protocol):
 
 
 class WindowPolicy(Protocol):
-    name: str
-    observes: bool  # False: the controller ignores feedback (callers may skip building it)
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def observes(self) -> bool:
+        """False: the controller ignores feedback (callers may skip building it)."""
+        ...
 
     def controller(self, context_tokens: int, gamma_max: int) -> WindowController: ...
 
@@ -157,7 +162,7 @@ def parse_window_policy(text: str) -> WindowPolicy:
             return SpecDecThreshold(h)
         if kind == "awc":
             try:
-                from testbed.policies.awc import load_awc_policy  # optional: needs the trained weights
+                from testbed.policies.awc import load_awc_policy  # type: ignore[import-not-found,import-untyped,unused-ignore]
             except ImportError as e:
                 raise ValueError(f"window policy 'awc' is not available: {e}") from None
             return load_awc_policy(arg or None)

@@ -33,14 +33,23 @@ class SimRequest:
                  "arrival", "prefill_sent", "first_token", "finish", "gamma", "accepted_now", "draft_start",
                  "send", "target_recv", "batch_start", "batch_end", "batch_size", "qdepth")
 
-    def __init__(self, rid: int, edge: "SimDraft", arrival: float, prog: RequestProgress):
+    def __init__(self, rid: int, edge: "SimDraft", target: "SimTarget", arrival: float, prog: RequestProgress,
+                 runs: list[int], up: Path, down: Path):
         self.rid = rid
         self.edge = edge
+        self.target = target
         self.arrival = arrival
         self.prog = prog
-        self.target: SimTarget | None = None
-        self.drafter: SimDraft = edge
-        self.runs: list[int] = []
+        self.runs = runs
+        self.up = up
+        self.down = down
+        colocated = target.drafter
+        if colocated is not None:
+            self.drafter: SimDraft = colocated
+            self.round_up = self.round_down = LOCAL
+        else:
+            self.drafter = edge
+            self.round_up, self.round_down = up, down
         self.prefill_sent = self.first_token = self.finish = float("nan")
         self.gamma = self.accepted_now = self.batch_size = self.qdepth = 0
         self.draft_start = self.send = self.target_recv = self.batch_start = self.batch_end = 0.0
@@ -82,21 +91,17 @@ class SimDraft:
         self.observes = observes
 
     # -- request start (at the edge) ------------------------------------------------------------------
-    def route(self, req: SimRequest, targets: dict[str, "SimTarget"], paths) -> None:
+    def route(self) -> str:
+        """Choose the target of a new request and count it as active there."""
+        assert self.router is not None, "a co-located drafter does not route"
         name = self.router.choose(self.depth, self.own_active)
-        t = targets[name]
-        req.target = t
         self.own_active[name] = self.own_active.get(name, 0) + 1
-        req.up = paths(self.name, name)
-        req.down = paths(name, self.name)
-        if t.drafter is not None:
-            req.drafter = t.drafter
-            req.round_up = req.round_down = LOCAL
-        else:
-            req.round_up, req.round_down = req.up, req.down
+        return name
+
+    def send_prefill(self, req: SimRequest) -> None:
         req.prefill_sent = now = self.loop.now
         arrive = req.up.transfer(now, wire.payload_bytes("PREFILL", req.prog.prompt_tokens))
-        self.loop.at(arrive, t.on_prefill, req)
+        self.loop.at(arrive, req.target.on_prefill, req)
 
     # -- rounds (at the drafter) -----------------------------------------------------------------------
     def on_first_token(self, req: SimRequest) -> None:

@@ -73,12 +73,13 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
 
     def on_arrival(i: int) -> None:
         rid, L = rids[i], outputs[i]
+        edge = drafts[edge_of[i]]
+        tname = edge.route()
         ctl = policy.controller(prompts[i], gamma_max)
-        req = SimRequest(rid, drafts[edge_of[i]], arrivals[i], RequestProgress(rid, prompts[i], L, ctl, gamma_max, speculate))
-        if speculate:
-            req.runs = acceptance.runs(seed, rid, L)
+        req = SimRequest(rid, edge, targets[tname], arrivals[i], RequestProgress(rid, prompts[i], L, ctl, gamma_max, speculate),
+                         acceptance.runs(seed, rid, L) if speculate else [], paths(edge.name, tname), paths(tname, edge.name))
         rec.active[rid] = req
-        req.edge.route(req, targets, paths)
+        edge.send_prefill(req)
         if i + 1 < n:
             loop.at(arrivals[i + 1], on_arrival, i + 1)
 
@@ -97,7 +98,7 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
         progress(rec.completed, n)
     for req in sorted(rec.active.values(), key=lambda r: r.rid):
         p = req.prog
-        rec.requests.append((req.rid, req.edge.name, req.target.name if req.target else "", req.arrival,
+        rec.requests.append((req.rid, req.edge.name, req.target.name, req.arrival,
                              req.prefill_sent, req.first_token, float("nan"), p.prompt_tokens, p.output_tokens,
                              p.produced, p.rounds, p.drafted, p.accepted, "unfinished"))
     requests = frame(REQUEST_COLUMNS, sorted(rec.requests))
