@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml scripts/install-system.sh $(wildcard scripts/system-pac
 	bash scripts/install-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m testbed.emu.net.shaping.userspace >/dev/null  # compile the user-space delay line
 	touch $(STAMP)
 
 ## make test: the whole suite (CI runs this)
@@ -44,7 +45,7 @@ bench-nodes: $(STAMP)
 	$(PY) bench/bench_nodes.py
 
 bench-net: $(STAMP)
-	$(PY) bench/bench_net.py
+	mkdir -p runs && $(PY) bench/bench_net.py --json runs/bench-net.json
 
 doctor: $(STAMP)
 	$(PY) -m testbed doctor

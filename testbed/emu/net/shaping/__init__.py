@@ -1,0 +1,121 @@
+"""Link shaping backends: how a link's rate, delay, jitter, loss and queue limit are made real.
+
+- `netem`: per interface egress, htb (rate) + netem (delay, jitter as a normal distribution, loss, limit),
+  the way Mininet's TCLink does it; delay applies in each direction of each link. Needs the sch_netem module.
+- `userspace`: htb for rate on each interface's egress (both ends of every shaped link); delay, jitter and
+  loss in a user-space delay line (`dsd-delayline`, C, NFQUEUE) on the receiving host's ingress
+  (mangle/PREROUTING). The delay line of host H holds packets from source S for the sum of the one-way
+  delays along S's path to H, jitter sqrt(sum of variances), loss 1 - prod(1 - p); since per-link delays
+  are constant the resulting arrival times equal per-hop delays except for how flows with different
+  access delays interleave in a shared queue. Jitter never reorders packets of one source.
+
+A backend checks a scenario before anything is built (`check`: InputError for what it cannot do,
+returns warnings for what it can do only approximately), then `apply`s itself to a built network and
+`teardown`s (never raises).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any
+
+from testbed.errors import InputError
+from testbed.spec import Scenario
+from testbed.spec.schema import LinkSpec
+
+if TYPE_CHECKING:
+    from testbed.emu.net.mininet_net import MininetNetwork
+
+BACKENDS = ("netem", "userspace")
+
+
+class ShapingBackend(ABC):
+    name: str = ""
+
+    def check(self, scenario: Scenario) -> list[str]:
+        """Raise InputError for what this backend cannot emulate; return warnings for approximations."""
+        warnings: list[str] = []
+        for i, l in enumerate(scenario.links):
+            if l.jitter_ms > 0 and l.jitter_ms * 2 > l.delay_ms:
+                raise InputError(scenario.source, f"link {i} ({l.a}-{l.b}): jitter_ms={l.jitter_ms:g} is more than half of "
+                                 f"delay_ms={l.delay_ms:g}; the per-packet delay would be cut at zero and the jitter "
+                                 f"would not be the configured standard deviation ({self.name} backend)")
+        return warnings
+
+    @abstractmethod
+    def apply(self, net: "MininetNetwork") -> None: ...
+
+    def teardown(self) -> None:
+        """Stop what apply() started outside the namespaces (qdiscs and rules go with interfaces and namespaces)."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+def get_backend(name: str, **options: Any) -> ShapingBackend:
+    if name == "netem":
+        from testbed.emu.net.shaping.netem import NetemShaping
+
+        return NetemShaping(**options)
+    if name == "userspace":
+        from testbed.emu.net.shaping.userspace import UserspaceShaping
+
+        return UserspaceShaping(**options)
+    raise InputError("--shaping", f"unknown shaping backend {name!r} (choose from {', '.join(BACKENDS)})")
+
+
+def htb_lines(dev: str, link: LinkSpec, leaf: str | None = None) -> list[str]:
+    """`tc -batch` lines for an htb rate limit on dev's egress; `leaf` replaces the default pfifo leaf qdisc."""
+    assert link.bw_mbps is not None
+    rate_bps = link.bw_mbps * 1e6
+    bytes_per_s = rate_bps / 8
+    # Burst: ~1 ms worth at high rates, at least two full-size frames; quantum within htb's sane range.
+    burst = int(max(2 * 1514, bytes_per_s * 0.001))
+    quantum = int(min(200000, max(1514, bytes_per_s / 1000)))
+    rate = f"{rate_bps / 1e3:.3f}kbit"
+    lines = [
+        f"qdisc add dev {dev} root handle 1: htb default 1",
+        f"class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate} burst {burst} cburst {burst} quantum {quantum}",
+        f"qdisc add dev {dev} parent 1:1 handle 10: " + (leaf or f"pfifo limit {link.queue_pkts}"),
+    ]
+    return lines
+
+
+GSO_OFF_BELOW_MBPS = 100.0
+
+
+def offload_cmds(dev: str, link: LinkSpec) -> list[str]:
+    """Below ~100 Mbit/s a 64 KB TSO/GSO super-packet is a long burst for htb: send MTU-sized packets instead."""
+    if link.bw_mbps is not None and link.bw_mbps < GSO_OFF_BELOW_MBPS:
+        return [f"ethtool -K {dev} tso off gso off >/dev/null 2>&1 || true"]
+    return []
+
+
+def apply_rate_limits(net, leaf_for=None) -> None:
+    """htb (leaf: pfifo, or `leaf_for(link)`) on the egress of both ends of every shaped link, as tc batches."""
+    tc: dict[str, list[str]] = {}
+    sh: dict[str, list[str]] = {}
+    for i, l in enumerate(net.scenario.links):
+        for node in (l.a, l.b):
+            dev = net.plan.intf(i, node, net.scenario)
+            key = net.ns_key(node)
+            lines = leaf_for(dev, l) if leaf_for else (htb_lines(dev, l) if l.bw_mbps is not None else [])
+            if lines:
+                tc.setdefault(key, []).extend(lines)
+                sh.setdefault(key, []).extend(offload_cmds(dev, l))
+    for key, cmds in sh.items():
+        if cmds:
+            net.run_in(key, ["sh", "-c", "\n".join(cmds)])
+    net.tc_batches(tc)
+
+
+def path_params(scenario: Scenario, src: str, dst: str) -> tuple[float, float, float]:
+    """(one-way delay ms, jitter std ms, loss probability) of the path src -> dst."""
+    hops = scenario.paths[(src, dst)]
+    delay = sum(scenario.links[h.link].delay_ms for h in hops)
+    jitter = math.sqrt(sum(scenario.links[h.link].jitter_ms ** 2 for h in hops))
+    keep = 1.0
+    for h in hops:
+        keep *= 1 - scenario.links[h.link].loss_pct / 100
+    return delay, jitter, 1 - keep

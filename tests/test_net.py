@@ -1,0 +1,202 @@
+"""The emulated network: plan (no root) and measured invariants of a built network (root, namespaces)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.errors import InputError
+from testbed.spec import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+TWO_TIER = ROOT / "topologies" / "two-tier.yaml"
+
+
+# ---- no root needed ---------------------------------------------------------------------------------------
+
+def test_plan_two_tier_addresses_routes_and_names():
+    from testbed.emu.net.plan import make_plan
+
+    sc = load_scenario(TWO_TIER)
+    plan = make_plan(sc, "abc")
+    hosts = [n.name for n in sc.nodes if n.role != "switch"]
+    assert sorted(plan.addresses) == sorted(hosts)
+    assert len(set(plan.addresses.values())) == len(hosts)
+    assert all(a.startswith("10.77.") for a in plan.addresses.values())
+    assert all(b.startswith("dsdabc") for b in plan.switches.values())
+    for ia, ib in plan.link_intfs:
+        assert len(ia) <= 15 and len(ib) <= 15
+    # a route for every path, through the interface of the path's first hop, and nothing else
+    for (src, dst), hops in sc.paths.items():
+        assert (plan.addresses[dst], plan.intf(hops[0].link, src, sc)) in plan.routes[src]
+    assert sum(len(r) for r in plan.routes.values()) == len(sc.paths)
+
+
+def test_switch_loop_is_rejected_before_building(tmp_path):
+    from testbed.emu.net.plan import make_plan
+
+    text = TWO_TIER.read_text() + "\n"
+    f = tmp_path / "loop.yaml"
+    f.write_text(text.replace("links:\n", "links:\n  - {a: acc0, b: sw9}\n  - {a: sw9, b: core0}\n", 1)
+                 .replace("nodes:\n", "nodes:\n  - {name: sw9, role: switch}\n", 1))
+    sc = load_scenario(f)
+    with pytest.raises(InputError, match="loop"):
+        make_plan(sc, "abc")
+
+
+def test_backend_rejects_what_it_cannot_do():
+    from testbed.emu.net.shaping.netem import NetemShaping, netem_lines
+
+    sc = load_scenario(TWO_TIER, ["links.0.jitter_ms=15"])  # 20 ms delay, 15 ms std: cut at zero
+    with pytest.raises(InputError, match="jitter"):
+        NetemShaping().check(sc)
+    lines = netem_lines("eth0", load_scenario(TWO_TIER).links[-3])
+    assert any("distribution normal" in l for l in lines) and any("pfifo" in l for l in lines)
+
+
+def test_unknown_network_kind():
+    from testbed.emu.net import make_network
+
+    with pytest.raises(InputError):
+        make_network(load_scenario(TWO_TIER), "ovs")
+
+
+# ---- root: a real network ---------------------------------------------------------------------------------
+
+def _can_emulate() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    r = subprocess.run(["ip", "netns", "add", f"dsdprobe{os.getpid()}t"], capture_output=True)
+    if r.returncode != 0:
+        return "no network namespaces"
+    subprocess.run(["ip", "netns", "del", f"dsdprobe{os.getpid()}t"], capture_output=True)
+    from testbed.emu.net.probe import probe_mininet, shaping_support
+
+    if not probe_mininet()[0]:
+        return "mininet not installed"
+    if not any(ok for ok, _ in shaping_support().values()):
+        return "no shaping backend works here"
+    return None
+
+
+_why = _can_emulate() if sys.platform == "linux" else "linux only"
+root = pytest.mark.skipif(_why is not None, reason=_why or "")
+
+
+def _objects_of(tag: str) -> dict:
+    from testbed.emu.cleanup import find_leftovers
+
+    f = find_leftovers(include_live=True)
+    return {"shells": [s for s in f["shells"] if s[1] == tag], "delaylines": [d for d in f["delaylines"] if d[1] == tag],
+            "links": [l for l in f["links"] if l.startswith("dsd" + tag)],
+            "cgroups": [c for c in f["cgroups"] if c.endswith("dsd-" + tag)], "states": [t for t in f["states"] if t == tag]}
+
+
+@pytest.fixture(scope="module")
+def two_tier_net():
+    """Two edges -> acc0 -> core0 -> cloud0/cloud1; the core0-cloud1 link loses 10 %; cloud0 gets half a core."""
+    from testbed.emu.net import make_network
+
+    sc = load_scenario(TWO_TIER, ["edges.0.count=2", "links.2.loss_pct=10", "nodes.0.cpu_share=0.5"])
+    net = make_network(sc, "mininet", verify="off")
+    try:
+        net.build()
+        yield net
+    finally:
+        net.teardown()
+    assert not any(_objects_of(net.tag).values()), _objects_of(net.tag)
+
+
+@pytest.mark.root
+@root
+def test_rtt_is_sum_of_configured_delays_on_multi_hop_path(two_tier_net):
+    from testbed.emu.net.verify import expected_path, measure_rtts, pct
+
+    net = two_tier_net
+    res = measure_rtts(net, {"edge0": ["cloud0"]}, count=60, interval=0.01)[("edge0", "cloud0")]
+    exp = expected_path(net, "edge0", "cloud0")
+    assert exp["rtt_ms"] == pytest.approx(2 * (2 + 20 + 0.5), abs=0.1)
+    p50 = pct([x / 1e3 for x in res["rtt_us"]], 0.5)
+    assert abs(p50 - exp["rtt_ms"]) <= max(2.0, 0.05 * exp["rtt_ms"]), (p50, exp)  # bench-net checks the 3 % goal
+
+
+@pytest.mark.root
+@root
+def test_rate_within_ten_percent(two_tier_net):
+    from testbed.emu.net.verify import measure_rate
+
+    r = measure_rate(two_tier_net, "edge1", "cloud0", duration=1.5)
+    assert r["wire_mbps"] == pytest.approx(100, rel=0.10), r
+
+
+@pytest.mark.root
+@root
+def test_loss_roughly_right(two_tier_net):
+    from testbed.emu.net.verify import measure_rtts
+
+    res = measure_rtts(two_tier_net, {"edge0": ["cloud1"]}, count=300, interval=0.002)[("edge0", "cloud1")]
+    lost = res["lost"] / (res["lost"] + len(res["rtt_us"]))
+    assert 0.08 <= lost <= 0.32, lost  # round trip over a 10 % link: 19 % expected
+
+
+@pytest.mark.root
+@root
+def test_popen_runs_inside_the_node_with_its_cpu_limit(two_tier_net):
+    net = two_tier_net
+    p = net.popen("cloud0", ["sh", "-c", "ip -4 -o addr show; cat /proc/self/cgroup"], stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=10)
+    assert net.address("cloud0") in out
+    assert f"dsd-{net.tag}/cloud0" in out
+    assert net.cgroups.quota("cloud0") == pytest.approx(0.5)
+    # no route off the machine
+    r = net.run_in("edge0", ["ip", "route", "show", "default"])
+    assert r.stdout.strip() == ""
+
+
+KILLED_BUILD = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from testbed.spec import load_scenario
+    from testbed.emu.net import make_network
+    net = make_network(load_scenario({topo!r}, ["edges.0.count=2"]), "mininet", verify="off")
+    net.build()
+    print(net.tag, flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.root
+@root
+def test_build_after_killed_build_succeeds_and_cleanup_removes_leftovers():
+    from testbed.emu.cleanup import cleanup
+    from testbed.emu.net import make_network
+
+    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILD.format(root=str(ROOT), topo=str(TWO_TIER))],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        tag = child.stdout.readline().strip()
+        assert tag, "child build failed"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        assert any(_objects_of(tag).values())  # a crashed run leaves things behind
+        net = make_network(load_scenario(TWO_TIER, ["edges.0.count=2"]), "mininet", verify="off")
+        try:
+            net.build()
+            assert net.tag != tag
+        finally:
+            net.teardown()
+        cleanup()
+        time.sleep(0.2)
+        assert not any(_objects_of(tag).values()), _objects_of(tag)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        cleanup()
