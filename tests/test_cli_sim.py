@@ -69,3 +69,17 @@ def test_bad_trace_row_names_file_and_line(tmp_path):
     assert r.returncode == 2
     assert f"{bad}:3" in r.stderr and "ContextTokens" in r.stderr
     assert not out.exists()
+
+
+def test_skip_bad_rows_counts_them(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,10,5\n"
+                   "2023-11-16 18:17:04.0,abc,5\n2023-11-16 18:17:05.0,20,7\n")
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "testbed", "sim", "topologies/star-4edge.yaml", "--out", str(out), "--quiet",
+            "--set", f"workload.trace={bad}", "--skip-bad-rows"]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "skipped 1 malformed rows" in r.stderr
+    assert json.loads((out / "meta.json").read_text())["workload"]["skipped_rows"] == 1
+    assert json.loads((out / "sim/summary.json").read_text())["requests_completed"] == 2

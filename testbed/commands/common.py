@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -18,10 +19,22 @@ def add_topology(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set policy.window=hf --set workload.duration_s=30 (repeatable)")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<scenario>-<time>)")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="skip malformed trace rows (their count is printed and recorded in meta.json) instead of failing")
 
 
 def scenario_from(args: argparse.Namespace) -> Scenario:
-    return load_scenario(args.topology, args.overrides)
+    extra = ["workload.skip_bad_rows=true"] if getattr(args, "skip_bad_rows", False) else []
+    return load_scenario(args.topology, [*args.overrides, *extra])
+
+
+def report_skipped(workload) -> None:
+    """Say how many trace rows were skipped or excluded: never silently."""
+    tr = workload.trace
+    if tr.skipped_rows:
+        print(f"warning: skipped {tr.skipped_rows} malformed rows of {tr.source} (--skip-bad-rows)", file=sys.stderr)
+    if getattr(tr, "excluded_rows", 0):
+        print(f"note: excluded {tr.excluded_rows} failed requests (0 output tokens) of {tr.source}", file=sys.stderr)
 
 
 def out_dir(args: argparse.Namespace, scenario: Scenario) -> Path:

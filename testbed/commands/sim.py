@@ -7,7 +7,7 @@ import argparse
 
 from rich.console import Console
 
-from testbed.commands.common import add_topology, out_dir, progress_bar, scenario_from
+from testbed.commands.common import add_topology, out_dir, progress_bar, report_skipped, scenario_from
 from testbed.rundir import prepare, update_meta, write_results
 from testbed.sim import simulate
 from testbed.workload import build_workload
@@ -21,10 +21,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from(args)
     workload = build_workload(scenario)  # bad traces fail here, before anything is written
+    report_skipped(workload)
     out = out_dir(args, scenario)
     prepare(out, scenario, "sim", backends={"executor": "dsd-sim"},
             extra={"workload": {"requests": len(workload), "trace": workload.trace.source,
-                                "skipped_rows": workload.trace.skipped_rows}})
+                                "skipped_rows": workload.trace.skipped_rows,
+                                "excluded_rows": workload.trace.excluded_rows}})
     if args.quiet:
         result = simulate(scenario, workload)
     else:
