@@ -1,0 +1,366 @@
+"""Target node: `python -m nodes.target --spec S --node NAME --peers P --t0 T0 --out DIR`.
+
+Binds one ROUTER on its own address, serves many drafts: PREFILL and VERIFY jobs go into one queue, the
+shared batching policy (testbed.policies.batching.Batcher) forms batches, one batch runs at a time through
+the model backend, and each request gets its answer (PREFILL_DONE / VERIFY_RESULT with the target-side
+timestamps and the queue depth). Per-request state is freed on RELEASE, on a draft's BYE, or when a draft
+has been silent for the peer timeout. Invalid frames are counted and logged, never fatal.
+
+Writes DIR/ready.json once bound, and DIR/batches.parquet + DIR/node.json when it stops: on SIGTERM, or by
+itself once every draft that can reach it has said BYE or been declared dead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import zmq
+
+from nodes import BadMessages, StartTime, StopFlag, check_endpoint, setup, write_json
+from nodes import protocol as P
+from nodes.backends import TargetRequest, load_backend
+from nodes.clock import Lateness, monotonic, wait_readable
+from testbed.policies.batching import PREFILL, VERIFY, Batcher, Job
+from testbed.tables import BATCH_COLUMNS, frame
+
+log = logging.getLogger("nodes.target")
+
+
+class Peer:
+    __slots__ = ("name", "last_seen", "reqs", "gone", "hello")
+
+    def __init__(self, name: str, now: float):
+        self.name = name
+        self.last_seen = now
+        self.reqs: set[int] = set()
+        self.gone = False
+        self.hello = False
+
+
+class TargetNode:
+    def __init__(self, args, scenario, peers: dict[str, str]):
+        self.args = args
+        self.name = args.node
+        self.start = StartTime(args.t0)
+        self.t0 = self.start.get()  # None until the orchestrator publishes T0 (then read in housekeeping)
+        self.t_started = monotonic()
+        self.out = Path(args.out)
+        self.scenario = scenario
+        spec = scenario.spec
+        if scenario.node(self.name).role != "target":
+            raise SystemExit(f"nodes.target: node {self.name!r} is a {scenario.node(self.name).role}, not a target")
+        if self.name not in peers:
+            raise SystemExit(f"nodes.target: {args.peers} has no address for {self.name}")
+        self.endpoint = check_endpoint(peers[self.name])
+        try:
+            self.backend = load_backend(spec.models.backend).make_target(scenario, self.name)
+        except ValueError as e:
+            raise SystemExit(f"nodes.target: {e}")
+        self.batcher = Batcher(spec.policy.batching)
+        self.queue: list[Job] = []
+        self.reqs: dict[int, TargetRequest] = {}
+        self.peers: dict[bytes, Peer] = {}
+        self.expected = {d for d in scenario.drafts if self.name in scenario.reachable.get(d, ())}
+        self.peer_timeout = args.peer_timeout_s
+        self.enc = P.Encoder()
+        self.bad = BadMessages()
+        self.msgs_in: Counter[str] = Counter()
+        self.errors_sent: Counter[str] = Counter()
+        self.lateness = Lateness()
+        self.batches: list[tuple] = []
+        self.freed_on_timeout = 0
+        self.dead_peers: list[str] = []
+        self.busy = False
+        self.busy_until = 0.0
+        self.batch: list[Job] = []
+        self.outcome = None
+        self.batch_start = 0.0
+        self.wake_at: float | None = None
+        self.sent = 0
+
+    # -- setup --------------------------------------------------------------------------------------------
+    def bind(self) -> None:
+        ctx = zmq.Context.instance()
+        s = self.sock = ctx.socket(zmq.ROUTER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.SNDHWM, 0)
+        s.setsockopt(zmq.RCVHWM, 0)
+        s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        base, _, port = self.endpoint.rpartition(":")
+        if port == "0":
+            port_n = s.bind_to_random_port(base)
+            self.endpoint = f"{base}:{port_n}"
+        else:
+            s.bind(self.endpoint)
+        write_json(self.out / "ready.json", {"node": self.name, "endpoint": self.endpoint, "pid": os.getpid(),
+                                             "ready_s": None if self.t0 is None else monotonic() - self.t0})
+        log.info("bound %s (backend %s, %d drafts expected)", self.endpoint, self.backend.name, len(self.expected))
+
+    # -- main loop ----------------------------------------------------------------------------------------
+    def run(self, stop: StopFlag) -> None:
+        sock = self.sock
+        fds = [sock.getsockopt(zmq.FD)]
+        recv = sock.recv_multipart
+        NOBLOCK = zmq.NOBLOCK
+        Again = zmq.Again
+        EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
+        hk_every = min(0.1, self.peer_timeout / 10)
+        next_hk = monotonic() + hk_every
+        while True:
+            while True:
+                try:
+                    parts = recv(NOBLOCK)
+                except Again:
+                    break
+                self.on_frames(parts, monotonic())
+            now = monotonic()
+            if self.busy:
+                if now >= self.busy_until:
+                    self.finish_batch(now)
+                    continue
+            elif self.queue:
+                self.try_start(now)
+                if self.busy:
+                    continue
+            if now >= next_hk:
+                next_hk = now + hk_every
+                if self.housekeeping(now) or stop.stop:
+                    break
+            deadline = next_hk
+            if self.busy:
+                deadline = min(deadline, self.busy_until)
+            elif self.wake_at is not None and self.queue:
+                deadline = min(deadline, self.wake_at)
+            if sock.getsockopt(EVENTS) & POLLIN:
+                continue
+            wait_readable(fds, deadline)
+
+    # -- messages -----------------------------------------------------------------------------------------
+    def on_frames(self, parts: list[bytes], now: float) -> None:
+        if len(parts) != 2:
+            self.bad.add("garbage", f"{len(parts) - 1} frames", repr(parts[0][:16]))
+            return
+        ident, data = parts
+        try:
+            m = P.decode(data, P.TO_TARGET)
+        except P.ProtocolError as e:
+            self.bad.add(e.reason, e.detail, repr(ident[:16]))
+            return
+        peer = self.peers.get(ident)
+        if peer is None:
+            peer = self.peers[ident] = Peer(ident.decode("utf-8", "replace"), now)
+        elif peer.gone and m["t"] != P.HELLO:
+            self.msgs_in["from_gone_peer"] += 1
+            return
+        peer.last_seen = now
+        t = m["t"]
+        self.msgs_in[P.NAMES[t]] += 1
+        if t == P.VERIFY:
+            self.on_verify(ident, peer, m, now)
+        elif t == P.PREFILL:
+            self.on_prefill(ident, peer, m, now)
+        elif t == P.HEARTBEAT:
+            self.send(ident, self.enc.heartbeat(self.name, len(self.queue)))
+        elif t == P.RELEASE:
+            req = self.reqs.get(m["r"])
+            if req is not None and req.owner == ident:
+                self.free(req)
+        elif t == P.HELLO:
+            peer.gone = False
+            peer.hello = True
+            if peer.name != m["n"]:
+                log.warning("peer identity %r says it is %r", peer.name, m["n"])
+            self.send(ident, self.enc.hello(self.name, None, len(self.queue)))
+        elif t == P.BYE:
+            self.drop_peer(ident, peer, "bye")
+
+    def on_prefill(self, ident: bytes, peer: Peer, m: dict, now: float) -> None:
+        if self.t0 is None:
+            self.t0 = self.start.get()
+            if self.t0 is None:
+                self.error(ident, m["r"], "not_started", "the run's start time T0 is not known yet")
+                return
+        rid = m["r"]
+        if rid in self.reqs:
+            self.error(ident, rid, "duplicate", "request id already active")
+            return
+        req = TargetRequest(rid, ident, m["tk"], m["o"])
+        req.t_recv = now
+        req.queued = True
+        self.reqs[rid] = req
+        peer.reqs.add(rid)
+        self.queue.append(Job(PREFILL, req.prompt_tokens, 0, now, req))
+
+    def on_verify(self, ident: bytes, peer: Peer, m: dict, now: float) -> None:
+        rid = m["r"]
+        req = self.reqs.get(rid)
+        if req is None or req.owner != ident:
+            self.error(ident, rid, "unknown_request", "no such request (released or timed out)")
+            return
+        tk = m["tk"]
+        g = len(tk) >> 2
+        if req.queued or m["p"] != req.produced or req.produced == 0 or g > req.output_tokens - req.produced - 1:
+            self.error(ident, rid, "bad_round",
+                       f"position {m['p']} gamma {g}: target has {req.produced} of {req.output_tokens}"
+                       f"{' and a job pending' if req.queued else ''}")
+            return
+        req.draft = tk
+        req.topk = m.get("k") or 0
+        req.probs = m.get("pr")
+        req.t_recv = now
+        req.queued = True
+        self.queue.append(Job(VERIFY, g + 1, req.prompt_tokens + req.produced, now, req))
+
+    def send(self, ident: bytes, data: bytes) -> None:
+        try:
+            self.sock.send_multipart((ident, data), zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:
+            self.msgs_in["send_dropped"] += 1
+
+    def error(self, ident: bytes, rid: int, code: str, msg: str) -> None:
+        self.errors_sent[code] += 1
+        if self.errors_sent[code] <= 5:
+            log.warning("request %d from %r: %s (%s)", rid, ident[:16], code, msg)
+        self.send(ident, self.enc.error(rid, code, msg))
+
+    # -- batches ------------------------------------------------------------------------------------------
+    def try_start(self, now: float) -> None:
+        batch, wake = self.batcher.form(self.queue, now)
+        self.wake_at = wake
+        if batch is None:
+            return
+        self.batch = batch
+        self.batch_start = now
+        items = [j.ref for j in batch]
+        if batch[0].kind == PREFILL:
+            self.outcome = self.backend.prefill_batch(items)
+        else:
+            self.outcome = self.backend.verify_batch(items)
+        self.busy = True
+        self.busy_until = now + self.outcome.wait_s
+
+    def finish_batch(self, now: float) -> None:
+        self.lateness.add(now - self.busy_until)
+        self.busy = False
+        batch, out = self.batch, self.outcome
+        self.batch = []
+        self.outcome = None
+        depth = len(self.queue)
+        t0 = self.t0
+        start, end, n = self.batch_start - t0, now - t0, len(batch)
+        reqs = self.reqs
+        tokens = 0
+        enc = self.enc
+        if batch[0].kind == PREFILL:
+            for j, tok in zip(batch, out.tokens):
+                req = j.ref
+                tokens += j.tokens
+                if reqs.get(req.rid) is not req:
+                    continue  # freed while running
+                req.queued = False
+                req.produced = 1
+                req.prompt = b""
+                self.send(req.owner, enc.prefill_done(req.rid, tok, depth, req.t_recv - t0, start, end, n))
+            self.batches.append((self.name, "prefill", start, end, n, tokens))
+        else:
+            for j, tok, a in zip(batch, out.tokens, out.accepted):
+                req = j.ref
+                tokens += j.tokens
+                if reqs.get(req.rid) is not req:
+                    continue
+                req.queued = False
+                req.produced += a + 1
+                self.send(req.owner, enc.verify_result(req.rid, a, tok, depth, req.t_recv - t0, start, end, n))
+            self.batches.append((self.name, "verify", start, end, n, tokens))
+
+    # -- state --------------------------------------------------------------------------------------------
+    def free(self, req: TargetRequest) -> None:
+        del self.reqs[req.rid]
+        peer = self.peers.get(req.owner)
+        if peer is not None:
+            peer.reqs.discard(req.rid)
+        if req.queued and not any(j.ref is req for j in self.batch):
+            self.queue[:] = [j for j in self.queue if j.ref is not req]
+        self.backend.release(req.rid)
+
+    def drop_peer(self, ident: bytes, peer: Peer, why: str) -> None:
+        n = len(peer.reqs)
+        for rid in list(peer.reqs):
+            req = self.reqs.get(rid)
+            if req is not None:
+                self.free(req)
+        peer.reqs.clear()
+        peer.gone = True
+        if why == "timeout":
+            self.freed_on_timeout += n
+            self.dead_peers.append(peer.name)
+            log.warning("draft %s silent for %.1f s: declared dead, freed %d requests", peer.name,
+                        self.peer_timeout, n)
+        else:
+            log.info("draft %s left (%s), freed %d requests", peer.name, why, n)
+
+    def housekeeping(self, now: float) -> bool:
+        """Drop silent peers; True when every expected draft is gone (the target's work is over)."""
+        if self.t0 is None:
+            self.t0 = self.start.get()
+        limit = now - self.peer_timeout
+        for ident, peer in self.peers.items():
+            if not peer.gone and peer.last_seen < limit:
+                self.drop_peer(ident, peer, "timeout")
+        if not self.expected:
+            return False
+        gone = {p.name for p in self.peers.values() if p.gone and p.hello}
+        live = {p.name for p in self.peers.values() if not p.gone}
+        never_seen_dead = self.t0 is not None and now > self.t0 + self.peer_timeout
+        for d in self.expected:
+            if d in live:
+                return False
+            if d not in gone and not never_seen_dead:
+                return False
+        return True
+
+    # -- results ------------------------------------------------------------------------------------------
+    def close(self, stop: StopFlag) -> None:
+        for ident, peer in self.peers.items():
+            if not peer.gone:
+                self.send(ident, self.enc.bye(self.name))
+        if self.t0 is None and self.batches:  # cannot happen: batches need a PREFILL, which needs T0
+            self.batches = []
+        df = frame(BATCH_COLUMNS, self.batches)
+        tmp = self.out / ".batches.parquet.tmp"
+        df.to_parquet(tmp, index=False)
+        tmp.replace(self.out / "batches.parquet")
+        write_json(self.out / "node.json", {
+            "node": self.name, "role": "target", "pid": os.getpid(), "endpoint": self.endpoint,
+            "backend": self.backend.name, "stopped_by_signal": stop.signal or None,
+            "batches": len(self.batches), "messages_in": dict(self.msgs_in), "messages_sent": self.sent,
+            "bad_messages": dict(self.bad.counts), "bad_messages_total": self.bad.total(),
+            "errors_sent": dict(self.errors_sent), "requests_active_at_end": len(self.reqs),
+            "requests_freed_on_timeout": self.freed_on_timeout, "dead_peers": self.dead_peers,
+            "timer_lateness": self.lateness.report(),
+        })
+        self.backend.close()
+        self.sock.close(0)
+        log.info("stopped: %d batches, %d bad messages, %d requests freed on peer timeout", len(self.batches),
+                 self.bad.total(), self.freed_on_timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, scenario, peers = setup("nodes.target", argv)
+    stop = StopFlag()
+    node = TargetNode(args, scenario, peers)
+    node.bind()
+    try:
+        node.run(stop)
+    finally:
+        node.close(stop)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""Run the node programs of a scenario in a network backend and collect their results into DIR/emu/.
+
+    targets start first (each binds its own address, port 0 = any free port) and write ready.json with the
+    endpoint they bound; then drafts start with the targets' endpoints, connect and write ready.json once
+    every target answered HELLO; then the orchestrator publishes the common start time T0 (an absolute
+    CLOCK_MONOTONIC time, start_delay_s ahead) in DIR/emu/t0, which every node reads (`--t0 file:PATH`).
+    So no node starts late, however long imports take on a small machine.
+    While they run: a progress bar on completed requests (the drafts' progress.json files), and a watch on
+    every child. The drafts end by themselves (all requests done, or the drain timeout); targets end when
+    all their drafts left, or on SIGTERM.
+
+Stops: Ctrl-C / SIGTERM of the orchestrator, a node that dies (with on_crash="stop", the default) or the
+overall timeout stop every child: SIGTERM to its process group (nodes write what they have), SIGKILL after a
+grace period. Partial results are kept: the summary says `"partial": true` and why; the requests of a draft
+that left no table are marked failed, and those left unfinished at a target that died are marked failed.
+
+Nodes are programs (`python -m nodes.target|draft`): this module never imports them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed.emu.base import NetworkBackend
+from testbed.errors import InputError
+from testbed.metrics import summarize
+from testbed.rundir import write_json, write_results
+from testbed.spec import Scenario
+from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame
+from testbed.workload import build_workload
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class EmulateOptions:
+    on_crash: str = "stop"  # stop: a dead node stops the run; continue: survivors handle it (fault experiments)
+    start_delay_s: float | None = None  # T0 = when every node is ready + this (default 0.5 s)
+    ready_timeout_s: float = 120.0  # every node must be ready within this
+    stop_grace_s: float = 5.0  # SIGTERM -> SIGKILL
+    timeout_s: float | None = None  # overall limit after T0 (default: last arrival + drain timeout + 30 s)
+    progress: bool = True
+    node_args: list[str] = field(default_factory=list)  # extra arguments for every node program
+
+
+@dataclass
+class NodeProc:
+    name: str
+    role: str
+    proc: Any
+    dir: Path
+    log: Path
+    stopped: bool = False  # we sent it SIGTERM / SIGKILL
+    rc: int | None = None
+
+    def poll(self) -> int | None:
+        if self.rc is None:
+            self.rc = self.proc.poll()
+        return self.rc
+
+    @property
+    def crashed(self) -> bool:
+        return self.rc is not None and self.rc != 0 and not self.stopped
+
+
+@dataclass
+class EmulateResult:
+    summary: dict[str, Any]
+    exit_code: int
+    requests: pd.DataFrame
+    rounds: pd.DataFrame
+    batches: pd.DataFrame
+
+
+class _Interrupt:
+    """SIGINT / SIGTERM of the orchestrator set a flag (restored on exit)."""
+
+    def __init__(self) -> None:
+        self.hit = 0
+        self.old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Interrupt":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.hit = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
+            opts: EmulateOptions | None = None) -> EmulateResult:
+    """Run the scenario's nodes inside `net` (already built); write DIR/emu/; return the result."""
+    opts = opts or EmulateOptions()
+    spec = scenario.spec
+    emu = out / "emu"
+    if emu.exists():
+        shutil.rmtree(emu)
+    logs = emu / "logs"
+    nodes_dir = emu / "nodes"
+    logs.mkdir(parents=True)
+    wl = build_workload(scenario)
+    total = len(wl)
+    last_arrival = float(wl.trace.arrival_s.max()) if total else 0.0
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONUNBUFFERED"] = "1"
+    procs: dict[str, NodeProc] = {}
+    start_delay = opts.start_delay_s if opts.start_delay_s is not None else 0.5
+    t0_file = emu / "t0"
+    t0 = float("nan")
+    limit = opts.timeout_s if opts.timeout_s is not None else last_arrival + spec.run.drain_timeout_s + 30.0
+    reason = ""
+    exit_code = 0
+    crashed: list[str] = []
+
+    def start(name: str, role: str, peers_file: Path) -> None:
+        d = nodes_dir / name
+        d.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{name}.log"
+        argv = [sys.executable, "-m", f"nodes.{role}", "--spec", str(spec_path), "--node", name,
+                "--peers", str(peers_file), "--t0", f"file:{t0_file}", "--out", str(d), *opts.node_args]
+        with open(log, "wb") as f:
+            p = net.popen(name, argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                          cwd=os.getcwd(), start_new_session=True)
+        procs[name] = NodeProc(name, role, p, d, log)
+
+    def wait_ready(names, found: dict[str, str], key: str) -> str:
+        """Wait for every node's ready.json (with `key`); '' or why not."""
+        ready_by = time.monotonic() + opts.ready_timeout_s
+        while len(found) < len(names):
+            for n in names:
+                if n not in found:
+                    v = _read_json(procs[n].dir / "ready.json").get(key)
+                    if v:
+                        found[n] = v
+            dead = [p for p in procs.values() if p.poll() is not None]
+            if dead:
+                crashed.append(dead[0].name)
+                return f"node {dead[0].name} exited with code {dead[0].rc} before it was ready (see {dead[0].log})"
+            if intr.hit:
+                return "interrupted"
+            if time.monotonic() > ready_by:
+                return f"nodes not ready after {opts.ready_timeout_s:.0f} s: " + ", ".join(n for n in names if n not in found)
+            time.sleep(0.02)
+        return ""
+
+    def stop_all(why: str) -> None:
+        live = [p for p in procs.values() if p.poll() is None]
+        for p in live:
+            p.stopped = True
+            _signal(p, signal.SIGTERM)
+        end = time.monotonic() + opts.stop_grace_s
+        while time.monotonic() < end and any(p.poll() is None for p in live):
+            time.sleep(0.05)
+        for p in live:
+            if p.poll() is None:
+                _signal(p, signal.SIGKILL)
+                p.proc.wait()
+                p.poll()
+
+    progress = _Progress(total, opts.progress, spec.name)
+    intr = _Interrupt()
+    with intr:
+        try:
+            # 1. targets
+            tpeers = emu / "peers-targets.json"
+            write_json(tpeers, {t: f"tcp://{net.address(t)}:0" for t in scenario.targets})
+            for t in scenario.targets:
+                start(t, "target", tpeers)
+            endpoints: dict[str, str] = {}
+            reason = wait_ready(scenario.targets, endpoints, "endpoint")
+            # 2. drafts, then T0 once every node is connected
+            if not reason:
+                dpeers = emu / "peers.json"
+                write_json(dpeers, endpoints)
+                for d in scenario.drafts:
+                    start(d, "draft", dpeers)
+                reason = wait_ready(scenario.drafts, {}, "pid")
+            if not reason:
+                t0 = time.monotonic() + start_delay
+                tmp = t0_file.with_name(".t0.tmp")
+                tmp.write_text(f"{t0:.6f}\n")
+                tmp.replace(t0_file)
+                progress.start()
+                drafts = [procs[d] for d in scenario.drafts]
+                while True:
+                    for p in procs.values():
+                        if p.poll() is not None and p.crashed and p.name not in crashed:
+                            crashed.append(p.name)
+                            progress.note(f"node {p.name} died (exit {p.rc}); log: {p.log}")
+                    ok = failed = 0
+                    for p in drafts:
+                        pr = _read_json(p.dir / "progress.json")
+                        ok += int(pr.get("ok", 0))
+                        failed += int(pr.get("failed", 0))
+                    progress.update(ok, failed)
+                    if intr.hit:
+                        reason = "interrupted"
+                        break
+                    if crashed and opts.on_crash == "stop":
+                        reason = f"node {crashed[0]} died (exit code {procs[crashed[0]].rc})"
+                        break
+                    if all(p.poll() is not None for p in drafts):
+                        break
+                    if time.monotonic() > t0 + limit:
+                        reason = f"timeout: still running {limit:.0f} s after the start"
+                        break
+                    time.sleep(0.1)
+                if not reason:  # drafts are done: targets end by themselves once their drafts left
+                    end = time.monotonic() + 3.0
+                    while time.monotonic() < end and any(procs[t].poll() is None for t in scenario.targets):
+                        time.sleep(0.05)
+                progress.update(*_count(drafts))
+        except BaseException:
+            stop_all("error")
+            progress.stop()
+            raise
+        stop_all(reason or "done")
+        progress.stop()
+        for p in procs.values():
+            if p.crashed and p.name not in crashed:
+                crashed.append(p.name)
+
+    req, rounds, batches, notes = _merge(scenario, wl, procs, crashed)
+    partial = bool(reason) or bool(crashed)
+    if crashed and not reason:
+        reason = "node(s) died: " + ", ".join(f"{n} (exit {procs[n].rc})" for n in crashed)
+    summary = summarize(req, rounds, batches)
+    summary["partial"] = partial
+    summary["partial_reason"] = reason if partial else None
+    summary["crashed_nodes"] = crashed
+    summary["notes"] = notes
+    node_info = {}
+    late = []
+    for name, p in procs.items():
+        info = _read_json(p.dir / "node.json")
+        info["exit_code"] = p.rc
+        node_info[name] = info
+        if p.role == "draft" and info.get("ready_s") is not None and info["ready_s"] > 0:
+            late.append(name)
+    summary["nodes"] = node_info
+    summary["emulator"] = {"network": net.backends, "start_delay_s": start_delay, "late_start_nodes": late,
+                           "t0_monotonic": t0}
+    write_results(emu, req, rounds, batches, summary)
+    try:
+        write_json(emu / "links.json", net.links_report())
+    except Exception as e:  # a report failure must not lose the results
+        write_json(emu / "links.json", {"error": str(e)})
+    if reason == "interrupted":
+        exit_code = 130
+    elif crashed or reason:
+        exit_code = 1
+    return EmulateResult(summary, exit_code, req, rounds, batches)
+
+
+def _signal(p: NodeProc, sig: int) -> None:
+    try:
+        os.killpg(p.proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            p.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _count(drafts: list[NodeProc]) -> tuple[int, int]:
+    ok = failed = 0
+    for p in drafts:
+        pr = _read_json(p.dir / "progress.json")
+        ok += int(pr.get("ok", 0))
+        failed += int(pr.get("failed", 0))
+    return ok, failed
+
+
+def _read_table(path: Path, table: str, columns: dict) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    try:
+        df = pd.read_parquet(path)
+        check_schema(df, table, str(path))
+    except Exception:
+        return None
+    return df.astype({n: t for n, (t, _) in columns.items()})
+
+
+def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str]):
+    """Concatenate node tables; requests of drafts without a table become 'failed' rows."""
+    notes: list[str] = []
+    reqs, rounds, batches = [], [], []
+    tr = wl.trace
+    for i, d in enumerate(scenario.drafts):
+        p = procs.get(d)
+        r = _read_table(p.dir / "requests.parquet", "requests", REQUEST_COLUMNS) if p else None
+        if r is None:
+            idx = wl.for_edge(i)
+            nan = float("nan")
+            rows = [(int(tr.request_id[j]), d, "", float(tr.arrival_s[j]), nan, nan, nan, int(tr.prompt_tokens[j]),
+                     int(wl.output_tokens[j]), 0, 0, 0, 0, "failed") for j in idx]
+            if rows:
+                notes.append(f"draft {d} left no results: its {len(rows)} requests are marked failed")
+            reqs.append(frame(REQUEST_COLUMNS, rows))
+        else:
+            reqs.append(r)
+        rr = _read_table(p.dir / "rounds.parquet", "rounds", ROUND_COLUMNS) if p else None
+        if rr is not None:
+            rounds.append(rr)
+    for t in scenario.targets:
+        p = procs.get(t)
+        b = _read_table(p.dir / "batches.parquet", "batches", BATCH_COLUMNS) if p else None
+        if b is None:
+            if p is not None and p.rc is not None:
+                notes.append(f"target {t} left no batches table")
+        else:
+            batches.append(b)
+    req = pd.concat(reqs, ignore_index=True) if reqs else frame(REQUEST_COLUMNS, [])
+    dead_targets = [t for t in crashed if t in scenario.targets]
+    if dead_targets:
+        m = (req["status"] == "unfinished") & req["target"].isin(dead_targets)
+        if m.any():
+            req.loc[m, "status"] = "failed"
+            notes.append(f"{int(m.sum())} unfinished requests at dead target(s) {', '.join(dead_targets)} marked failed")
+    req = req.sort_values("request_id", kind="stable").reset_index(drop=True)
+    rnd = pd.concat(rounds, ignore_index=True) if rounds else frame(ROUND_COLUMNS, [])
+    rnd = rnd.sort_values(["request_id", "round"], kind="stable").reset_index(drop=True)
+    bat = pd.concat(batches, ignore_index=True) if batches else frame(BATCH_COLUMNS, [])
+    bat = bat.sort_values(["start_s", "target"], kind="stable").reset_index(drop=True)
+    req = req.astype({n: t for n, (t, _) in REQUEST_COLUMNS.items()})
+    rnd = rnd.astype({n: t for n, (t, _) in ROUND_COLUMNS.items()})
+    bat = bat.astype({n: t for n, (t, _) in BATCH_COLUMNS.items()})
+    return req, rnd, bat, notes
+
+
+class _Progress:
+    """A rich progress bar on completed (ok + failed) requests; silent when disabled."""
+
+    def __init__(self, total: int, enabled: bool, name: str):
+        self.total = total
+        self.enabled = enabled
+        self.name = name
+        self.bar = None
+        self.task = None
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(TextColumn("[bold]emulate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
+                            console=Console(stderr=True), transient=False)
+        self.bar.start()
+        self.task = self.bar.add_task(self.name, total=self.total, failed=0)
+
+    def update(self, ok: int, failed: int) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=ok + failed, failed=failed)
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(f"[red]{text}[/]")
+        else:
+            print(text, file=sys.stderr)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def check_supported(scenario: Scenario) -> None:
+    """What the node programs cannot run yet: an InputError before anything starts."""
+    spec = scenario.spec
+    if spec.run.mode == "fused":
+        raise InputError(scenario.source, "run.mode: 'fused' is not supported by the emulator's nodes yet "
+                                          "(distributed or autoregressive)")
+    if spec.models.backend != "profiled" and not (PROJECT_ROOT / "nodes" / "backends" / f"{spec.models.backend}.py").is_file():
+        raise InputError(scenario.source, f"models.backend: {spec.models.backend!r} is not available in the nodes yet")
+    if not scenario.targets:
+        raise InputError(scenario.source, "the scenario has no target node")
