@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system test test-fast sim emulate experiment bench bench-sim bench-nodes bench-net validate doctor cleanup clean
+.PHONY: setup system test sim emulate experiment bench bench-sim bench-nodes bench-net validate doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,25 @@ sim: $(STAMP)
 ## make emulate TOPO=star-4edge [NET=none|mininet]
 emulate: $(STAMP)
 	$(PY) -m testbed emulate topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(OUT) $(foreach s,$(SET),--set $(s))
+
+## make experiment TOPO=star-4edge [TRACE=azure-conv|PATH|synthetic] [POLICY=static:4] [DURATION=60] [MODEL=profiled] [SEED=1] [NET=mininet]
+# Emulate + simulate + compare + report. Without TRACE: the Azure conversation trace when it can be found
+# (../shared/traces or $$DSD_TRACES_DIR), the documented synthetic trace otherwise.
+POLICY ?= static:4
+DURATION ?= 60
+MODEL ?= profiled
+EXP_OUT ?= runs/experiment-$(TOPO)
+experiment: $(STAMP)
+	@trace="$(TRACE)"; if [ -z "$$trace" ]; then \
+	  if $(PY) -c "from traces import find_trace; find_trace('azure-conv')" 2>/dev/null; then trace=azure-conv; \
+	  else trace=synthetic; echo "Azure conversation trace not found: using the synthetic trace (traces/FORMATS.md)"; fi; fi; \
+	$(PY) -m testbed run topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(EXP_OUT) \
+	  --set workload.trace=$$trace --set policy.window=$(POLICY) --set workload.duration_s=$(DURATION) \
+	  --set models.backend=$(MODEL) $(if $(SEED),--set seed=$(SEED)) $(foreach s,$(SET),--set $(s))
+
+## make validate: fidelity of emulation vs simulation across the shipped topologies at two loads
+validate: $(STAMP)
+	$(PY) bench/validate.py
 
 ## make bench: the simulator's speed benchmark (whole Azure conv trace, 32 edges / 4 targets)
 bench: bench-sim

@@ -1,0 +1,7 @@
+"""Analysis of run directories (DESIGN.md "run directory contract"): compare, plots, HTML report.
+
+Works from the tables of a run directory only (DIR/sim/, DIR/emu/); imports neither executor.
+- `analysis.compare`: metrics recomputed through `testbed.metrics`, relative errors, tolerances (no plotting).
+- `analysis.plots`: matplotlib (Agg) figures as PNG bytes.
+- `analysis.report`: the self-contained report.html (PNGs embedded as data URIs, also written to DIR/plots/).
+"""

@@ -1,0 +1,319 @@
+"""Figures of a run (matplotlib, Agg): PNG bytes, one function per figure, sides drawn as overlays.
+
+Plots only look at the tables (per-request latencies come from `testbed.metrics.latencies`); time series are
+views over bins (1 s, or wider for long runs so that a figure has at most ~MAX_BINS bins) and downsampled:
+CDFs are drawn from CDF_POINTS quantiles, so a 1-hour run plots as fast as a 1-minute one.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import TYPE_CHECKING, Any, Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from testbed.metrics import latencies  # noqa: E402
+
+if TYPE_CHECKING:
+    from analysis.compare import Side
+
+CDF_POINTS = 400
+MAX_BINS = 300
+NICE_BINS = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600]
+SIDE_STYLE = {  # name -> (colour, line style)
+    "sim": ("#2563eb", "-"), "emu": ("#ea580c", "--"), "A": ("#2563eb", "-"), "B": ("#ea580c", "--"),
+}
+TARGET_COLOURS = ["#0f766e", "#7c3aed", "#b91c1c", "#ca8a04", "#0369a1", "#be185d", "#4d7c0f", "#57534e"]
+DPI = 100
+
+plt.rcParams.update({
+    "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 10,
+    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+    "legend.frameon": False, "legend.fontsize": 9, "figure.dpi": DPI,
+})
+
+SidePair = tuple[str, "Side"]
+
+
+def style(name: str, k: int = 0) -> tuple[str, str]:
+    return SIDE_STYLE.get(name, (TARGET_COLOURS[k % len(TARGET_COLOURS)], "-"))
+
+
+def bin_width(duration_s: float) -> float:
+    """1 s bins up to MAX_BINS seconds; wider 'nice' bins beyond."""
+    for w in NICE_BINS:
+        if duration_s / w <= MAX_BINS:
+            return float(w)
+    return float(np.ceil(duration_s / MAX_BINS))
+
+
+def run_duration(sides: list[SidePair]) -> float:
+    d = [float(s.summary.get("duration_s") or 0.0) for _, s in sides]
+    return max(d + [1.0])
+
+
+def _png(fig: plt.Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI)  # tight_layout already fitted it
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _empty(ax: plt.Axes, text: str = "no data") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#6b7280")
+
+
+def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = values[~np.isnan(values)]
+    if v.size == 0:
+        return v, v
+    if v.size <= CDF_POINTS:
+        x = np.sort(v)
+        return x, np.arange(1, x.size + 1) / x.size
+    q = np.linspace(0.0, 1.0, CDF_POINTS)
+    return np.quantile(v, q), q
+
+
+# ---- figures -------------------------------------------------------------------------------------------------
+
+def latency_cdfs(sides: list[SidePair]) -> bytes:
+    """CDF overlays of TTFT, TPOT and E2E (completed requests); dotted lines mark p50 / p90 / p99."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    lats = {n: latencies(s.requests[s.requests["status"] == "ok"]) for n, s in sides}
+    for ax, (col, title) in zip(axes, (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E latency"))):
+        drawn = False
+        lo, hi = np.inf, 0.0
+        for k, (n, _) in enumerate(sides):
+            x, y = _cdf(lats[n][col].to_numpy(dtype=np.float64))
+            if x.size == 0:
+                continue
+            c, ls = style(n, k)
+            ax.plot(x, y, color=c, ls=ls, lw=1.8, label=n, drawstyle="steps-post")
+            lo, hi = min(lo, float(x[x > 0].min()) if (x > 0).any() else lo), max(hi, float(x.max()))
+            drawn = True
+        if not drawn:
+            _empty(ax)
+        elif lo > 0 and hi / lo > 30:
+            ax.set_xscale("log")
+        for q in (0.5, 0.9, 0.99):
+            ax.axhline(q, color="#9ca3af", lw=0.7, ls=":")
+        ax.set_title(title)
+        ax.set_xlabel("ms")
+        ax.set_ylim(0, 1.01)
+    axes[0].set_ylabel("fraction of requests")
+    axes[0].legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _binned(t: np.ndarray, w: np.ndarray | None, width: float, nbins: int) -> np.ndarray:
+    """Sum of weights (or counts) per bin of `width` seconds from 0."""
+    t = np.asarray(t, dtype=np.float64)
+    ok = ~np.isnan(t)
+    idx = np.clip((t[ok] / width).astype(np.int64), 0, nbins - 1)
+    return np.bincount(idx, weights=None if w is None else np.asarray(w, dtype=np.float64)[ok], minlength=nbins)
+
+
+def throughput_and_gamma(sides: list[SidePair]) -> bytes:
+    """Over time: output tokens/s (tokens as they reach the edge), completed requests/s, mean γ of rounds sent."""
+    dur = run_duration(sides)
+    width = bin_width(dur)
+    nbins = max(1, int(np.ceil(dur / width)))
+    centres = (np.arange(nbins) + 0.5) * width
+    fig, axes = plt.subplots(3, 1, figsize=(13, 7.2), sharex=True)
+    for k, (n, s) in enumerate(sides):
+        c, ls = style(n, k)
+        r, q = s.requests, s.rounds
+        tok = _binned(q["recv_s"].to_numpy(), q["gained"].to_numpy(), width, nbins)
+        tok += _binned(r["first_token_s"].to_numpy(), None, width, nbins)  # the first token of each request
+        axes[0].plot(centres, tok / width, color=c, ls=ls, lw=1.4, label=n)
+        ok = r[r["status"] == "ok"]
+        axes[1].plot(centres, _binned(ok["finish_s"].to_numpy(), None, width, nbins) / width, color=c, ls=ls, lw=1.4, label=n)
+        spec = q[q["gamma"] > 0]
+        cnt = _binned(spec["send_s"].to_numpy(), None, width, nbins)
+        g = _binned(spec["send_s"].to_numpy(), spec["gamma"].to_numpy(), width, nbins)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            axes[2].plot(centres, np.where(cnt > 0, g / cnt, np.nan), color=c, ls=ls, lw=1.4, label=n)
+    axes[0].set_ylabel("output tokens / s")
+    axes[0].set_title(f"Throughput and window over time ({width:g} s bins)")
+    axes[1].set_ylabel("completed req / s")
+    axes[2].set_ylabel("mean γ")
+    axes[2].set_ylim(0, max(1.0, axes[2].get_ylim()[1] * 1.05))  # γ from 0: a static window reads as flat
+    axes[2].set_xlabel("time since run start (s)")
+    axes[2].set_xlim(0, nbins * width)
+    axes[0].legend(loc="upper right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def per_edge_latency(sides: list[SidePair]) -> bytes:
+    """Each edge's mean TTFT, TPOT and E2E (bars) with its p99 (marker), sides side by side."""
+    lat = {}
+    edges: set[str] = set()
+    for n, s in sides:
+        ok = s.requests[s.requests["status"] == "ok"]
+        l = latencies(ok)
+        l["edge"] = ok["edge"].astype(str).to_numpy()
+        lat[n] = l
+        edges |= set(l["edge"])
+    names = sorted(edges, key=_natural)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8 if len(names) <= 8 else 4.6))
+    x = np.arange(len(names))
+    bw = 0.8 / max(1, len(sides))
+    for ax, (col, title) in zip(axes, (("ttft_ms", "TTFT per edge"), ("tpot_ms", "TPOT per edge"), ("e2e_ms", "E2E per edge"))):
+        if not names:
+            _empty(ax)
+        for k, (n, _) in enumerate(sides):
+            c, _ls = style(n, k)
+            g = lat[n].groupby("edge")[col]
+            mean = g.mean().reindex(names).to_numpy(dtype=np.float64)
+            p99 = g.quantile(0.99).reindex(names).to_numpy(dtype=np.float64)
+            off = (k - (len(sides) - 1) / 2) * bw
+            ax.bar(x + off, mean, bw * 0.95, color=c, alpha=0.85 if k == 0 else 0.6, label=f"{n} mean")
+            ax.plot(x + off, p99, ls="none", marker="_", ms=10, mew=2, color=c, label=f"{n} p99")
+        ax.set_title(title)
+        ax.set_ylabel("ms")
+        ax.set_xticks(x, names, rotation=0 if len(names) <= 8 else 60, fontsize=9 if len(names) <= 16 else 7)
+        ax.grid(axis="x", visible=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), bbox_to_anchor=(0.5, 1.0))
+    return _png(fig)
+
+
+def _busy(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Busy seconds in each [edges[i], edges[i+1]) of one target (its batches run one at a time)."""
+    if starts.size == 0:
+        return np.zeros(edges.size - 1)
+    o = np.argsort(starts)
+    s, e = starts[o], ends[o]
+    d = np.clip(e - s, 0.0, None)
+    before = np.concatenate([[0.0], np.cumsum(d)])  # busy time of batches 0..i-1
+    i = np.searchsorted(s, edges, side="right") - 1
+    cum = np.where(i >= 0, before[np.clip(i, 0, None)] + np.clip(edges - s[np.clip(i, 0, None)], 0.0, d[np.clip(i, 0, None)]), 0.0)
+    return np.diff(cum)
+
+
+MAX_TARGET_ROWS = 8
+
+
+def targets_over_time(sides: list[SidePair]) -> bytes:
+    """Each target's mean verify batch size and utilisation (busy fraction) per bin: one row per target."""
+    dur = run_duration(sides)
+    width = bin_width(dur)
+    nbins = max(1, int(np.ceil(dur / width)))
+    edges_t = np.arange(nbins + 1) * width
+    centres = edges_t[:-1] + width / 2
+    targets = sorted({str(t) for _, s in sides for t in s.batches["target"].unique()}, key=_natural)
+    shown = targets[:MAX_TARGET_ROWS]
+    rows = max(1, len(shown))
+    fig, axes = plt.subplots(rows, 2, figsize=(13, 1.3 + 2.0 * rows if rows > 1 else 3.4), sharex=True, squeeze=False)
+    for j, t in enumerate(shown):
+        for k, (n, s) in enumerate(sides):
+            c, ls = style(n, k)
+            b = s.batches[s.batches["target"] == t]
+            v = b[b["kind"] == "verify"]
+            cnt = _binned(v["start_s"].to_numpy(), None, width, nbins)
+            tot = _binned(v["start_s"].to_numpy(), v["size"].to_numpy(), width, nbins)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                axes[j, 0].plot(centres, np.where(cnt > 0, tot / cnt, np.nan), color=c, ls=ls, lw=1.3, label=n)
+            busy = _busy(b["start_s"].to_numpy(np.float64), b["end_s"].to_numpy(np.float64), edges_t)
+            axes[j, 1].plot(centres, np.clip(busy / width, 0, 1), color=c, ls=ls, lw=1.3, label=n)
+        axes[j, 0].set_ylabel(f"{t}\nbatch (req)")
+        axes[j, 1].set_ylabel("utilisation")
+        axes[j, 0].set_ylim(bottom=0)
+        axes[j, 1].set_ylim(0, 1.05)
+    if not shown:
+        _empty(axes[0, 0])
+        _empty(axes[0, 1])
+    more = f" (first {len(shown)} of {len(targets)} targets)" if len(targets) > len(shown) else ""
+    axes[0, 0].set_title(f"Mean verify batch size ({width:g} s bins){more}")
+    axes[0, 1].set_title(f"Utilisation: busy fraction ({width:g} s bins)")
+    for ax in axes[-1]:
+        ax.set_xlabel("time since run start (s)")
+        ax.set_xlim(0, nbins * width)
+    axes[0, 1].legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def speculation(sides: list[SidePair], max_rounds: int = 60, min_rounds: int = 20) -> bytes:
+    """Acceptance rate by round index within a request, and the distribution of draft tokens accepted per round."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [3, 2]})
+    drawn = False
+    gmax = 1
+    for k, (n, s) in enumerate(sides):
+        c, ls = style(n, k)
+        q = s.rounds[s.rounds["gamma"] > 0]
+        if q.empty:
+            continue
+        drawn = True
+        idx = np.minimum(q["round"].to_numpy(np.int64), max_rounds)
+        cnt = np.bincount(idx, minlength=max_rounds + 1)
+        acc = np.bincount(idx, weights=q["accepted"].to_numpy(np.float64), minlength=max_rounds + 1)
+        gam = np.bincount(idx, weights=q["gamma"].to_numpy(np.float64), minlength=max_rounds + 1)
+        keep = cnt[:max_rounds] >= min_rounds
+        xs = np.arange(max_rounds)[keep]
+        axes[0].plot(xs, (acc[:max_rounds] / np.maximum(gam[:max_rounds], 1))[keep], color=c, ls=ls, lw=1.5, marker=".", ms=3, label=n)
+        a = q["accepted"].to_numpy(np.int64)
+        gmax = max(gmax, int(q["gamma"].max()))
+        h = np.bincount(a, minlength=gmax + 1) / a.size
+        off = (k - (len(sides) - 1) / 2) * (0.8 / len(sides))
+        axes[1].bar(np.arange(h.size) + off, h, 0.8 / len(sides) * 0.95, color=c, alpha=0.8, label=n)
+    if not drawn:
+        _empty(axes[0], "no speculative rounds")
+        _empty(axes[1], "no speculative rounds")
+    axes[0].set_title(f"Acceptance rate by round index (rounds with ≥ {min_rounds} samples)")
+    axes[0].set_xlabel("round index within the request")
+    axes[0].set_ylabel("accepted / drafted")
+    axes[0].set_ylim(0, 1.02)
+    axes[1].set_title("Draft tokens accepted per round")
+    axes[1].set_xlabel("accepted tokens")
+    axes[1].set_ylabel("fraction of rounds")
+    axes[1].set_xticks(range(gmax + 1))
+    axes[1].grid(axis="x", visible=False)
+    if drawn:
+        axes[0].legend(loc="lower right")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _natural(s: str) -> tuple:
+    import re
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
+
+
+# name -> (figure function, title, caption)
+FIGURES: dict[str, tuple[Callable[[list[SidePair]], bytes], str, str]] = {
+    "latency_cdf": (latency_cdfs, "Latency distributions",
+                    "Empirical CDFs of completed requests. Dotted lines: p50, p90, p99."),
+    "throughput_gamma": (throughput_and_gamma, "Throughput and window over time",
+                         "Output tokens counted when they reach the edge; requests when they complete; "
+                         "γ averaged over the rounds sent in each bin."),
+    "edges": (per_edge_latency, "Per-edge latency",
+              "Bars: mean over the edge's completed requests; markers: p99."),
+    "targets": (targets_over_time, "Targets: batch size and utilisation",
+                "Mean requests per verify batch (by batch start) and fraction of each bin the target was busy "
+                "(prefill + verify)."),
+    "speculation": (speculation, "Speculation",
+                    "Acceptance by round index shows position effects (e.g. decaying acceptance); "
+                    "the histogram shows how many of the γ draft tokens each round kept."),
+}
+
+
+def render_all(sides: list[SidePair], only: list[str] | None = None) -> dict[str, bytes]:
+    """All figures as PNG bytes, in report order."""
+    out: dict[str, bytes] = {}
+    for name, (fn, _title, _cap) in FIGURES.items():
+        if only is None or name in only:
+            out[name] = fn(sides)
+    return out
+
+
+def describe(name: str) -> dict[str, Any]:
+    _fn, title, caption = FIGURES[name]
+    return {"title": title, "caption": caption}

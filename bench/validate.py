@@ -1,0 +1,70 @@
+"""Fidelity benchmark (`make validate`): every shipped topology at two load levels, emulated in the Mininet
+network with the profiled backend and simulated on the as-built spec; prints the relative error of request
+throughput, mean TTFT, mean TPOT (goal <= 5 %) and p99 TTFT / TPOT (goal <= 15 %), and writes
+runs/validate/validate.json. Runs take real time (the trace is replayed in real time): about a minute each."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPOLOGIES = ["star-4edge", "star-16edge", "two-tier", "hetero-edge", "multi-cloud"]
+LOADS = {"light": 0.5, "heavy": 1.0}  # workload.rate_scale on the Azure conversation trace
+METRICS = [("request_throughput_rps", 0.05), ("ttft_ms.mean", 0.05), ("tpot_ms.mean", 0.05),
+           ("ttft_ms.p99", 0.15), ("tpot_ms.p99", 0.15)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--topologies", nargs="*", default=TOPOLOGIES)
+    ap.add_argument("--duration", type=float, default=30.0, help="seconds of trace per run")
+    ap.add_argument("--net", default="mininet")
+    ap.add_argument("--trace", default="azure-conv")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs/validate")
+    args = ap.parse_args()
+    rows = []
+    for topo in args.topologies:
+        for load, scale in LOADS.items():
+            out = args.out / f"{topo}-{load}"
+            cmd = [sys.executable, "-m", "testbed", "run", str(ROOT / f"topologies/{topo}.yaml"), "--net", args.net,
+                   "--out", str(out), "--quiet", "--set", f"workload.trace={args.trace}",
+                   "--set", f"workload.duration_s={args.duration}", "--set", f"workload.rate_scale={scale}"]
+            print(f"== {topo} {load} (rate x{scale})", flush=True)
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            doc_path = out / "compare.json"
+            if not doc_path.is_file():
+                print(f"   failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
+                rows.append({"topology": topo, "load": load, "error": r.stderr[-500:]})
+                continue
+            doc = json.loads(doc_path.read_text())
+            by = {m["metric"]: m for m in doc["metrics"]}
+            row = {"topology": topo, "load": load, "exit": r.returncode}
+            for key, goal in METRICS:
+                e = by.get(key, {}).get("rel_error")
+                row[key] = e
+                row[f"{key}.ok"] = e is not None and abs(e) <= goal
+            rows.append(row)
+            print("   " + "  ".join(f"{k}={_pct(row[k])}" for k, _ in METRICS), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "validate.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print()
+    print(f"{'topology':<14}{'load':<7}" + "".join(f"{k:>24}" for k, _ in METRICS))
+    for row in rows:
+        if "error" in row:
+            print(f"{row['topology']:<14}{row['load']:<7}  failed")
+            continue
+        print(f"{row['topology']:<14}{row['load']:<7}" + "".join(
+            f"{_pct(row[k]) + (' ok' if row[k + '.ok'] else ' !!'):>24}" for k, _ in METRICS))
+    return 0
+
+
+def _pct(e) -> str:
+    return "-" if e is None else f"{e * 100:+.1f}%"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

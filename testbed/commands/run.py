@@ -1,0 +1,163 @@
+"""The full experiment: resolve spec -> doctor checks -> build the network -> start targets then drafts with a
+common start time -> replay -> collect -> teardown -> simulate the same resolved spec (by default with the
+as-built, measured link delays; --sim-links configured for the configured ones) -> compare -> report.
+
+Writes the whole run directory (DESIGN.md "run directory contract") and logs every step to DIR/run.log.
+Ctrl-C at any point tears down what was built, keeps partial results and still writes a report of what
+completed. Exit status: 0 when the emulation completed, 1 when it was partial (a node died, a timeout),
+130 when interrupted, 2 for bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from testbed.commands.common import add_topology, out_dir, report_skipped, scenario_from
+from testbed.rundir import prepare, update_meta, write_json, write_results
+from testbed.workload import build_workload
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_topology(p)
+    p.add_argument("--net", choices=("mininet", "none"), default="mininet",
+                   help="mininet: emulated hosts and shaped links (needs root); none: loopback processes, no shaping")
+    p.add_argument("--shaping", default="auto", help="link shaping backend: auto (probe), netem, userspace")
+    p.add_argument("--sim-links", choices=("measured", "configured"), default="measured",
+                   help="simulate the as-built network (measured path delays, default) or the configured one")
+    p.add_argument("--timeout-s", type=float, default=None, help="stop the emulation this long after its start")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _logger(out: Path) -> logging.Logger:
+    log = logging.getLogger(f"testbed.run.{out}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    h = logging.FileHandler(out / "run.log")
+    h.setFormatter(logging.Formatter("%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    log.addHandler(h)
+    return log
+
+
+def run(args: argparse.Namespace) -> int:
+    from testbed.emu.net import make_network
+    from testbed.emu.orchestrate import EmulateOptions, check_supported
+
+    console = Console(stderr=True)
+    scenario = scenario_from(args)
+    check_supported(scenario)
+    workload = build_workload(scenario)  # bad input stops here, before anything is built or written
+    report_skipped(workload)
+    net = make_network(scenario, args.net, shaping=args.shaping)  # doctor: root, shaping backend, spec vs backend
+    out = out_dir(args, scenario)
+    out.mkdir(parents=True, exist_ok=True)
+    log = _logger(out)
+    log.info("scenario %s from %s: %d requests on %d drafts / %d targets", scenario.spec.name, scenario.source,
+             len(workload), len(scenario.drafts), len(scenario.targets))
+    steps: dict[str, str] = {}
+    exit_code = 0
+    t0 = time.monotonic()
+
+    def step(name: str, status: str) -> None:
+        steps[name] = status
+        log.info("step %s: %s (%.1f s since start)", name, status, time.monotonic() - t0)
+        console.print(f"[bold]{name}[/bold]: {status}")
+
+    # 1. emulation (network built and torn down by the context manager, also on errors and Ctrl-C)
+    try:
+        from testbed.emu.orchestrate import emulate
+
+        with net:
+            step("network", f"built ({', '.join(f'{k}={v}' for k, v in net.backends.items())})")
+            prepare(out, scenario, "run", backends={**net.backends, "runtime": "process",
+                                                    "model": scenario.spec.models.backend},
+                    extra={"workload": {"requests": len(workload), "trace": workload.trace.source,
+                                        "skipped_rows": workload.trace.skipped_rows,
+                                        "excluded_rows": workload.trace.excluded_rows}})
+            opts = EmulateOptions(timeout_s=args.timeout_s, progress=not args.quiet)
+            result = emulate(scenario, net, out, out / "spec.yaml", opts)
+            exit_code = result.exit_code
+            s = result.summary
+            step("emulation", "partial: " + str(s.get("partial_reason")) if s.get("partial") else
+                 f"completed {s['requests_completed']}/{s['requests_total']} requests")
+        step("teardown", "done")
+    except KeyboardInterrupt:
+        exit_code = 130
+        step("emulation", "interrupted (Ctrl-C); network torn down, partial results kept")
+    update_meta(out, {"run_steps": steps})
+
+    # 2. simulation of the same spec (as built, or as configured)
+    try:
+        _simulate(scenario, workload, out, args.sim_links, args.net, step)
+    except KeyboardInterrupt:
+        exit_code = 130
+        step("simulation", "interrupted")
+
+    # 3. comparison and report, from the tables alone
+    from analysis.report import build
+
+    try:
+        res = build(out, write_compare=True)
+        step("report", str(res["report"]))
+    except (ValueError, FileNotFoundError) as e:
+        step("report", f"failed: {e}")
+        exit_code = exit_code or 1
+    update_meta(out, {"run_steps": steps, "exit_code": exit_code})
+    _print_comparison(out)
+    return exit_code
+
+
+def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step) -> None:
+    from testbed.sim import simulate
+    from testbed.spec import resolve
+    from testbed.spec.asbuilt import as_built_spec, loopback_spec
+
+    links_path = out / "emu" / "links.json"
+    sim_scenario = scenario
+    note = "configured links"
+    if sim_links == "measured" and net_kind == "none":
+        sim_scenario = resolve(loopback_spec(scenario), f"{scenario.source} (loopback)")
+        note = "as-built loopback: links unshaped"
+    elif sim_links == "measured" and links_path.is_file():
+        report = json.loads(links_path.read_text())
+        if report.get("paths"):
+            spec, changes = as_built_spec(scenario, report)
+            sim_scenario = resolve(spec, f"{scenario.source} (as built)")
+            write_json(out / "sim_links.json", {"mode": "measured", "changes": changes})
+            note = f"as-built links ({len(changes)} access links adjusted by the measured residual)"
+    result = simulate(sim_scenario, workload)
+    write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary)
+    update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3), "links": note}})
+    step("simulation", f"{result.summary['requests_completed']} requests, {note}")
+
+
+def _print_comparison(out: Path) -> None:
+    p = out / "compare.json"
+    if not p.is_file():
+        return
+    from rich.table import Table
+
+    doc = json.loads(p.read_text())
+    t = Table(title=f"emulated vs simulated: {out}")
+    for c in ("metric", "sim", "emu", "error", "tolerance"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for r in doc.get("metrics", []):
+        if r.get("tolerance") is None:
+            continue
+        err = r.get("rel_error")
+        ok = r.get("pass")
+        style = "green" if ok else ("red" if ok is False else "")
+        t.add_row(r["metric"], _fmt(r.get("sim")), _fmt(r.get("emu")),
+                  f"[{style}]{err * 100:+.1f} %[/{style}]" if err is not None and style else "-",
+                  f"{r['tolerance'] * 100:.0f} %")
+    Console().print(t)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+

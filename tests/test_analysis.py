@@ -1,0 +1,320 @@
+"""analysis/: compare (relative errors, tolerances, missing values), report.html (sim-only, sim+emu, partial), CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis.compare import METRICS, TOLERANCES, compare_run, compare_runs, judge, relative_error
+from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, frame, write_tables
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- known tables ----------------------------------------------------------------------------------------------
+
+def write_side(d: Path, scale: float = 1.0, *, n: int = 4, status: str = "ok", gamma: int = 4, accepted: int = 2,
+               summary: dict | None = None) -> None:
+    """n requests arriving 1 s apart; TTFT = 100*scale ms, TPOT = 100*scale ms (10 output tokens), E2E = 1000*scale ms;
+    3 rounds per request of `gamma` drafted / `accepted` accepted; one verify batch (size 1, 50 ms) per round."""
+    reqs, rounds, batches = [], [], []
+    for i in range(n):
+        a = float(i)
+        first, fin = a + 0.1 * scale, a + 1.0 * scale
+        ok = status == "ok"
+        reqs.append((i, f"edge{i % 2}", "cloud0", a, a + 0.01, first if ok else math.nan, fin if ok else math.nan,
+                     100, 10, 10 if ok else 3, 3, 3 * gamma, 3 * accepted, status))
+        for k in range(3):
+            t = first + 0.2 * k
+            rounds.append((i, k, f"edge{i % 2}", "cloud0", 1 + k, gamma, accepted, accepted + 1,
+                           t, t + 0.01, t + 0.02, t + 0.03, t + 0.08, t + 0.09, 1, 0))
+            batches.append(("cloud0", "verify", t + 0.03, t + 0.08, 1, gamma + 1))
+    write_tables(d, frame(REQUEST_COLUMNS, reqs), frame(ROUND_COLUMNS, rounds), frame(BATCH_COLUMNS, batches))
+    (d / "summary.json").write_text(json.dumps(summary or {"note": "numbers here must be ignored"}))
+
+
+def row(doc: dict, metric: str) -> dict:
+    return next(r for r in doc["metrics"] if r["metric"] == metric)
+
+
+def test_relative_error_and_judging():
+    assert relative_error(100.0, 110.0) == pytest.approx(0.10)
+    assert relative_error(100.0, 90.0) == pytest.approx(-0.10)
+    assert relative_error(-2.0, -1.0) == pytest.approx(0.5)  # against |reference|
+    assert relative_error(0.0, 0.0) == 0.0
+    assert relative_error(0.0, 1.0) is None
+    assert relative_error(None, 1.0) is None and relative_error(1.0, None) is None
+    assert relative_error(math.nan, 1.0) is None
+    assert judge(100.0, 104.0, 0.05)[:2] == (pytest.approx(0.04), True)
+    assert judge(100.0, 106.0, 0.05)[1] is False
+    assert judge(100.0, 95.0, 0.05)[1] is True  # the boundary is inside
+    assert judge(0.0, 0.0, 0.05)[:2] == (0.0, True)
+    err, ok, note = judge(0.0, 3.0, 0.05)
+    assert err is None and ok is False and "reference is 0" in note
+    assert judge(None, None, 0.05)[:2] == (None, None)
+    assert judge(None, 1.0, 0.05)[:2] == (None, False)
+    assert judge(1.0, 2.0, None)[:2] == (pytest.approx(1.0), None)  # info rows are shown, not judged
+
+
+def test_tolerance_table():
+    kinds = {m.key: m.kind for m in METRICS}
+    assert TOLERANCES[kinds["ttft_ms.mean"]] == 0.05 and TOLERANCES[kinds["tpot_ms.p99"]] == 0.15
+    assert TOLERANCES[kinds["request_throughput_rps"]] == 0.05
+    assert TOLERANCES[kinds["requests_completed"]] is None
+    keys = set(kinds)
+    for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
+        assert {f"{k}.{s}" for s in ("mean", "p50", "p90", "p99")} <= keys
+    assert {"request_throughput_rps", "output_token_throughput_tps", "goodput_rps", "acceptance_rate",
+            "tokens_per_round", "mean_gamma", "target_batch_size"} <= keys
+
+
+def test_compare_known_tables(tmp_path):
+    run = tmp_path / "run"
+    write_side(run / "sim", 1.0)
+    write_side(run / "emu", 1.1)  # every latency 10 % longer
+    doc, _, _ = compare_run(run)
+    assert doc["columns"] == ["sim", "emu"]
+    r = row(doc, "ttft_ms.mean")
+    assert r["sim"] == pytest.approx(100.0) and r["emu"] == pytest.approx(110.0)
+    assert r["rel_error"] == pytest.approx(0.10) and r["abs_error"] == pytest.approx(10.0)
+    assert r["tolerance"] == 0.05 and r["pass"] is False
+    assert row(doc, "tpot_ms.mean")["rel_error"] == pytest.approx(0.10)
+    assert row(doc, "e2e_ms.p99")["rel_error"] == pytest.approx(0.10) and row(doc, "e2e_ms.p99")["pass"] is True
+    # duration = last finish: 3 + 1.0 vs 3 + 1.1 -> throughput ratio 4 / 4.1
+    assert row(doc, "request_throughput_rps")["rel_error"] == pytest.approx(4.0 / 4.1 - 1)
+    assert row(doc, "request_throughput_rps")["pass"] is True
+    for m in ("acceptance_rate", "tokens_per_round", "mean_gamma", "target_batch_size"):
+        assert row(doc, m)["rel_error"] == 0.0 and row(doc, m)["pass"] is True
+    assert row(doc, "acceptance_rate")["sim"] == pytest.approx(0.5)
+    assert row(doc, "requests_completed")["pass"] is None and row(doc, "requests_completed")["sim"] == 4
+    assert "ttft_ms.mean" in doc["verdict"]["failed"] and "e2e_ms.p99" not in doc["verdict"]["failed"]
+    assert doc["verdict"]["all_within_tolerance"] is False
+    # per node
+    assert doc["per_node"]["edges"]["emu"]["edge0"]["ttft_ms"]["mean"] == pytest.approx(110.0)
+    assert doc["per_node"]["targets"]["sim"]["cloud0"]["requests_routed"] == 4
+    json.dumps(doc, allow_nan=False)  # strict JSON: no NaN / inf anywhere
+
+
+def test_compare_missing_values(tmp_path):
+    run = tmp_path / "run"
+    write_side(run / "sim", 1.0, gamma=0, accepted=0)  # no speculation: acceptance and mean gamma undefined
+    write_side(run / "emu", 1.0, gamma=0, accepted=0, status="failed")  # nothing completed
+    doc, _, _ = compare_run(run)
+    ttft = row(doc, "ttft_ms.mean")
+    assert ttft["sim"] == pytest.approx(100.0) and ttft["emu"] is None
+    assert ttft["rel_error"] is None and ttft["pass"] is False and ttft["note"]
+    acc = row(doc, "acceptance_rate")
+    assert acc["sim"] is None and acc["emu"] is None and acc["pass"] is None
+    thr = row(doc, "request_throughput_rps")  # emu completed 0: relative error -100 %
+    assert thr["emu"] == 0.0 and thr["rel_error"] == pytest.approx(-1.0) and thr["pass"] is False
+    json.dumps(doc, allow_nan=False)
+
+
+def test_compare_reference_zero(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_side(a / "sim", 1.0, status="failed")  # run A: throughput 0
+    write_side(b / "sim", 1.0)
+    doc, _, _ = compare_runs(a, b)
+    assert doc["kind"] == "run-vs-run" and doc["columns"] == ["A", "B"]
+    thr = row(doc, "request_throughput_rps")
+    assert thr["A"] == 0.0 and thr["B"] > 0 and thr["rel_error"] is None and thr["pass"] is False
+    assert "reference is 0" in thr["note"]
+
+
+def test_compare_runs_prefers_emu(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_side(a / "sim", 1.0)
+    write_side(a / "emu", 2.0)
+    write_side(b / "sim", 1.0)
+    doc, sa, sb = compare_runs(a, b)
+    assert sa.path == a / "emu" and sb.path == b / "sim"
+    assert row(doc, "ttft_ms.mean")["A"] == pytest.approx(200.0)
+
+
+def test_sim_only_and_emu_only(tmp_path):
+    run = tmp_path / "run"
+    write_side(run / "sim", 1.0)
+    doc, sim, emu = compare_run(run)
+    assert emu is None and doc["summaries"]["emu"] is None
+    assert row(doc, "ttft_ms.mean")["emu"] is None and row(doc, "ttft_ms.mean")["pass"] is None
+    assert doc["verdict"]["judged"] == 0 and any("emu" in n for n in doc["notes"])
+    shutil.move(str(run / "sim"), str(run / "emu"))
+    doc, sim, emu = compare_run(run)
+    assert sim is None and row(doc, "ttft_ms.mean")["emu"] == pytest.approx(100.0)
+
+
+# ---- runs from the simulator -------------------------------------------------------------------------------------
+
+def _sim(out: Path, *sets: str) -> None:
+    args = [sys.executable, "-m", "testbed", "sim", "topologies/star-4edge.yaml", "--out", str(out), "--quiet",
+            "--set", "workload.trace=synthetic", "--set", "workload.synthetic.n_requests=40",
+            "--set", "workload.synthetic.rate_rps=4", "--set", "workload.duration_s=null"]
+    for s in sets:
+        args += ["--set", s]
+    r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.fixture(scope="module")
+def sim_runs(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("runs")
+    _sim(base / "s1")
+    _sim(base / "s2", "seed=2")
+    return base / "s1", base / "s2"
+
+
+def links_json() -> dict:
+    """As written by testbed/emu/net/verify.py (the fields the report reads)."""
+    paths = []
+    for i, ok in ((0, True), (1, False)):
+        paths.append({"src": f"edge{i}", "dst": "cloud0", "hops": [i, 4],
+                      "configured": {"one_way_delay_ms": 11.0, "rtt_ms": 22.01, "rtt_std_ms": 0.0, "loss_pct": 0.0,
+                                     "rtt_loss_pct": 0.0, "rate_mbps": 100.0},
+                      "measured": {"rtt_p50_ms": 22.4 if ok else 25.0, "rtt_p99_ms": 23.1, "rtt_mean_ms": 22.5,
+                                   "rtt_std_ms": 0.2, "samples": 50, "lost": 0, "loss_pct": 0.0, "rate_mbps": 97.5},
+                      "rtt_error_ms": 0.39 if ok else 2.99, "problems": [] if ok else ["RTT p50 25.000 ms vs configured 22.010 ms"],
+                      "ok": ok})
+    return {"backends": {"network": "mininet", "shaping": "userspace"}, "mode": "quick", "paths": paths,
+            "links": [{"index": 0, "a": "edge0", "b": "sw0", "bw_mbps": 100, "delay_ms": 10}],
+            "warnings": ["path edge1->cloud0: RTT p50 25.000 ms vs configured 22.010 ms"]}
+
+
+def make_emu_run(sim_runs, dest: Path) -> Path:
+    """A sim+emu run: the emulated side stands in as the seed-2 simulation (same schema as the emulator's)."""
+    s1, s2 = sim_runs
+    shutil.copytree(s1, dest)
+    shutil.copytree(s2 / "sim", dest / "emu")
+    (dest / "emu" / "links.json").write_text(json.dumps(links_json()))
+    return dest
+
+
+def test_report_sim_only(sim_runs, tmp_path):
+    from analysis.report import build
+
+    run = tmp_path / "run"
+    shutil.copytree(sim_runs[0], run)
+    res = build(run)
+    page = (run / "report.html").read_text()
+    assert "Sim-only report" in page and "star-4edge" in page
+    assert page.count("data:image/png;base64,") == 5
+    assert "id='comparison-table'" in page and "id='edges-table'" in page
+    for p in res["plots"]:
+        assert p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((run / "compare.json").read_text())["summaries"]["emu"] is None
+    assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
+
+
+def test_report_sim_and_emu(sim_runs, tmp_path):
+    from analysis.report import build
+
+    run = make_emu_run(sim_runs, tmp_path / "run")
+    build(run)
+    page = (run / "report.html").read_text()
+    assert "Sim-only" not in page and "Partial run" not in page
+    assert page.count("data:image/png;base64,") == 5
+    assert "<td class='pass'" in page  # errors highlighted
+    doc = json.loads((run / "compare.json").read_text())
+    assert doc["verdict"]["judged"] > 0
+    if doc["verdict"]["failed"]:
+        assert "<td class='fail'" in page
+    assert "id='links-table'" in page and "edge1 → cloud0" in page and "RTT p50 25.000 ms" in page
+    assert "mininet" in page  # the backends of the as-built network
+
+
+def test_report_partial_run(sim_runs, tmp_path):
+    from analysis.report import build
+
+    run = make_emu_run(sim_runs, tmp_path / "run")
+    import pandas as pd
+
+    req = pd.read_parquet(run / "emu" / "requests.parquet")
+    late = req["arrival_s"] > req["arrival_s"].median()
+    req.loc[late, "status"] = "unfinished"
+    req.loc[late, ["first_token_s", "finish_s"]] = np.nan
+    req.to_parquet(run / "emu" / "requests.parquet", index=False)
+    s = json.loads((run / "emu" / "summary.json").read_text())
+    s.update({"partial": True, "partial_reason": "interrupted", "crashed_nodes": ["edge2"]})
+    (run / "emu" / "summary.json").write_text(json.dumps(s))
+    build(run)
+    page = (run / "report.html").read_text()
+    assert "Partial run" in page and "interrupted" in page and "edge2" in page
+    assert "unfinished" in page
+    doc = json.loads((run / "compare.json").read_text())
+    assert doc["sides"]["emu"]["partial"] is True and doc["sides"]["emu"]["requests_unfinished"] == int(late.sum())
+    assert any("partial" in n for n in doc["notes"])
+
+
+def test_report_emu_dir_without_tables(sim_runs, tmp_path):
+    from analysis.report import build
+
+    run = tmp_path / "run"
+    shutil.copytree(sim_runs[0], run)
+    (run / "emu" / "logs").mkdir(parents=True)
+    (run / "emu" / "summary.json").write_text(json.dumps({"partial": True, "partial_reason": "node cloud0 died"}))
+    build(run)
+    page = (run / "report.html").read_text()
+    assert "Sim-only report" in page and "node cloud0 died" in page and "emulation results" in page
+
+
+def test_cli_compare_and_report(sim_runs, tmp_path, capsys):
+    from testbed.cli import main
+
+    run = make_emu_run(sim_runs, tmp_path / "run")
+    assert main(["compare", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "TTFT mean" in out and "within tolerance" in out and (run / "compare.json").is_file()
+    assert main(["compare", str(sim_runs[0]), str(sim_runs[1]), "--json", str(tmp_path / "ab.json")]) == 0
+    assert json.loads((tmp_path / "ab.json").read_text())["kind"] == "run-vs-run"
+    capsys.readouterr()
+    for args in (("compare", str(tmp_path / "missing")), ("compare", str(tmp_path)), ("report", str(tmp_path / "missing")),
+                 ("compare", str(run), str(tmp_path / "missing"))):
+        assert main(list(args)) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path) in lines[0], lines
+    # end to end, as a user runs it
+    r = subprocess.run([sys.executable, "-m", "testbed", "report", str(run)], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout and (run / "report.html").is_file() and len(list((run / "plots").glob("*.png"))) == 5
+
+
+def test_bad_table_is_input_error(tmp_path):
+    from analysis.compare import load_run
+    from testbed.errors import InputError
+
+    run = tmp_path / "run"
+    write_side(run / "sim")
+    (run / "sim" / "rounds.parquet").write_text("not parquet")
+    with pytest.raises(InputError, match="rounds.parquet"):
+        load_run(run)
+
+
+def test_dependency_rules():
+    code = ("import sys, analysis.compare; assert 'matplotlib' not in sys.modules, 'compare imports matplotlib'; "
+            "import analysis.report, analysis.plots; "
+            "bad = [m for m in sys.modules if m.startswith(('testbed.sim', 'testbed.emu', 'zmq', 'mininet', 'nodes'))]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_report_emu_tables_empty(sim_runs, tmp_path):
+    """An emulation that collected tables with no rows (everything died at once) still gets a report."""
+    from analysis.report import build
+
+    run = tmp_path / "run"
+    shutil.copytree(sim_runs[0], run)
+    write_side(run / "emu", n=0, summary={"partial": True, "partial_reason": "every target exited"})
+    build(run)
+    page = (run / "report.html").read_text()
+    assert "Partial run" in page and "every target exited" in page
+    assert page.count("data:image/png;base64,") == 5
+    doc = json.loads((run / "compare.json").read_text())
+    assert row(doc, "ttft_ms.mean")["emu"] is None and row(doc, "ttft_ms.mean")["pass"] is False
