@@ -68,9 +68,6 @@ def setup(prog: str, argv: list[str] | None):
         scenario.node(args.node)
     except KeyError:
         raise SystemExit(f"{prog}: node {args.node!r} is not in {args.spec}")
-    if scenario.spec.run.mode == "fused":
-        raise SystemExit(f"{prog}: run.mode 'fused' is not supported by the node programs yet "
-                         "(use distributed or autoregressive)")
     if args.peer_timeout_s is None:
         args.peer_timeout_s = scenario.spec.run.request_timeout_s
     if args.heartbeat_s is None:

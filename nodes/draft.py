@@ -5,6 +5,9 @@ open-loop arrivals at T0 + arrival_s, many requests in flight. Per request: rout
 then rounds: gamma from the shared window policy (testbed.rounds.RequestProgress), wait for a draft slot
 (node.draft_slots, 0 = unlimited; gamma = 0 needs none), draft for the backend's time, VERIFY, apply the
 VERIFY_RESULT, until output_tokens are produced; then RELEASE.
+Co-located modes (run.mode fused / autoregressive, as the simulator): the rounds run at the target; the
+draft sends PREFILL, records the first token (PREFILL_DONE) and the finish (DONE, which carries the round
+counts); the target writes the rounds table and frees the request itself.
 
 Failures: a request whose target has not answered for run.request_timeout_s, whose target is declared dead
 (silent beyond the peer timeout; heartbeats keep an idle connection alive) or answers ERROR is marked
@@ -38,7 +41,8 @@ from testbed.workload import build_workload
 log = logging.getLogger("nodes.draft")
 
 NAN = float("nan")
-WAIT_SLOT, DRAFTING, WAIT_PREFILL, WAIT_VERIFY = 1, 2, 3, 4
+WAIT_SLOT, DRAFTING, WAIT_PREFILL, WAIT_VERIFY, WAIT_DONE = 1, 2, 3, 4, 5
+WAITING = (WAIT_PREFILL, WAIT_VERIFY, WAIT_DONE)  # a message from the target is due
 
 
 class Req:
@@ -98,6 +102,7 @@ class DraftNode:
         self.router = Router(spec.policy.routing, self.targets, spec.seed, self.name)
         self.policy = parse_window_policy(spec.policy.window)
         self.speculate = spec.run.mode != "autoregressive"
+        self.colocated = spec.run.mode != "distributed"  # fused / autoregressive: rounds run at the target
         self.observes = self.policy.observes and self.speculate
         self.gamma_max = spec.policy.gamma_max
         self.slots = node.draft_slots
@@ -340,13 +345,20 @@ class DraftNode:
             if req is None or req.state != WAIT_PREFILL or req.target != link.name:
                 self.stale += 1
                 return
-            self.depth[link.name] = m["qd"]
             req.first_token = now - self.t0
             self.backend.observe(req.rid, 0, m["tok"])
+            if self.colocated:  # the target runs the rounds; DONE follows (the simulator's edge keeps no depth here)
+                req.prog.first_token()
+                req.state = WAIT_DONE
+                req.waiting_since = now
+                return
+            self.depth[link.name] = m["qd"]
             if req.prog.first_token():
                 self.finish(req, now)
             else:
                 self.start_round(req, now)
+        elif t == P.DONE:
+            self.on_done(link, m, now)
         elif t == P.HEARTBEAT:
             if m.get("qd") is not None:
                 self.depth[link.name] = m["qd"]
@@ -390,13 +402,30 @@ class DraftNode:
         else:
             self.start_round(req, now)
 
+    def on_done(self, link: TargetLink, m: dict, now: float) -> None:
+        """Co-located modes: the target finished the request (and already freed it)."""
+        req = self.active.get(m["r"])
+        if req is None or req.state != WAIT_DONE or req.target != link.name:
+            self.stale += 1
+            return
+        p = req.prog
+        if m["n"] != p.output_tokens:
+            self.bad.add("bad_field", f"DONE: {m['n']} tokens produced, {p.output_tokens} expected", link.name)
+            req.state = 0  # the target no longer holds it: no RELEASE
+            self.fail(req, "bad_result")
+            return
+        p.produced, p.rounds, p.drafted, p.accepted = m["n"], m["rd"], m["dr"], m["ac"]
+        self.backend.observe(req.rid, 0, m["tok"])
+        self.finish(req, now)
+
     def finish(self, req: Req, now: float) -> None:
         req.status = "ok"
         req.state = 0
         req.finish = now - self.t0
         self.n_ok += 1
         self.close_req(req)
-        self.send(self.links[req.target], self.enc.release(req.rid))
+        if not self.colocated:  # co-located: the target freed it when it sent DONE
+            self.send(self.links[req.target], self.enc.release(req.rid))
 
     def fail(self, req: Req, reason: str) -> None:
         if req.status:
@@ -404,7 +433,7 @@ class DraftNode:
         req.status = "failed"
         self.n_failed += 1
         self.fail_reasons[reason] += 1
-        if req.target and req.state in (WAIT_PREFILL, WAIT_VERIFY) and self.links[req.target].alive:
+        if req.target and req.state in WAITING and self.links[req.target].alive:
             self.send(self.links[req.target], self.enc.release(req.rid))
         req.state = 0
         self.close_req(req)
@@ -420,7 +449,7 @@ class DraftNode:
         if not link.alive:
             return
         link.alive = False
-        victims = [r for r in self.active.values() if r.target == link.name and r.state in (WAIT_PREFILL, WAIT_VERIFY)]
+        victims = [r for r in self.active.values() if r.target == link.name and r.state in WAITING]
         log.warning("target %s %s: %d requests in flight fail", link.name,
                     "left (BYE)" if why == "bye" else f"silent for {self.peer_timeout:.1f} s, declared dead", len(victims))
         for r in victims:
@@ -435,6 +464,8 @@ class DraftNode:
                 continue
             if now - link.last_sent >= self.heartbeat:
                 self.send(link, self.enc.heartbeat(self.name))
+        # (co-located modes: a request waiting for DONE progresses at the target, unseen; it fails when the target
+        # is declared dead, or at the drain timeout)
         limit = now - self.request_timeout
         late = [r for r in self.active.values() if r.state in (WAIT_PREFILL, WAIT_VERIFY) and r.waiting_since < limit]
         for r in late:

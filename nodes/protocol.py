@@ -26,12 +26,13 @@ VERIFY = 6  # draft -> target: gamma draft tokens at output position p
 VERIFY_RESULT = 7  # target -> draft: accepted count and the next target token
 RELEASE = 8  # draft -> target: forget the request
 ERROR = 9  # target -> draft: the request cannot be served (unknown, bad position, ...)
+DONE = 10  # target -> draft (co-located modes): the request is complete, with its round counts
 
 NAMES = {HELLO: "HELLO", BYE: "BYE", HEARTBEAT: "HEARTBEAT", PREFILL: "PREFILL", PREFILL_DONE: "PREFILL_DONE",
-         VERIFY: "VERIFY", VERIFY_RESULT: "VERIFY_RESULT", RELEASE: "RELEASE", ERROR: "ERROR"}
+         VERIFY: "VERIFY", VERIFY_RESULT: "VERIFY_RESULT", RELEASE: "RELEASE", ERROR: "ERROR", DONE: "DONE"}
 
 TO_TARGET = frozenset({HELLO, BYE, HEARTBEAT, PREFILL, VERIFY, RELEASE})
-TO_DRAFT = frozenset({HELLO, BYE, HEARTBEAT, PREFILL_DONE, VERIFY_RESULT, ERROR})
+TO_DRAFT = frozenset({HELLO, BYE, HEARTBEAT, PREFILL_DONE, VERIFY_RESULT, ERROR, DONE})
 
 TOKEN_BYTES = 4
 TOKEN_DTYPE = "<i4"
@@ -58,6 +59,8 @@ FIELDS: dict[int, tuple[tuple[str, type, bool], ...]] = {
                     ("tr", _FLOAT, True), ("bs", _FLOAT, True), ("be", _FLOAT, True), ("bn", _INT, True)),
     RELEASE: (("r", _INT, True),),
     ERROR: (("r", _INT, True), ("c", _STR, True), ("m", _STR, False)),
+    DONE: (("r", _INT, True), ("tok", _INT, True), ("n", _INT, True), ("rd", _INT, True), ("dr", _INT, True),
+           ("ac", _INT, True), ("qd", _INT, True), ("be", _FLOAT, True)),
 }
 _ALLOWED = {t: frozenset(["v", "t", *(k for k, _, _ in f)]) for t, f in FIELDS.items()}
 _REQUIRED = {t: tuple((k, ty) for k, ty, req in f if req) for t, f in FIELDS.items()}
@@ -129,6 +132,9 @@ def decode(frame: bytes, accept: frozenset[int] | None = None) -> dict:
     elif t == VERIFY_RESULT:
         if msg["a"] < 0 or msg["bn"] < 1:
             raise ProtocolError("bad_field", "VERIFY_RESULT.a / bn out of range")
+    elif t == DONE:
+        if msg["n"] < 1 or msg["rd"] < 0 or msg["dr"] < 0 or not 0 <= msg["ac"] <= msg["dr"]:
+            raise ProtocolError("bad_field", "DONE.n / rd / dr / ac out of range")
     return msg
 
 
@@ -181,6 +187,11 @@ class Encoder:
                       b_end: float, b_size: int) -> bytes:
         return self._pack({"v": VERSION, "t": VERIFY_RESULT, "r": rid, "a": accepted, "tok": token, "qd": depth,
                            "tr": t_recv, "bs": b_start, "be": b_end, "bn": b_size})
+
+    def done(self, rid: int, token: int, produced: int, rounds: int, drafted: int, accepted: int, depth: int,
+             t_end: float) -> bytes:
+        return self._pack({"v": VERSION, "t": DONE, "r": rid, "tok": token, "n": produced, "rd": rounds,
+                           "dr": drafted, "ac": accepted, "qd": depth, "be": t_end})
 
     def release(self, rid: int) -> bytes:
         return self._pack({"v": VERSION, "t": RELEASE, "r": rid})

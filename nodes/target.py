@@ -6,12 +6,23 @@ the model backend, and each request gets its answer (PREFILL_DONE / VERIFY_RESUL
 timestamps and the queue depth). Per-request state is freed on RELEASE, on a draft's BYE, or when a draft
 has been silent for the peer timeout. Invalid frames are counted and logged, never fatal.
 
-Writes DIR/ready.json once bound, and DIR/batches.parquet + DIR/node.json when it stops: on SIGTERM, or by
-itself once every draft that can reach it has said BYE or been declared dead.
+Co-located modes (`run.mode` fused / autoregressive), as the simulator (testbed/sim/nodes.py): the rounds run
+here. After a request's prefill the target sends PREFILL_DONE (the first token), then drafts with its own
+drafter (the model backend's draft side with this node's compute profile, `draft_step`; unlimited slots,
+no network; autoregressive: gamma = 0, no drafting) and verifies through the same queue and batches; when
+the request is complete it sends DONE (the round counts) and frees it. It writes those rounds itself
+(DIR/rounds.parquet, the simulator's schema: send_s = drafting end = target_recv_s, recv_s = batch end).
+Ordering as in the simulator: when a batch ends, the next batch is formed from the jobs already queued, and
+only then are the finished batch's results applied locally (their new jobs queue after it started).
+
+Writes DIR/ready.json once bound, and DIR/batches.parquet (+ DIR/rounds.parquet in co-located modes) +
+DIR/node.json when it stops: on SIGTERM, or by itself once every draft that can reach it has said BYE or
+been declared dead.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import os
 import sys
@@ -22,10 +33,12 @@ import zmq
 
 from nodes import BadMessages, StartTime, StopFlag, check_endpoint, setup, write_json
 from nodes import protocol as P
-from nodes.backends import TargetRequest, load_backend
+from nodes.backends import DraftItem, TargetRequest, load_backend
 from nodes.clock import Lateness, monotonic, wait_readable
 from testbed.policies.batching import PREFILL, VERIFY, Batcher, Job
-from testbed.tables import BATCH_COLUMNS, frame
+from testbed.policies.window import RoundFeedback, parse_window_policy
+from testbed.rounds import RequestProgress
+from testbed.tables import BATCH_COLUMNS, ROUND_COLUMNS, frame
 
 log = logging.getLogger("nodes.target")
 
@@ -39,6 +52,21 @@ class Peer:
         self.reqs: set[int] = set()
         self.gone = False
         self.hello = False
+
+
+class LocalRequest(TargetRequest):
+    """A request whose rounds run at this target (co-located modes)."""
+
+    __slots__ = ("prog", "edge", "gamma", "draft_start", "send", "token")
+
+    def __init__(self, rid: int, owner: bytes, prompt: bytes, output_tokens: int, prog: RequestProgress, edge: str):
+        super().__init__(rid, owner, prompt, output_tokens)
+        self.prog = prog
+        self.edge = edge  # the draft node the request came from (rounds table)
+        self.gamma = 0
+        self.draft_start = 0.0  # absolute monotonic
+        self.send = 0.0  # drafting ended, the VERIFY job was queued
+        self.token = 0  # the last target token
 
 
 class TargetNode:
@@ -60,6 +88,19 @@ class TargetNode:
             self.backend = load_backend(spec.models.backend).make_target(scenario, self.name)
         except ValueError as e:
             raise SystemExit(f"nodes.target: {e}")
+        mode = spec.run.mode
+        self.colocated = mode != "distributed"  # fused / autoregressive: the rounds run here
+        self.drafter = None
+        if self.colocated:
+            self.speculate = mode != "autoregressive"
+            self.policy = parse_window_policy(spec.policy.window)
+            self.observes = self.policy.observes and self.speculate
+            self.gamma_max = spec.policy.gamma_max
+            if self.speculate:  # the co-located drafter: this node's compute profile (draft_step)
+                self.drafter = load_backend(spec.models.backend).make_draft(scenario, self.name)
+        self.timers: list[tuple[float, int, LocalRequest]] = []  # co-located drafting ends
+        self.seq = 0
+        self.rounds_rows: list[tuple] = []
         self.batcher = Batcher(spec.policy.batching)
         self.queue: list[Job] = []
         self.reqs: dict[int, TargetRequest] = {}
@@ -110,6 +151,8 @@ class TargetNode:
         EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
         hk_every = min(0.1, self.peer_timeout / 10)
         next_hk = monotonic() + hk_every
+        timers = self.timers
+        inf = float("inf")
         while True:
             while True:
                 try:
@@ -118,11 +161,18 @@ class TargetNode:
                     break
                 self.on_frames(parts, monotonic())
             now = monotonic()
-            if self.busy:
-                if now >= self.busy_until:
+            # the earliest due event first: the running batch's end or a co-located drafting end
+            due_batch = self.busy_until if self.busy else inf
+            due_timer = timers[0][0] if timers else inf
+            if due_batch <= now or due_timer <= now:
+                if due_batch <= due_timer:
                     self.finish_batch(now)
-                    continue
-            elif self.queue:
+                else:
+                    _, _, req = heapq.heappop(timers)
+                    self.lateness.add(now - due_timer)
+                    self.on_drafted(req, now)
+                continue
+            if not self.busy and self.queue:
                 self.try_start(now)
                 if self.busy:
                     continue
@@ -135,6 +185,8 @@ class TargetNode:
                 deadline = min(deadline, self.busy_until)
             elif self.wake_at is not None and self.queue:
                 deadline = min(deadline, self.wake_at)
+            if timers:
+                deadline = min(deadline, timers[0][0])
             if sock.getsockopt(EVENTS) & POLLIN:
                 continue
             wait_readable(fds, deadline)
@@ -188,7 +240,13 @@ class TargetNode:
         if rid in self.reqs:
             self.error(ident, rid, "duplicate", "request id already active")
             return
-        req = TargetRequest(rid, ident, m["tk"], m["o"])
+        if self.colocated:
+            prompt_tokens = len(m["tk"]) >> 2
+            ctl = self.policy.controller(prompt_tokens, self.gamma_max)
+            prog = RequestProgress(rid, prompt_tokens, m["o"], ctl, self.gamma_max, self.speculate)
+            req = LocalRequest(rid, ident, m["tk"], m["o"], prog, peer.name)
+        else:
+            req = TargetRequest(rid, ident, m["tk"], m["o"])
         req.t_recv = now
         req.queued = True
         self.reqs[rid] = req
@@ -200,6 +258,9 @@ class TargetNode:
         req = self.reqs.get(rid)
         if req is None or req.owner != ident:
             self.error(ident, rid, "unknown_request", "no such request (released or timed out)")
+            return
+        if self.colocated:
+            self.error(ident, rid, "bad_round", f"run.mode {self.scenario.spec.run.mode}: the rounds run at the target")
             return
         tk = m["tk"]
         g = len(tk) >> 2
@@ -256,6 +317,7 @@ class TargetNode:
         reqs = self.reqs
         tokens = 0
         enc = self.enc
+        local: list[tuple[LocalRequest, int]] = []  # co-located requests: (request, accepted), applied below
         if batch[0].kind == PREFILL:
             for j, tok in zip(batch, out.tokens):
                 req = j.ref
@@ -266,17 +328,91 @@ class TargetNode:
                 req.produced = 1
                 req.prompt = b""
                 self.send(req.owner, enc.prefill_done(req.rid, tok, depth, req.t_recv - t0, start, end, n))
+                if self.colocated:
+                    req.token = tok
+                    local.append((req, -1))
             self.batches.append((self.name, "prefill", start, end, n, tokens))
         else:
+            rows = self.rounds_rows
             for j, tok, a in zip(batch, out.tokens, out.accepted):
                 req = j.ref
                 tokens += j.tokens
                 if reqs.get(req.rid) is not req:
                     continue
                 req.queued = False
+                if self.colocated:
+                    p, g = req.prog, req.gamma
+                    rows.append((req.rid, p.rounds, req.edge, self.name, p.produced, g, a, a + 1,
+                                 req.draft_start - t0, req.send - t0, req.t_recv - t0, start, end, end, n, depth))
+                    req.produced += a + 1
+                    req.token = tok
+                    local.append((req, a))
+                    continue
                 req.produced += a + 1
                 self.send(req.owner, enc.verify_result(req.rid, a, tok, depth, req.t_recv - t0, start, end, n))
             self.batches.append((self.name, "verify", start, end, n, tokens))
+        if local:
+            self.apply_local(local, now, depth, self.batch_start)
+
+    # -- co-located rounds (fused / autoregressive) -------------------------------------------------------
+    def apply_local(self, local: list[tuple["LocalRequest", int]], now: float, depth: int, b_start: float) -> None:
+        """Results of a finished batch for co-located requests (accepted = -1: the prefill's first token).
+
+        As in the simulator (and a continuous-batching server): the results are applied first, in batch
+        order; the decode steps (gamma = 0) they produce join the queue; then the next batch forms from
+        everything queued. Drafting rounds queue when their drafting time is over."""
+        new_jobs: list[LocalRequest] = []
+        for req, a in local:
+            p = req.prog
+            if a < 0:
+                done = p.first_token()
+            else:
+                g = req.gamma
+                fb = (RoundFeedback(g, a, now - req.send, now - b_start, depth, req.send - req.draft_start)
+                      if self.observes else None)
+                done = p.apply(g, a, fb)
+            if done:
+                self.finish_local(req, now, depth)
+            else:
+                self.start_local_round(req, now, new_jobs)
+        for req in new_jobs:
+            self.enqueue_local(req, now, start=False)
+        if not self.busy and self.queue:
+            self.try_start(now)
+
+    def start_local_round(self, req: "LocalRequest", now: float, new_jobs: list["LocalRequest"]) -> None:
+        p = req.prog
+        g = p.next_gamma()
+        req.gamma = g
+        req.draft_start = now
+        if g == 0:
+            req.draft = b""
+            req.send = now
+            new_jobs.append(req)
+            return
+        out = self.drafter.draft([DraftItem(req.rid, p.produced, g, p.context())])
+        req.draft = out.tokens[0]
+        self.seq += 1
+        heapq.heappush(self.timers, (now + out.wait_s, self.seq, req))
+
+    def on_drafted(self, req: "LocalRequest", now: float) -> None:
+        if self.reqs.get(req.rid) is not req:
+            return  # released while drafting
+        req.send = now
+        self.enqueue_local(req, now)
+
+    def enqueue_local(self, req: "LocalRequest", now: float, start: bool = True) -> None:
+        req.t_recv = now
+        req.queued = True
+        self.queue.append(Job(VERIFY, req.gamma + 1, req.prompt_tokens + req.produced, now, req))
+        if start and not self.busy:
+            self.try_start(now)
+
+    def finish_local(self, req: "LocalRequest", now: float, depth: int) -> None:
+        p = req.prog
+        self.send(req.owner, self.enc.done(req.rid, req.token, p.produced, p.rounds, p.drafted, p.accepted, depth,
+                                           now - self.t0))
+        self.free(req)
 
     # -- state --------------------------------------------------------------------------------------------
     def free(self, req: TargetRequest) -> None:
@@ -287,6 +423,8 @@ class TargetNode:
         if req.queued and not any(j.ref is req for j in self.batch):
             self.queue[:] = [j for j in self.queue if j.ref is not req]
         self.backend.release(req.rid)
+        if self.drafter is not None:
+            self.drafter.release(req.rid)
 
     def drop_peer(self, ident: bytes, peer: Peer, why: str) -> None:
         n = len(peer.reqs)
@@ -331,20 +469,26 @@ class TargetNode:
                 self.send(ident, self.enc.bye(self.name))
         if self.t0 is None and self.batches:  # cannot happen: batches need a PREFILL, which needs T0
             self.batches = []
-        df = frame(BATCH_COLUMNS, self.batches)
-        tmp = self.out / ".batches.parquet.tmp"
-        df.to_parquet(tmp, index=False)
-        tmp.replace(self.out / "batches.parquet")
+        tables = [("batches", frame(BATCH_COLUMNS, self.batches))]
+        if self.colocated:
+            tables.append(("rounds", frame(ROUND_COLUMNS, self.rounds_rows)))
+        for name, df in tables:
+            tmp = self.out / f".{name}.parquet.tmp"
+            df.to_parquet(tmp, index=False)
+            tmp.replace(self.out / f"{name}.parquet")
         write_json(self.out / "node.json", {
             "node": self.name, "role": "target", "pid": os.getpid(), "endpoint": self.endpoint,
             "backend": self.backend.name, "stopped_by_signal": stop.signal or None,
-            "batches": len(self.batches), "messages_in": dict(self.msgs_in), "messages_sent": self.sent,
+            "batches": len(self.batches), "mode": self.scenario.spec.run.mode,
+            "local_rounds": len(self.rounds_rows), "messages_in": dict(self.msgs_in), "messages_sent": self.sent,
             "bad_messages": dict(self.bad.counts), "bad_messages_total": self.bad.total(),
             "errors_sent": dict(self.errors_sent), "requests_active_at_end": len(self.reqs),
             "requests_freed_on_timeout": self.freed_on_timeout, "dead_peers": self.dead_peers,
             "timer_lateness": self.lateness.report(),
         })
         self.backend.close()
+        if self.drafter is not None:
+            self.drafter.close()
         self.sock.close(0)
         log.info("stopped: %d batches, %d bad messages, %d requests freed on peer timeout", len(self.batches),
                  self.bad.total(), self.freed_on_timeout)

@@ -20,7 +20,8 @@ def all_messages() -> list[bytes]:
     return [E.hello("edge0", 0.5), E.hello("cloud0", None, 3), E.bye("edge0"), E.heartbeat("edge0"),
             E.heartbeat("cloud0", 7), E.prefill(5, 100, synthetic_tokens(5, 0, 300)),
             E.prefill_done(5, 123, 2, T, T, T, 8), E.verify(5, 17, tk), E.verify(5, 17, tk, 2, bytes(4 * 2 * 6)),
-            E.verify(5, 17, b""), E.verify_result(5, 3, 99, 0, T, T, T, 1), E.release(5), E.error(5, "unknown_request", "x")]
+            E.verify(5, 17, b""), E.verify_result(5, 3, 99, 0, T, T, T, 1), E.release(5), E.error(5, "unknown_request", "x"),
+            E.done(5, 1, 10, 3, 8, 6, 0, T)]
 
 
 def test_every_message_round_trips():
@@ -107,6 +108,7 @@ def test_sizes_match_the_simulator_wire_model():
         "PREFILL_DONE": P.wire_size(E.prefill_done(rid, 31999, 12, t, t, t, 32)),
         "VERIFY_RESULT": P.wire_size(E.verify_result(rid, 4, 31999, 12, t, t, t, 32)),
         "RELEASE": P.wire_size(E.release(rid)),
+        "DONE": P.wire_size(E.done(rid, 31999, 2048, 700, 2800, 1300, 12, t)),
     }
     for kind, size in fixed.items():
         model = wire.payload_bytes(kind, 0)

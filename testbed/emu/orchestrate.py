@@ -332,6 +332,9 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
             rounds.append(rr)
     for t in scenario.targets:
         p = procs.get(t)
+        rr = _read_table(p.dir / "rounds.parquet", "rounds", ROUND_COLUMNS) if p else None
+        if rr is not None:  # co-located modes (fused / autoregressive): the rounds run at the target
+            rounds.append(rr)
         b = _read_table(p.dir / "batches.parquet", "batches", BATCH_COLUMNS) if p else None
         if b is None:
             if p is not None and p.rc is not None:
@@ -397,9 +400,6 @@ class _Progress:
 def check_supported(scenario: Scenario) -> None:
     """What the node programs cannot run yet: an InputError before anything starts."""
     spec = scenario.spec
-    if spec.run.mode == "fused":
-        raise InputError(scenario.source, "run.mode: 'fused' is not supported by the emulator's nodes yet "
-                                          "(distributed or autoregressive)")
     if spec.models.backend != "profiled" and not (PROJECT_ROOT / "nodes" / "backends" / f"{spec.models.backend}.py").is_file():
         raise InputError(scenario.source, f"models.backend: {spec.models.backend!r} is not available in the nodes yet")
     if not scenario.targets:

@@ -25,6 +25,7 @@ from testbed.sim.network import Path
 PREFILL_DONE_BYTES = wire.payload_bytes("PREFILL_DONE", 1)
 RESULT_BYTES = wire.payload_bytes("VERIFY_RESULT", 1)
 RELEASE_BYTES = wire.payload_bytes("RELEASE")
+DONE_BYTES = wire.payload_bytes("DONE")
 LOCAL = Path([])  # co-located draft and target: no network between them
 
 
@@ -135,14 +136,15 @@ class SimDraft:
             loop.at(loop.now + self.compute.draft_time(nxt.gamma, nxt.prog.context()), self.on_drafted, nxt)
         else:
             self.busy -= 1
-        now = self.loop.now
-        req.send = now
-        self.loop.at(req.round_up.transfer(now, wire.payload_bytes("VERIFY", req.gamma)), req.target.on_verify, req)
+        self.send_verify(req)
 
     def send_verify(self, req: SimRequest) -> None:
         now = self.loop.now
         req.send = now
-        self.loop.at(req.round_up.transfer(now, wire.payload_bytes("VERIFY", req.gamma)), req.target.on_verify, req)
+        if self.local:  # co-located: the job joins the target's queue at once
+            req.target.on_verify(req)
+        else:
+            self.loop.at(req.round_up.transfer(now, wire.payload_bytes("VERIFY", req.gamma)), req.target.on_verify, req)
 
     def on_result(self, req: SimRequest) -> None:
         now = self.loop.now
@@ -163,8 +165,8 @@ class SimDraft:
     def finish(self, req: SimRequest) -> None:
         now = self.loop.now
         edge = req.edge
-        if self.local:  # the last token still has to reach the edge
-            req.finish = req.down.transfer(now, RESULT_BYTES)
+        if self.local:  # the last token still has to reach the edge (DONE)
+            req.finish = req.down.transfer(now, DONE_BYTES)
         else:
             req.finish = now
             req.up.transfer(now, RELEASE_BYTES)
@@ -231,10 +233,11 @@ class SimTarget:
         loop.at(loop.now + dur, self.on_batch_done, (batch, loop.now))
 
     def on_batch_done(self, arg: tuple[list[Job], float]) -> None:
+        """Replies go out; co-located rounds apply their results at once (their next decode steps join the
+        queue, as in a continuous-batching server); then the next batch forms from everything queued."""
         batch, start = arg
         loop = self.loop
         now = loop.now
-        self.busy = False
         depth = len(self.queue)
         n = len(batch)
         tokens = 0
@@ -260,8 +263,9 @@ class SimTarget:
                 req.qdepth = depth
                 d = req.drafter
                 if d.local:
-                    loop.at(now, d.on_result, req)
+                    d.on_result(req)
                 else:
                     loop.at(req.round_down.transfer(now, RESULT_BYTES), d.on_result, req)
             self.rec.batches.append((self.code, 1, start, now, n, tokens))
+        self.busy = False
         self.try_start()

