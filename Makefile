@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system test sim emulate experiment bench bench-sim bench-nodes bench-net validate doctor cleanup clean
+.PHONY: setup system test sim emulate experiment bench bench-sim bench-nodes bench-net validate awc-eval doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,10 @@ experiment: $(STAMP)
 ## make validate: fidelity of emulation vs simulation across the shipped topologies at two loads
 validate: $(STAMP)
 	$(PY) bench/validate.py
+
+## make awc-eval: AWC vs static / hf / specdec in simulation (table with CIs, gap to the best static window)
+awc-eval: $(STAMP)
+	$(PY) bench/bench_awc.py --seeds 3
 
 ## make bench: the simulator's speed benchmark (whole Azure conv trace, 32 edges / 4 targets)
 bench: bench-sim

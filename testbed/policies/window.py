@@ -10,6 +10,7 @@ gamma and observes each round's outcome. Forms accepted in specs and on the comm
                       probability of at least one rejection, 1 - a^gamma, stays <= H (0.7), with `a` an
                       exponentially weighted estimate of the per-token acceptance
     awc[:WEIGHTS]     learned Adaptive Window Control (needs the awc module; see testbed/policies/awc.py)
+    awc-rollout:...   training only: BASE until the run's K-th decision, then a fixed window (testbed/awc/rollout.py)
 """
 
 from __future__ import annotations
@@ -166,6 +167,10 @@ def parse_window_policy(text: str) -> WindowPolicy:
             except ImportError as e:
                 raise ValueError(f"window policy 'awc' is not available: {e}") from None
             return load_awc_policy(arg or None)
+        if kind == "awc-rollout":  # training only: labels AWC data by simulator rollouts (testbed/awc/rollout.py)
+            from testbed.awc.rollout import parse_rollout_policy
+
+            return parse_rollout_policy(arg)
     except (ValueError, TypeError) as e:
         if str(e).startswith("window policy"):
             raise
