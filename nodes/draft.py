@@ -347,12 +347,12 @@ class DraftNode:
                 return
             req.first_token = now - self.t0
             self.backend.observe(req.rid, 0, m["tok"])
-            if self.colocated:  # the target runs the rounds; DONE follows (the simulator's edge keeps no depth here)
+            self.depth[link.name] = m["qd"]
+            if self.colocated:  # the target runs the rounds; DONE follows
                 req.prog.first_token()
                 req.state = WAIT_DONE
                 req.waiting_since = now
                 return
-            self.depth[link.name] = m["qd"]
             if req.prog.first_token():
                 self.finish(req, now)
             else:

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from rich.console import Console
 
+from testbed.errors import InputError
 from testbed.commands.common import add_topology, out_dir, progress_bar, report_skipped, scenario_from
 from testbed.rundir import prepare, update_meta, write_results
 from testbed.sim import simulate
@@ -16,10 +19,15 @@ from testbed.workload import build_workload
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_topology(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
+    p.add_argument("--as-built", type=Path, metavar="LINKS_JSON", default=None,
+                   help="simulate the network an emulation measured (a run's emu/links.json): path-RTT residuals "
+                        "are added to the access links, as `testbed run` does")
 
 
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from(args)
+    if args.as_built is not None:
+        scenario = _as_built(scenario, args.as_built)
     workload = build_workload(scenario)  # bad traces fail here, before anything is written
     report_skipped(workload)
     out = out_dir(args, scenario)
@@ -39,6 +47,20 @@ def run(args: argparse.Namespace) -> int:
         print_summary(result.summary, Console())
     print(f"results in {out}/sim")
     return 0
+
+
+def _as_built(scenario, links_json: Path):
+    from testbed.spec import resolve
+    from testbed.spec.asbuilt import as_built_spec
+
+    try:
+        report = json.loads(links_json.read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(str(links_json), f"cannot read the as-built link report: {e}") from None
+    if not report.get("paths"):
+        raise InputError(str(links_json), "no measured paths in this link report")
+    spec, _ = as_built_spec(scenario, report)
+    return resolve(spec, f"{scenario.source} (as built from {links_json})")
 
 
 def print_summary(s: dict, console: Console) -> None:

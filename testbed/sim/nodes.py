@@ -101,8 +101,7 @@ class SimDraft:
 
     def send_prefill(self, req: SimRequest) -> None:
         req.prefill_sent = now = self.loop.now
-        arrive = req.up.transfer(now, wire.payload_bytes("PREFILL", req.prog.prompt_tokens))
-        self.loop.at(arrive, req.target.on_prefill, req)
+        req.up.send(self.loop, now, wire.payload_bytes("PREFILL", req.prog.prompt_tokens), req.target.on_prefill, req)
 
     # -- rounds (at the drafter) -----------------------------------------------------------------------
     def on_first_token(self, req: SimRequest) -> None:
@@ -144,7 +143,7 @@ class SimDraft:
         if self.local:  # co-located: the job joins the target's queue at once
             req.target.on_verify(req)
         else:
-            self.loop.at(req.round_up.transfer(now, wire.payload_bytes("VERIFY", req.gamma)), req.target.on_verify, req)
+            req.round_up.send(self.loop, now, wire.payload_bytes("VERIFY", req.gamma), req.target.on_verify, req)
 
     def on_result(self, req: SimRequest) -> None:
         now = self.loop.now
@@ -163,22 +162,35 @@ class SimDraft:
             self.start_round(req)
 
     def finish(self, req: SimRequest) -> None:
-        now = self.loop.now
-        edge = req.edge
-        if self.local:  # the last token still has to reach the edge (DONE)
-            req.finish = req.down.transfer(now, DONE_BYTES)
+        """The request has all its tokens: at the edge (distributed), or at the target (co-located: the DONE
+        message still has to reach the edge, whose arrival is the finish time)."""
+        loop = self.loop
+        if self.local:
+            req.down.send(loop, loop.now, DONE_BYTES, req.edge.on_done, req)
         else:
-            req.finish = now
-            req.up.transfer(now, RELEASE_BYTES)
+            req.up.send(loop, loop.now, RELEASE_BYTES, _noop, None)  # occupies the link; nothing waits for it
+            req.edge.on_done(req)
+
+    def on_done(self, req: SimRequest) -> None:
+        req.finish = self.loop.now
         tname = req.target.name
-        edge.own_active[tname] -= 1
+        self.own_active[tname] -= 1
         p = req.prog
-        self.rec.requests.append((req.rid, edge.name, tname, req.arrival, req.prefill_sent, req.first_token,
+        self.rec.requests.append((req.rid, self.name, tname, req.arrival, req.prefill_sent, req.first_token,
                                   req.finish, p.prompt_tokens, p.output_tokens, p.produced, p.rounds, p.drafted,
                                   p.accepted, "ok"))
         self.rec.completed += 1
         del self.rec.active[req.rid]
         req.runs = []
+
+    def on_first_token_at_edge(self, req: SimRequest) -> None:
+        """Co-located modes: the first token reached the edge (the rounds already run at the target)."""
+        req.first_token = self.loop.now
+        self.depth[req.target.name] = req.qdepth
+
+
+def _noop(_: object) -> None:
+    pass
 
 
 class SimTarget:
@@ -247,10 +259,10 @@ class SimTarget:
                 tokens += j.tokens
                 req.qdepth = depth
                 if self.drafter is not None:
-                    req.first_token = req.down.transfer(now, PREFILL_DONE_BYTES)
+                    req.down.send(loop, now, PREFILL_DONE_BYTES, req.edge.on_first_token_at_edge, req)
                     self.drafter.on_first_token(req)
                 else:
-                    loop.at(req.down.transfer(now, PREFILL_DONE_BYTES), req.edge.on_first_token, req)
+                    req.down.send(loop, now, PREFILL_DONE_BYTES, req.edge.on_first_token, req)
             self.rec.batches.append((self.code, 0, start, now, n, tokens))
         else:
             for j in batch:
@@ -265,7 +277,7 @@ class SimTarget:
                 if d.local:
                     d.on_result(req)
                 else:
-                    loop.at(req.round_down.transfer(now, RESULT_BYTES), d.on_result, req)
+                    req.round_down.send(loop, now, RESULT_BYTES, d.on_result, req)
             self.rec.batches.append((self.code, 1, start, now, n, tokens))
         self.busy = False
         self.try_start()
