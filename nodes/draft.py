@@ -360,13 +360,10 @@ class DraftNode:
         elif t == P.DONE:
             self.on_done(link, m, now)
         elif t == P.HEARTBEAT:
-            if m.get("qd") is not None:
-                self.depth[link.name] = m["qd"]
+            pass  # liveness only: routing uses the depths reported with results, as the simulator does
         elif t == P.HELLO:
             if not link.hello:
                 link.hello = True
-                if m.get("qd") is not None:
-                    self.depth[link.name] = m["qd"]
                 if all(l.hello for l in self.links.values()):
                     self.ready_at = now
                     write_json(self.out / "ready.json", {"node": self.name, "pid": os.getpid(),
