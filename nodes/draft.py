@@ -175,18 +175,11 @@ class DraftNode:
     def run(self, stop: StopFlag) -> str:
         links = list(self.links.values())
         fds = [l.fd for l in links]
-        NOBLOCK, Again = zmq.NOBLOCK, zmq.Again
         EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
         hk_every = min(0.1, self.heartbeat / 2)
         next_hk = monotonic()
         while self.t0 is None:  # serve the targets' answers until the orchestrator publishes T0
-            for link in links:
-                while True:
-                    try:
-                        data = link.sock.recv(NOBLOCK)
-                    except Again:
-                        break
-                    self.on_frame(link, data, monotonic())
+            self.read_all(links)
             now = monotonic()
             if now >= next_hk:
                 next_hk = now + hk_every
@@ -208,14 +201,7 @@ class DraftNode:
         arrivals = self.arrivals
         timers = self.timers
         while True:
-            for link in links:
-                recv = link.sock.recv
-                while True:
-                    try:
-                        data = recv(NOBLOCK)
-                    except Again:
-                        break
-                    self.on_frame(link, data, monotonic())
+            self.read_all(links)
             now = monotonic()
             while self.next_i < self.n and now >= t0 + arrivals[self.next_i]:
                 self.lateness.add(now - (t0 + arrivals[self.next_i]))
@@ -451,6 +437,17 @@ class DraftNode:
                     "left (BYE)" if why == "bye" else f"silent for {self.peer_timeout:.1f} s, declared dead", len(victims))
         for r in victims:
             self.fail(r, f"target_{why}")
+
+    def read_all(self, links: list[TargetLink]) -> None:
+        """Handle every message waiting on the target links (non-blocking)."""
+        for link in links:
+            recv = link.sock.recv
+            while True:
+                try:
+                    data = recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.on_frame(link, data, monotonic())
 
     def housekeeping(self, now: float) -> None:
         for link in self.links.values():
