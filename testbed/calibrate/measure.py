@@ -1,0 +1,126 @@
+"""Timings of the real models through the hf backend (nodes.backends.hf), over a grid.
+
+Each measurement is the minimum of `reps` repetitions (wall clock, time.perf_counter): on a shared machine
+interference only ever adds time, and single outliers of several seconds were seen with the median of 3. Rows are
+(n_req, n_tokens, ctx_tokens, ms) as testbed.calibrate.fit expects:
+- draft step: one request, one token, context ctx: a draft() call of gamma tokens divided by gamma, after
+  a first call that prefilled the draft's cache (not timed);
+- prefill: B prompts of length L in one batch: (B, B*L, 0);
+- verify: B requests of context ctx, gamma drafts each, one batch: (B, B*(gamma+1), B*ctx). States are
+  restored after every repetition, so all repetitions see the same contexts.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+
+def _tb(xs) -> bytes:
+    return np.asarray(xs, dtype="<i4").tobytes()
+
+
+class Bench:
+    def __init__(self, target_model, draft_model, tokenizer, reps: int = 3):
+        from nodes import models as M
+        from nodes.backends.hf import HFDraft, HFTarget
+
+        self.target = HFTarget(target_model)
+        self.draft = HFDraft(draft_model, tokenizer)
+        self.ps = M.PromptSource(tokenizer)
+        self.reps = reps
+        self.rng = np.random.default_rng(0)
+
+    def _best(self, fn) -> float:  # the minimum, see the module docstring
+        ts = []
+        for _ in range(self.reps):
+            t = time.perf_counter()
+            fn()
+            ts.append((time.perf_counter() - t) * 1e3)
+        return min(ts)
+
+    def draft_steps(self, ctxs: list[int], gamma: int = 4) -> list[tuple]:
+        from nodes.backends import DraftItem
+
+        rows = []
+        for i, ctx in enumerate(ctxs):
+            rid = 10_000 + i
+            self.draft.start(rid, _tb(self.ps.tokens(rid, ctx)), 1 << 20)
+            self.draft.draft([DraftItem(rid, 0, 1, ctx)])  # prefill the draft's cache (untimed)
+            self.draft.observe(rid, 0, 42)
+            st = self.draft.reqs[rid]
+            base = list(st.tokens)
+
+            def once():
+                self.draft.draft([DraftItem(rid, 1, gamma, ctx)])
+                self.draft.observe(rid, 0, 42)
+                # back to the same context: drop the round's token again
+                st.tokens[:] = base
+                from nodes.backends.hf import crop
+                crop(st.cache, len(base) - 1)
+
+            once()  # warm-up
+            rows.append((1, 1, ctx, self._best(once) / gamma))
+            self.draft.release(rid)
+        return rows
+
+    def prefill(self, batches: list[int], lengths: list[int]) -> list[tuple]:
+        from nodes.backends import TargetRequest
+
+        rows = []
+        for L in lengths:
+            for B in batches:
+                items = [TargetRequest(20_000 + b, b"x", _tb(self.ps.tokens(b, L)), 1 << 20) for b in range(B)]
+                ms = self._best(lambda: self.target.prefill_batch(items))
+                rows.append((B, B * L, 0, ms))
+                for r in items:
+                    self.target.release(r.rid)
+        return rows
+
+    def _pool(self, ctx: int, n: int) -> list:
+        from nodes.backends import TargetRequest
+
+        items = [TargetRequest(30_000 + ctx * 16 + b, b"x", _tb(self.ps.tokens(ctx + b, ctx - 1)), 1 << 20) for b in range(n)]
+        self.target.prefill_batch(items)  # contexts are ctx - 1 prompt + 1 token
+        for r in items:
+            r.produced = 1
+        return items
+
+    def verify(self, batches: list[int], gammas: list[int], ctxs: list[int], one_by_one: bool = False) -> list[tuple]:
+        """Rows (B, tokens, ctx, ms); with one_by_one also the time of verifying the same B requests
+        separately (row[4])."""
+        rows = []
+        V = self.target.run.vocab
+        for ctx in ctxs:
+            pool = self._pool(ctx, max(batches))
+            for g in gammas:
+                for B in batches:
+                    items = pool[:B]
+                    for r in items:
+                        r.draft = _tb(self.rng.integers(0, V, g))
+                    saved = [(list(self.target.reqs[r.rid].tokens), self.target.reqs[r.rid].kv) for r in items]
+
+                    def restore():
+                        for r, (toks, kv) in zip(items, saved):
+                            st = self.target.reqs[r.rid]
+                            st.tokens[:] = toks
+                            st.kv = kv
+
+                    def batched():
+                        self.target.verify_batch(items)
+                        restore()
+
+                    def single():
+                        for r in items:
+                            self.target.verify_batch([r])
+                        restore()
+
+                    batched()  # warm-up
+                    row = (B, B * (g + 1), B * ctx, self._best(batched))
+                    if one_by_one:
+                        row = row + (self._best(single),)
+                    rows.append(row)
+            for r in pool:
+                self.target.release(r.rid)
+        return rows

@@ -1,0 +1,113 @@
+"""Measure real models on this machine and fit a compute profile; record acceptance sequences.
+
+    python -m testbed calibrate [--draft M] [--target M] [--out testbed/profiles/NAME.yaml] [--quick]
+
+Times draft steps, target prefill batches and target verify batches (hf backend) over a grid of batch
+size, gamma and context, fits the linear cost terms of testbed.compute by non-negative least squares and
+writes a profile (fit quality R² / max error in its description and in NAME.fit.json). Unless
+--record 0, it also records per-request greedy acceptance sequences of the pair on real prompts with the
+lengths of a trace (or of a topology's workload) into NAME.acceptance.npz, for exact replay
+(acceptance kind `recorded`, testbed/acceptance_recorded.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+from testbed.errors import InputError
+
+GRID_FULL = {"draft_ctx": [128, 512, 1024, 2048], "prefill_B": [1, 2, 4], "prefill_L": [64, 256, 1024],
+             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [256, 1024, 2048], "reps": 3}
+GRID_QUICK = {"draft_ctx": [128, 512], "prefill_B": [1, 2], "prefill_L": [64, 256],
+              "verify_B": [1, 2, 4], "verify_gamma": [2, 4], "verify_ctx": [128, 512], "reps": 1}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--draft", default="smollm2-135m-draft", help="draft model: shipped name, local directory or cached hub id")
+    p.add_argument("--target", default="smollm2-135m", help="target model (same forms)")
+    p.add_argument("--out", type=Path, default=None, help="profile to write (default testbed/profiles/hf-<target>.yaml)")
+    p.add_argument("--quick", action="store_true", help="small grid, one repetition, 4 recorded requests (a minute or two)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--record", type=int, default=None, metavar="N",
+                   help="record acceptance sequences of N requests (default 24, quick 4; 0 = none)")
+    p.add_argument("--trace", default="azure-conv", help="trace whose request lengths the recording uses")
+    p.add_argument("--topology", default=None, help="record the requests of this topology's workload instead (ids match its runs)")
+    p.add_argument("--max-prompt", type=int, default=1024, help="clip recorded prompts to this many tokens")
+    p.add_argument("--max-output", type=int, default=128, help="clip recorded outputs to this many tokens")
+    p.add_argument("--skip-timing", action="store_true", help="only record acceptance")
+
+
+def _requests(args, n: int) -> list[tuple[int, int, int]]:
+    if args.topology:
+        from testbed.spec.resolve import load_scenario
+        from testbed.workload import build_workload
+
+        w = build_workload(load_scenario(args.topology, []))
+        tr = w.trace
+        return [(int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(w.output_tokens[i])) for i in range(min(n, len(tr)))]
+    from traces import TraceError, find_trace, load_trace
+
+    try:
+        tr = load_trace(str(find_trace(args.trace)), "auto", max_requests=n, duration_s=None)
+    except TraceError as e:
+        raise InputError(args.trace, str(e)) from None
+    return [(int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(tr.output_tokens[i])) for i in range(len(tr))]
+
+
+def run(args: argparse.Namespace) -> int:
+    from nodes import models as M
+
+    M.require_torch(args.target)
+    M.check_pair(args.draft, args.target)  # paths, deps, memory, tokenizer: before any measurement
+    grid = GRID_QUICK if args.quick else GRID_FULL
+    stem = "hf-" + Path(args.target).name.replace(".", "-")
+    out = args.out or (Path(__file__).resolve().parent.parent / "profiles" / f"{stem}.yaml")
+    n_rec = args.record if args.record is not None else (4 if args.quick else 24)
+    extra = {"grid": grid, "host": platform.node(), "machine": platform.machine(), "draft": args.draft,
+             "target": args.target, "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if not args.skip_timing:
+        import torch
+
+        from testbed.calibrate.fit import fit_cost, write_profile
+        from testbed.calibrate.measure import Bench
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        extra["threads"] = torch.get_num_threads()
+        tm, ttok, _ = M.load_model(args.target)
+        dm, _, _ = M.load_model(args.draft)
+        b = Bench(tm, dm, ttok, reps=grid["reps"])
+        t0 = time.perf_counter()
+        print("timing draft steps ...", file=sys.stderr)
+        dsteps = b.draft_steps(grid["draft_ctx"])
+        print("timing target prefill ...", file=sys.stderr)
+        pre = b.prefill(grid["prefill_B"], grid["prefill_L"])
+        print("timing target verify ...", file=sys.stderr)
+        ver = b.verify(grid["verify_B"], grid["verify_gamma"], grid["verify_ctx"])
+        fits = {k: fit_cost(*zip(*[r[:4] for r in rows])) for k, rows in
+                (("draft_step", dsteps), ("prefill", pre), ("verify", ver))}
+        extra["measurements"] = {"draft_step": dsteps, "prefill": pre, "verify": ver}
+        extra["timing_wall_s"] = round(time.perf_counter() - t0, 1)
+        write_profile(out, fits, f"Calibrated on {platform.node()} ({extra['threads']} torch threads): draft "
+                                 f"{args.draft}, target {args.target}, hf backend, float32 CPU.", extra)
+        for k, f in fits.items():
+            print(f"{k:10s} " + " ".join(f"{t}={v:.4g}" for t, v in f.coef.items()) + f"  ({f.quality()})")
+        print(f"profile written to {out}")
+    if n_rec > 0:
+        from testbed.acceptance_recorded import save_recorded
+        from testbed.calibrate.record import record
+
+        reqs = _requests(args, n_rec)
+        print(f"recording acceptance of {len(reqs)} requests ...", file=sys.stderr)
+        seqs, summary = record(args.draft, args.target, reqs, max_prompt=args.max_prompt, max_output=args.max_output)
+        summary["requests_from"] = args.topology or args.trace
+        path = save_recorded(out.with_suffix(".acceptance.npz"), seqs, summary)
+        print(f"acceptance rate {summary['acceptance_rate']:.3f} over {summary['positions']} positions; "
+              f"sequences in {path}")
+        print(json.dumps(summary), file=sys.stderr)
+    return 0

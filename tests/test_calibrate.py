@@ -1,0 +1,72 @@
+"""Calibration: the NNLS fit recovers known coefficients, the profile it writes loads through
+testbed.compute, recorded acceptance files replay exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from testbed.acceptance import accepted_runs
+from testbed.acceptance_recorded import RecordedAcceptance, save_recorded
+from testbed.calibrate.fit import fit_cost, write_profile
+from testbed.compute import ComputeModel, load_profile_file
+from testbed.errors import InputError
+
+
+def test_fit_recovers_known_coefficients():
+    rng = np.random.default_rng(1)
+    B = rng.integers(1, 9, 60)
+    g = rng.integers(1, 9, 60)
+    tokens = B * (g + 1)
+    ctx = B * rng.integers(100, 3000, 60)
+    true = dict(base_ms=12.0, per_req_ms=1.5, per_token_ms=0.8, per_kctx_ms=2.5)
+    ms = true["base_ms"] + true["per_req_ms"] * B + true["per_token_ms"] * tokens + true["per_kctx_ms"] * ctx / 1000
+    f = fit_cost(B, tokens, ctx, ms * (1 + rng.normal(0, 0.01, 60)))
+    for k, v in true.items():
+        assert f.coef[k] == pytest.approx(v, rel=0.1, abs=0.3), k
+    assert f.r2 > 0.99 and f.max_rel < 0.05
+
+
+def test_fit_is_non_negative_and_handles_constant_columns():
+    ctx = np.array([128, 512, 1024, 2048])
+    ms = 40.0 + 0.0 * ctx  # flat: no context term
+    f = fit_cost(np.ones(4), np.ones(4), ctx, ms - 0.001 * ctx / 1000)  # a slightly negative slope
+    assert all(v >= 0 for v in f.coef.values())
+    assert f.coef["per_req_ms"] == 0 and f.coef["per_token_ms"] == 0  # constant columns: folded into base
+    assert f.coef["base_ms"] == pytest.approx(40.0, abs=0.01)
+
+
+def test_written_profile_loads_via_compute(tmp_path):
+    B, tok, ctx = np.array([1, 2, 4, 8]), np.array([5, 10, 20, 40]), np.array([256, 512, 1024, 2048])
+    fits = {"draft_step": fit_cost(np.ones(4), np.ones(4), ctx, 30 + 4 * ctx / 1000),
+            "prefill": fit_cost(B, tok * 50, np.zeros(4), 10 + 0.5 * tok * 50),
+            "verify": fit_cost(B, tok, ctx, 20 + 2 * B + 1.0 * tok + 3 * ctx / 1000)}
+    path = write_profile(tmp_path / "hf-test.yaml", fits, "Synthetic.", {"grid": "test"})
+    spec = load_profile_file(path)
+    assert "R2 1.000" in spec.description
+    cm = ComputeModel.from_spec("hf-test", spec)
+    assert cm.verify_time(2, 10, 512) == pytest.approx((20 + 4 + 10 + 1.536) / 1e3, rel=1e-3)
+    assert cm.draft_time(4, 1024) == pytest.approx(4 * (30 + 4.096) / 1e3, rel=1e-3)
+    assert path.with_suffix(".fit.json").is_file()
+
+
+def test_recorded_acceptance_roundtrip(tmp_path):
+    seqs = {0: np.array([1, 1, 0, 1, 1, 1, 0], bool), 1: np.array([1, 0, 0, 1], bool), 5: np.array([1, 1, 1], bool)}
+    p = save_recorded(tmp_path / "a.npz", seqs, {"draft": "d", "target": "t"})
+    rec = RecordedAcceptance(p)
+    assert rec.meta["draft"] == "d" and len(rec) == 3
+    assert rec.sequence(0, 0, 7).tolist() == seqs[0].tolist()
+    assert rec.sequence(0, 1, 3).tolist() == seqs[1][:3].tolist()
+    assert rec.recorded(3).tolist() == seqs[0].tolist()  # 3 mod 3 = index 0 (request 0)
+    ext = rec.sequence(9, 5, 50)  # past the recording: iid at the overall rate, deterministic
+    assert ext[:3].all() and len(ext) == 50 and (ext == rec.sequence(9, 5, 50)).all()
+    assert rec.rate == pytest.approx(7 / 11)  # positions >= 1
+    runs = accepted_runs(rec.sequence(0, 0, 7))
+    assert runs[:3] == [2, 1, 0]
+
+
+def test_recorded_acceptance_bad_file(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(InputError):
+        RecordedAcceptance(bad)

