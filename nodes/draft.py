@@ -47,7 +47,7 @@ WAITING = (WAIT_PREFILL, WAIT_VERIFY, WAIT_DONE)  # a message from the target is
 
 class Req:
     __slots__ = ("rid", "arrival", "prog", "target", "prefill_sent", "first_token", "status", "state", "gamma",
-                 "tokens", "draft_start", "send", "waiting_since", "finish")
+                 "tokens", "topk", "probs", "draft_start", "send", "waiting_since", "finish")
 
     def __init__(self, rid: int, arrival: float, prog: RequestProgress):
         self.rid = rid
@@ -60,6 +60,8 @@ class Req:
         self.state = 0
         self.gamma = 0
         self.tokens = b""
+        self.topk = 0
+        self.probs: bytes | None = None  # sampling mode: gamma * topk (int32 id, float16 prob) entries
         self.draft_start = 0.0  # absolute monotonic
         self.send = 0.0  # absolute monotonic
         self.waiting_since = 0.0  # when the last message to the target was sent (timeout base)
@@ -288,6 +290,8 @@ class DraftNode:
         req.draft_start = now
         out = self.backend.draft([DraftItem(req.rid, p.produced, req.gamma, p.context())])
         req.tokens = out.tokens[0]
+        req.topk = out.topk
+        req.probs = out.probs[0] if out.probs else None
         self.seq += 1
         heapq.heappush(self.timers, (now + out.wait_s, self.seq, req))
 
@@ -307,7 +311,7 @@ class DraftNode:
             self.busy_slots -= 1
 
     def send_verify(self, req: Req) -> None:
-        data = self.enc.verify(req.rid, req.prog.produced, req.tokens)
+        data = self.enc.verify(req.rid, req.prog.produced, req.tokens, req.topk, req.probs or None)
         req.state = WAIT_VERIFY
         now = monotonic()
         req.send = now

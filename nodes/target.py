@@ -392,6 +392,8 @@ class TargetNode:
             return
         out = self.drafter.draft([DraftItem(req.rid, p.produced, g, p.context())])
         req.draft = out.tokens[0]
+        req.topk = out.topk
+        req.probs = out.probs[0] if out.probs else None
         self.seq += 1
         heapq.heappush(self.timers, (now + out.wait_s, self.seq, req))
 

@@ -49,6 +49,8 @@ class AcceptanceModel:
     def probabilities(self, n: int) -> np.ndarray:
         s = self.spec
         j = np.arange(n, dtype=np.float64)
+        if s.kind == "recorded":
+            return np.full(n, self._recorded().rate)
         if s.kind == "iid":
             return np.full(n, s.alpha)
         if s.kind == "position_decay":
@@ -59,7 +61,14 @@ class AcceptanceModel:
 
     def sequence(self, seed: int, request_id: int, n: int) -> np.ndarray:
         """Booleans over output positions 0..n-1 (position 0, the prefill token, is never used)."""
+        if self.spec.kind == "recorded":
+            return self._recorded().sequence(seed, request_id, n)
         return uniforms(seed, request_id, n) < self.probabilities(n)
+
+    def _recorded(self):
+        from testbed.acceptance_recorded import load_recorded  # sequences recorded from real models
+
+        return load_recorded(str(self.spec.path))
 
     def runs(self, seed: int, request_id: int, n: int) -> list[int]:
         """runs[k] = number of consecutive accepted positions starting at k (k = 0..n; runs[n] = 0).

@@ -22,6 +22,7 @@ MSG_BASE_BYTES = {
 }
 TOKEN_BYTES = 4  # int32 token id
 TOPK_ENTRY_BYTES = 6  # (int32 id, float16 prob)
+SAMPLING_TOPK = 16  # draft probabilities per drafted token sent with VERIFY when models.temperature > 0
 MSS = 1448  # TCP payload per segment with timestamps on a 1500-byte MTU
 HEADER_BYTES = 66  # Ethernet 14 + IPv4 20 + TCP 20 + timestamp option 12
 
@@ -29,6 +30,11 @@ HEADER_BYTES = 66  # Ethernet 14 + IPv4 20 + TCP 20 + timestamp option 12
 def payload_bytes(kind: str, n_tokens: int = 0, topk: int = 0) -> int:
     """Application bytes of one message carrying n_tokens token ids (and top-k probabilities per token)."""
     return MSG_BASE_BYTES[kind] + n_tokens * (TOKEN_BYTES + topk * TOPK_ENTRY_BYTES)
+
+
+def verify_topk(temperature: float) -> int:
+    """Top-k probability entries per drafted token a VERIFY carries: SAMPLING_TOPK in sampling mode, else 0."""
+    return SAMPLING_TOPK if temperature > 0 else 0
 
 
 def wire_bytes(payload: int) -> int:

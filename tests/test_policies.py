@@ -110,3 +110,28 @@ def test_batching_max_wait():
     q = [Job(VERIFY, 1, 0, 1.0, str(i)) for i in range(4)]
     b, _ = bt.form(q, 1.0)  # full: no waiting
     assert len(b) == 4
+
+
+def test_recorded_acceptance_replays_exactly(tmp_path):
+    from conftest import one_edge_spec, scenario, write_native_trace
+    from testbed.acceptance_recorded import save_recorded
+    from testbed.errors import SpecError
+    from testbed.sim import simulate
+
+    seqs = {0: np.array([True, True, False, True, True, True, True, False, True, False] * 5, bool),
+            1: np.array([True, False] * 25, bool)}
+    path = save_recorded(tmp_path / "x.acceptance.npz", seqs, {"draft": "d", "target": "t"})
+    m = AcceptanceModel(AcceptanceSpec(kind="recorded", path=str(path)))
+    assert np.array_equal(m.sequence(1, 0, 50), seqs[0]) and np.array_equal(m.sequence(9, 1, 50), seqs[1])
+    trace = write_native_trace(tmp_path / "t.jsonl", [(0.0, 10, 50), (100.0, 10, 50)])
+    d = one_edge_spec(trace, window="static:3")
+    d["models"]["acceptance"] = {"kind": "recorded", "path": str(path)}
+    r = simulate(scenario(d))
+    rd = r.rounds[r.rounds["request_id"] == 0]
+    # replayed exactly: round at produced k accepts the run of True from k, capped at gamma
+    from testbed.rounds import verify
+    runs = accepted_runs(seqs[0])
+    assert rd["accepted"].tolist() == [verify(runs, k, g) for k, g in zip(rd["produced"], rd["gamma"])]
+    d["models"]["acceptance"] = {"kind": "recorded", "path": str(tmp_path / "missing.npz")}
+    with pytest.raises(SpecError, match="models.acceptance.path"):
+        scenario(d)

@@ -83,3 +83,17 @@ def test_deterministic_for_a_seed(tmp_path):
     c = simulate(scenario(d))
     assert not a.rounds["accepted"].equals(c.rounds["accepted"])
     assert not a.requests["finish_s"].equals(c.requests["finish_s"])
+
+
+def test_sampling_mode_verify_carries_draft_probabilities(tmp_path):
+    """With temperature > 0 a VERIFY carries top-k draft probabilities: on a 1 Mbit/s link every round pays
+    their serialisation, and TPOT grows by exactly that over the tokens a round yields."""
+    trace = write_native_trace(tmp_path / "t.jsonl", spaced(10, 50, 1201))
+    greedy = simulate(scenario(one_edge_spec(trace, bw_mbps=1.0))).summary
+    d = one_edge_spec(trace, bw_mbps=1.0)
+    d["models"]["temperature"] = 0.7
+    sampling = simulate(scenario(d)).summary
+    extra_s = (wire.wire_bytes(wire.payload_bytes("VERIFY", 4, wire.SAMPLING_TOPK))
+               - wire.wire_bytes(wire.payload_bytes("VERIFY", 4))) * 8 / 1e6
+    expect = extra_s / expected_tokens_per_round(0.8, 4) * 1e3
+    assert sampling["tpot_ms"]["mean"] - greedy["tpot_ms"]["mean"] == pytest.approx(expect, rel=0.05)

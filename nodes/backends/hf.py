@@ -44,11 +44,12 @@ import torch
 from nodes import models as M
 from nodes.backends import DraftBackend, DraftItem, DraftOutcome, TargetBackend, TargetOutcome, TargetRequest, tokens_array
 from nodes.protocol import TOKEN_DTYPE
+from testbed import wire
 from testbed.acceptance import uniforms
 
 log = logging.getLogger("nodes.hf")
 
-TOPK = int(os.environ.get("DSD_HF_TOPK", "16"))  # draft probabilities sent per drafted token (sampling mode)
+TOPK = int(os.environ.get("DSD_HF_TOPK", str(wire.SAMPLING_TOPK)))  # draft probabilities per drafted token (sampling mode)
 STREAM_DRAFT, STREAM_ACCEPT, STREAM_TARGET = 1, 2, 3  # uniforms streams (0 is the acceptance model's)
 
 
@@ -426,11 +427,16 @@ _TARGETS: dict[str, HFTarget] = {}  # per node in this process: the co-located d
 
 
 def _threads(scenario, node: str) -> int | None:
+    """torch threads of this node: DSD_TORCH_THREADS (the user's), else the node's cpu_share, else the
+    orchestrator's share of the machine (DSD_TORCH_THREADS_DEFAULT), so nodes do not oversubscribe the cores."""
     env = os.environ.get("DSD_TORCH_THREADS")
     if env:
         return int(env)
     share = scenario.node(node).cpu_share
-    return max(1, int(round(share))) if share else None
+    if share:
+        return max(1, int(round(share)))
+    default = os.environ.get("DSD_TORCH_THREADS_DEFAULT")
+    return int(default) if default else None
 
 
 def _model_name(scenario, node: str, role: str) -> str:

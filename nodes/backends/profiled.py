@@ -4,6 +4,7 @@ so the simulator and the emulator see identical token-level behaviour."""
 
 from __future__ import annotations
 
+from testbed import wire
 from testbed.acceptance import AcceptanceModel
 from testbed.compute import ComputeModel
 from testbed.rounds import verify
@@ -53,8 +54,9 @@ class ProfiledTarget(TargetBackend):
 class ProfiledDraft(DraftBackend):
     name = "profiled"
 
-    def __init__(self, compute: ComputeModel):
+    def __init__(self, compute: ComputeModel, topk: int = 0):
         self.compute = compute
+        self.topk = topk  # sampling mode: same-size placeholder probabilities, so links carry the real bytes
 
     def draft(self, items: list[DraftItem]) -> DraftOutcome:
         # One draft step per token; requests of one call draft one after the other (a node drafting in
@@ -64,6 +66,9 @@ class ProfiledDraft(DraftBackend):
         for it in items:
             wait += self.compute.draft_time(it.gamma, it.ctx)
             toks.append(synthetic_tokens(it.rid, it.position, it.gamma))
+        if self.topk:
+            probs = [bytes(it.gamma * self.topk * wire.TOPK_ENTRY_BYTES) for it in items]
+            return DraftOutcome(toks, wait, self.topk, probs)
         return DraftOutcome(toks, wait)
 
 
@@ -73,4 +78,4 @@ def make_target(scenario, node: str) -> ProfiledTarget:
 
 
 def make_draft(scenario, node: str) -> ProfiledDraft:
-    return ProfiledDraft(scenario.compute[node])
+    return ProfiledDraft(scenario.compute[node], wire.verify_topk(scenario.spec.models.temperature))

@@ -51,3 +51,21 @@ def progress_bar(description: str, console: Console | None = None) -> Progress:
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console or Console(stderr=True),
                     transient=False, refresh_per_second=4)
+
+
+def check_models(scenario: Scenario) -> None:
+    """hf backend: every draft/target model pair loads, fits in memory and shares a tokenizer, before anything
+    is built (the shipped models are materialised here, so the slow first load happens now)."""
+    if scenario.spec.models.backend != "hf":
+        return
+    from nodes.models import check_pair
+
+    models = scenario.spec.models
+    pairs = set()
+    for d in scenario.drafts:
+        for t in scenario.reachable[d]:
+            pairs.add((scenario.node(d).model or models.draft, scenario.node(t).model or models.target))
+    if scenario.spec.run.mode == "fused":
+        pairs |= {(models.draft, scenario.node(t).model or models.target) for t in scenario.targets}
+    for draft, target in sorted(pairs):
+        check_pair(draft, target)

@@ -11,7 +11,7 @@ import argparse
 
 from rich.console import Console
 
-from testbed.commands.common import add_topology, out_dir, scenario_from
+from testbed.commands.common import add_topology, check_models, out_dir, scenario_from
 from testbed.emu.orchestrate import EmulateOptions, check_supported, emulate
 from testbed.errors import InputError
 from testbed.rundir import prepare, update_meta
@@ -48,6 +48,7 @@ def _network(scenario, args):
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from(args)
     check_supported(scenario)
+    check_models(scenario)
     workload = build_workload(scenario)  # bad traces fail here, before anything starts
     out = out_dir(args, scenario)
     net = _network(scenario, args)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from testbed.commands.common import add_topology, out_dir, report_skipped, scenario_from
+from testbed.commands.common import add_topology, check_models, out_dir, report_skipped, scenario_from
 from testbed.rundir import prepare, update_meta, write_json, write_results
 from testbed.workload import build_workload
 
@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     scenario = scenario_from(args)
     check_supported(scenario)
+    check_models(scenario)
     workload = build_workload(scenario)  # bad input stops here, before anything is built or written
     report_skipped(workload)
     net = make_network(scenario, args.net, shaping=args.shaping)  # doctor: root, shaping backend, spec vs backend

@@ -123,6 +123,8 @@ def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
+    # real-model nodes share the machine's cores instead of each taking all of them
+    env["DSD_TORCH_THREADS_DEFAULT"] = str(max(1, (os.cpu_count() or 1) // max(1, len(scenario.drafts) + len(scenario.targets))))
     procs: dict[str, NodeProc] = {}
     start_delay = opts.start_delay_s if opts.start_delay_s is not None else 0.5
     t0_file = emu / "t0"

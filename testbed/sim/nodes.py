@@ -73,7 +73,7 @@ class SimDraft:
     """A drafting executor: an edge device (distributed mode) or the drafter co-located with a target."""
 
     __slots__ = ("name", "code", "loop", "compute", "slots", "busy", "waiting", "router", "depth", "own_active",
-                 "rec", "local", "observes")
+                 "rec", "local", "observes", "topk")
 
     def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, slots: int, router: Router | None,
                  rec: Recorder, local: bool, observes: bool):
@@ -90,6 +90,7 @@ class SimDraft:
         self.rec = rec
         self.local = local  # rounds run next to the target (fused / autoregressive)
         self.observes = observes
+        self.topk = 0  # draft probabilities per drafted token on the wire (sampling mode), set by the builder
 
     # -- request start (at the edge) ------------------------------------------------------------------
     def route(self) -> str:
@@ -143,7 +144,7 @@ class SimDraft:
         if self.local:  # co-located: the job joins the target's queue at once
             req.target.on_verify(req)
         else:
-            req.round_up.send(self.loop, now, wire.payload_bytes("VERIFY", req.gamma), req.target.on_verify, req)
+            req.round_up.send(self.loop, now, wire.payload_bytes("VERIFY", req.gamma, self.topk), req.target.on_verify, req)
 
     def on_result(self, req: SimRequest) -> None:
         now = self.loop.now

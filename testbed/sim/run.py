@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from testbed import wire
 from testbed.acceptance import AcceptanceModel
 from testbed.metrics import summarize
 from testbed.policies.batching import Batcher
@@ -58,6 +59,9 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
                  Router(spec.policy.routing, scenario.reachable[name], spec.seed, name), rec, False, observes)
         for name in scenario.drafts
     ]
+    topk = wire.verify_topk(spec.models.temperature)
+    for d in drafts:
+        d.topk = topk
     acceptance = AcceptanceModel(spec.models.acceptance)
     gamma_max = spec.policy.gamma_max
     seed = spec.seed

@@ -142,7 +142,27 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
             paths[(d, t)] = hops
             paths[(t, d)] = tuple(Hop(h.link, not h.forward) for h in reversed(hops))
 
-    resolved = spec.model_copy(update={"nodes": filled, "edges": [], "links": links, "profiles": used_profiles})
+    # 6. Recorded acceptance: the file, relative to the topology file, must exist and load.
+    models = spec.models
+    acc = models.acceptance
+    if acc.kind == "recorded":
+        if not acc.path:
+            raise fail(("models", "acceptance", "path"), "kind 'recorded' needs a path (an .acceptance.npz from `testbed calibrate`)")
+        p = Path(acc.path)
+        if not p.is_absolute() and source not in ("<spec>", "<test>"):
+            p = Path(source).parent / p
+        if not p.is_file():
+            raise fail(("models", "acceptance", "path"), f"recorded acceptance file {str(p)!r} does not exist")
+        from testbed.acceptance_recorded import load_recorded
+
+        try:
+            load_recorded(str(p.resolve()))
+        except InputError as e:
+            raise fail(("models", "acceptance", "path"), str(e)) from None
+        models = models.model_copy(update={"acceptance": acc.model_copy(update={"path": str(p.resolve())})})
+
+    resolved = spec.model_copy(update={"nodes": filled, "edges": [], "links": links, "profiles": used_profiles,
+                                       "models": models})
     return Scenario(
         spec=resolved, source=source, nodes=tuple(filled), links=tuple(links), drafts=drafts, targets=targets,
         paths=paths, compute=compute, reachable=reachable,

@@ -102,11 +102,12 @@ class PolicySpec(Frozen):
 
 
 class AcceptanceSpec(Frozen):
-    kind: Literal["iid", "position_decay", "empirical"] = Field("iid", description="iid: alpha at every position; position_decay: alpha_end + (alpha - alpha_end) exp(-j / decay_tokens); empirical: per-position table")
+    kind: Literal["iid", "position_decay", "empirical", "recorded"] = Field("iid", description="iid: alpha at every position; position_decay: alpha_end + (alpha - alpha_end) exp(-j / decay_tokens); empirical: per-position table; recorded: sequences recorded from real models (path)")
     alpha: float = Field(0.8, ge=0, le=1, description="Per-token acceptance probability (at position 0 for position_decay)")
     alpha_end: float = Field(0.6, ge=0, le=1, description="Asymptotic acceptance for position_decay")
     decay_tokens: float = Field(200.0, gt=0, description="Decay length in output positions for position_decay")
     table: list[float] | None = Field(None, description="empirical: acceptance probability per output position; the last value repeats")
+    path: str | None = Field(None, description="recorded: the .acceptance.npz written by `python -m testbed calibrate` (relative to the topology file)")
 
 
 class ModelsSpec(Frozen):
