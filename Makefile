@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate awc-eval doctor cleanup clean
+.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate awc-eval awc-emu doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,10 @@ validate: $(STAMP)
 ## make awc-eval: AWC vs static / hf / specdec in simulation (table with CIs, gap to the best static window)
 awc-eval: $(STAMP)
 	$(PY) bench/bench_awc.py --seeds 3
+
+## make awc-emu: AWC's gain over static gamma=4, simulated and emulated on the same specs (validation)
+awc-emu: $(STAMP)
+	$(PY) bench/awc_emu_check.py
 
 ## make bench: the simulator's speed benchmark (whole Azure conv trace, 32 edges / 4 targets)
 bench: bench-sim
