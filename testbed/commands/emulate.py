@@ -12,8 +12,8 @@ import argparse
 from rich.console import Console
 
 from testbed.commands.common import add_topology, check_models, out_dir, scenario_from
+from testbed.emu.net import make_network
 from testbed.emu.orchestrate import EmulateOptions, check_supported, emulate
-from testbed.errors import InputError
 from testbed.rundir import prepare, update_meta
 from testbed.workload import build_workload
 
@@ -33,25 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
 
 
-def _network(scenario, args):
-    if args.net == "none":
-        from testbed.emu.local import LoopbackNetwork
-
-        return LoopbackNetwork(scenario)
-    try:
-        from testbed.emu.net import make_network
-    except ImportError as e:
-        raise InputError("--net mininet", f"the Mininet network backend is not available: {e}") from None
-    return make_network(scenario, args.net, shaping=args.shaping)
-
-
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from(args)
     check_supported(scenario)
     check_models(scenario)
     workload = build_workload(scenario)  # bad traces fail here, before anything starts
     out = out_dir(args, scenario)
-    net = _network(scenario, args)
+    net = make_network(scenario, args.net, shaping=args.shaping)  # the one place backends are chosen
     with net:
         prepare(out, scenario, "emulate",
                 backends={**net.backends, "runtime": "process", "model": scenario.spec.models.backend},
