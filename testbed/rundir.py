@@ -16,6 +16,7 @@ import pandas as pd
 from testbed import __version__
 from testbed.spec import Scenario, spec_to_yaml
 from testbed.tables import write_tables
+from testbed.workload import Workload
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -32,8 +33,10 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def prepare(out: Path, scenario: Scenario, command: str, backends: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> None:
+def prepare(out: Path, scenario: Scenario, command: str, workload: Workload, backends: dict[str, str] | None = None,
+            extra: dict[str, Any] | None = None) -> None:
     """Create DIR, write the resolved spec and meta.json (updated, not replaced, by later steps)."""
+    tr = workload.trace
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(f"# resolved from {scenario.source}\n" + spec_to_yaml(scenario.spec))
     update_meta(out, {
@@ -49,6 +52,8 @@ def prepare(out: Path, scenario: Scenario, command: str, backends: dict[str, str
         "source": scenario.source,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "backends": backends or {},
+        "workload": {"requests": len(workload), "trace": tr.source, "skipped_rows": tr.skipped_rows,
+                     "excluded_rows": tr.excluded_rows},
         **(extra or {}),
     })
 

@@ -70,17 +70,13 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. emulation (network built and torn down by the context manager, also on errors and Ctrl-C)
     try:
-        from testbed.emu.orchestrate import emulate
+        from testbed.emu.orchestrate import emulate, emulation_backends
 
         with net:
             step("network", f"built ({', '.join(f'{k}={v}' for k, v in net.backends.items())})")
-            prepare(out, scenario, "run", backends={**net.backends, "runtime": "process",
-                                                    "model": scenario.spec.models.backend},
-                    extra={"workload": {"requests": len(workload), "trace": workload.trace.source,
-                                        "skipped_rows": workload.trace.skipped_rows,
-                                        "excluded_rows": workload.trace.excluded_rows}})
+            prepare(out, scenario, "run", workload, backends=emulation_backends(scenario, net))
             opts = EmulateOptions(timeout_s=args.timeout_s, progress=not args.quiet)
-            result = emulate(scenario, net, out, out / "spec.yaml", opts)
+            result = emulate(scenario, net, out, out / "spec.yaml", opts, workload)
             exit_code = result.exit_code
             s = result.summary
             step("emulation", "partial: " + str(s.get("partial_reason")) if s.get("partial") else

@@ -31,10 +31,7 @@ def run(args: argparse.Namespace) -> int:
     workload = build_workload(scenario)  # bad traces fail here, before anything is written
     report_skipped(workload)
     out = out_dir(args, scenario)
-    prepare(out, scenario, "sim", backends={"executor": "dsd-sim"},
-            extra={"workload": {"requests": len(workload), "trace": workload.trace.source,
-                                "skipped_rows": workload.trace.skipped_rows,
-                                "excluded_rows": workload.trace.excluded_rows}})
+    prepare(out, scenario, "sim", workload, backends={"executor": "dsd-sim"})
     if args.quiet:
         result = simulate(scenario, workload)
     else:

@@ -38,7 +38,7 @@ from testbed.metrics import summarize
 from testbed.rundir import write_json, write_results
 from testbed.spec import Scenario
 from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame
-from testbed.workload import build_workload
+from testbed.workload import Workload, build_workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -106,8 +106,13 @@ class _Interrupt:
             signal.signal(s, h)
 
 
+def emulation_backends(scenario: Scenario, net: NetworkBackend) -> dict[str, str]:
+    """What an emulation runs on, for meta.json: the network's backends, the node runtime, the model backend."""
+    return {**net.backends, "runtime": "process", "model": scenario.spec.models.backend}
+
+
 def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
-            opts: EmulateOptions | None = None) -> EmulateResult:
+            opts: EmulateOptions | None = None, workload: Workload | None = None) -> EmulateResult:
     """Run the scenario's nodes inside `net` (already built); write DIR/emu/; return the result."""
     opts = opts or EmulateOptions()
     spec = scenario.spec
@@ -117,7 +122,7 @@ def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
     logs = emu / "logs"
     nodes_dir = emu / "nodes"
     logs.mkdir(parents=True)
-    wl = build_workload(scenario)
+    wl = workload if workload is not None else build_workload(scenario)
     total = len(wl)
     last_arrival = float(wl.trace.arrival_s.max()) if total else 0.0
     env = dict(os.environ)
