@@ -60,12 +60,9 @@ def check_models(scenario: Scenario) -> None:
         return
     from nodes.models import check_pair
 
-    models = scenario.spec.models
-    pairs = set()
-    for d in scenario.drafts:
-        for t in scenario.reachable[d]:
-            pairs.add((scenario.node(d).model or models.draft, scenario.node(t).model or models.target))
+    # resolve() filled every draft's and target's model; a fused target drafts with models.draft
+    pairs = {(scenario.node(d).model, scenario.node(t).model) for d in scenario.drafts for t in scenario.reachable[d]}
     if scenario.spec.run.mode == "fused":
-        pairs |= {(models.draft, scenario.node(t).model or models.target) for t in scenario.targets}
+        pairs |= {(scenario.spec.models.draft, scenario.node(t).model) for t in scenario.targets}
     for draft, target in sorted(pairs):
         check_pair(draft, target)
