@@ -141,18 +141,24 @@ def _results(out: Path):
     return pd.read_parquet(emu / "requests.parquet"), json.loads((emu / "summary.json").read_text())
 
 
-def test_draft_killed_target_frees_state_and_serves_the_others(tmp_path):
-    out = tmp_path / "run"
+def _run_killing(out: Path, victim: str):
+    """An emulation whose survivors carry on (--on-crash continue) after `victim` is SIGKILLed mid-run:
+    asserts it ends partial with exit 1 and that nothing was lost; returns (requests, summary)."""
     p = _start(out, "--on-crash", "continue")
     try:
-        _kill_when_busy(out, "edge1")
+        _kill_when_busy(out, victim)
         _, err = p.communicate(timeout=120)
     finally:
         p.kill()
     assert p.returncode == 1, err[-3000:]
     req, s = _results(out)
-    assert s["partial"] is True and s["crashed_nodes"] == ["edge1"]
-    assert len(req) == 120 and req["status"].isin(["ok", "failed"]).all()
+    assert s["partial"] is True and s["crashed_nodes"] == [victim]
+    assert len(req) == 120 and req["status"].isin(["ok", "failed"]).all()  # nothing lost, nothing pending
+    return req, s
+
+
+def test_draft_killed_target_frees_state_and_serves_the_others(tmp_path):
+    req, s = _run_killing(tmp_path / "run", "edge1")
     mine = req["edge"] == "edge1"
     assert (req.loc[mine, "status"] == "failed").all()
     others = req[~mine]
@@ -166,16 +172,7 @@ def test_draft_killed_target_frees_state_and_serves_the_others(tmp_path):
 
 def test_target_killed_drafts_fail_in_flight_requests(tmp_path):
     out = tmp_path / "run"
-    p = _start(out, "--on-crash", "continue")
-    try:
-        _kill_when_busy(out, "cloud0")
-        _, err = p.communicate(timeout=120)
-    finally:
-        p.kill()
-    assert p.returncode == 1, err[-3000:]
-    req, s = _results(out)
-    assert s["partial"] is True and s["crashed_nodes"] == ["cloud0"]
-    assert len(req) == 120 and req["status"].isin(["ok", "failed"]).all()  # nothing lost, nothing pending
+    req, s = _run_killing(out, "cloud0")
     ok = req[req["status"] == "ok"]
     assert len(ok) >= 1 and (ok["tokens_out"] == ok["output_tokens"]).all()
     assert (req["status"] == "failed").sum() >= 1
