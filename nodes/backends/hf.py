@@ -439,17 +439,9 @@ def _threads(scenario, node: str) -> int | None:
     return int(default) if default else None
 
 
-def _model_name(scenario, node: str, role: str) -> str:
-    n = scenario.node(node)
-    models = scenario.spec.models
-    if n.model:
-        return n.model
-    return models.draft if role == "draft" else models.target
-
-
 def make_target(scenario, node: str) -> HFTarget:
     try:
-        model, _, _ = M.load_model(_model_name(scenario, node, "target"), _threads(scenario, node))
+        model, _, _ = M.load_model(scenario.node(node).model, _threads(scenario, node))
     except M.ModelError as e:
         raise ValueError(str(e)) from None
     t = HFTarget(model, scenario.spec.models.temperature, scenario.spec.seed)
@@ -459,7 +451,8 @@ def make_target(scenario, node: str) -> HFTarget:
 
 def make_draft(scenario, node: str) -> HFDraft:
     role = scenario.node(node).role
-    name = scenario.spec.models.draft if role == "target" else _model_name(scenario, node, "draft")
+    # a draft node runs its own model (resolve() filled it in); a fused target drafts with models.draft
+    name = scenario.spec.models.draft if role == "target" else scenario.node(node).model
     try:
         model, tok, _ = M.load_model(name, _threads(scenario, node))
     except M.ModelError as e:
