@@ -5,6 +5,9 @@ A profile gives three linear cost terms (units: milliseconds; context in thousan
     cost(n_req, n_tokens, ctx_tokens) = base_ms + per_req_ms*n_req + per_token_ms*n_tokens + per_kctx_ms*ctx_tokens/1000
 
 - draft_step: one draft token for one request with the given context (drafting gamma tokens = gamma steps);
+- draft_prefill: the first draft step of a request's first round (n_req 1, n_tokens = its context then, the
+              prompt + the prefill's token), which feeds the whole context into the draft's KV cache; when a
+              profile leaves it all zero, that step costs draft_step like any other;
 - prefill:    one target prefill batch; n_tokens = prompt tokens summed over the batch;
 - verify:     one target verify batch; n_tokens = sum of (gamma + 1) over the batch, ctx = summed context.
 
@@ -51,14 +54,22 @@ class ComputeModel:
     draft_step: Cost
     prefill: Cost
     verify: Cost
+    draft_prefill: Cost | None = None  # None: the profile has no draft-prefill term
 
     @classmethod
     def from_spec(cls, name: str, p: ProfileSpec) -> "ComputeModel":
-        return cls(name, Cost.from_spec(p.draft_step), Cost.from_spec(p.prefill), Cost.from_spec(p.verify))
+        dp = Cost.from_spec(p.draft_prefill)
+        return cls(name, Cost.from_spec(p.draft_step), Cost.from_spec(p.prefill), Cost.from_spec(p.verify),
+                   dp if (dp.base or dp.per_req or dp.per_token or dp.per_kctx) else None)
 
-    def draft_time(self, gamma: int, ctx_tokens: int) -> float:
-        """Time to draft `gamma` tokens for one request whose context is `ctx_tokens` long."""
-        return gamma * self.draft_step(1, 1, ctx_tokens)
+    def draft_time(self, gamma: int, ctx_tokens: int, position: int) -> float:
+        """Time to draft `gamma` tokens for one request whose context is `ctx_tokens` long and which has
+        `position` output tokens. Position 1 (only the prefill's token exists) is the request's first round:
+        its first step also feeds the whole context into the draft's cache (draft_prefill)."""
+        step = self.draft_step(1, 1, ctx_tokens)
+        if position <= 1 and self.draft_prefill is not None and gamma > 0:
+            return self.draft_prefill(1, ctx_tokens, 0) + (gamma - 1) * step
+        return gamma * step
 
     def prefill_time(self, prompt_tokens: list[int] | tuple[int, ...]) -> float:
         return self.prefill(len(prompt_tokens), sum(prompt_tokens), 0)

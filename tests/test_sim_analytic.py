@@ -97,3 +97,24 @@ def test_sampling_mode_verify_carries_draft_probabilities(tmp_path):
                - wire.wire_bytes(wire.payload_bytes("VERIFY", 4))) * 8 / 1e6
     expect = extra_s / expected_tokens_per_round(0.8, 4) * 1e3
     assert sampling["tpot_ms"]["mean"] - greedy["tpot_ms"]["mean"] == pytest.approx(expect, rel=0.05)
+
+
+def test_first_round_pays_the_draft_prefill(tmp_path):
+    """A profile with draft_prefill: the first round's first step costs draft_prefill(context) instead of a
+    draft step; every later round costs gamma steps."""
+    prompt = 200
+    trace = write_native_trace(tmp_path / "t.jsonl", spaced(4, prompt, 60))
+    d = one_edge_spec(trace, window="static:4", t_draft_ms=10)
+    d["profiles"]["edgec"]["draft_prefill"] = {"base_ms": 5.0, "per_token_ms": 0.5}
+    r = simulate(scenario(d))
+    rounds = r.rounds
+    dur = (rounds["send_s"] - rounds["draft_start_s"]) * 1e3
+    first = rounds["round"] == rounds.groupby("request_id")["round"].transform("min")
+    assert first.sum() == 4
+    assert dur[first].to_numpy() == pytest.approx(5.0 + 0.5 * (prompt + 1) + 3 * 10.0, abs=1e-6)
+    later = rounds["gamma"][~first] * 10.0
+    assert dur[~first].to_numpy() == pytest.approx(later.to_numpy(), abs=1e-6)
+    # without the term every round costs gamma steps (the profile default)
+    del d["profiles"]["edgec"]["draft_prefill"]
+    r0 = simulate(scenario(d)).rounds
+    assert ((r0["send_s"] - r0["draft_start_s"]) * 1e3).to_numpy() == pytest.approx((r0["gamma"] * 10.0).to_numpy(), abs=1e-6)

@@ -64,7 +64,7 @@ class ProfiledDraft(DraftBackend):
         wait = 0.0
         toks = []
         for it in items:
-            wait += self.compute.draft_time(it.gamma, it.ctx)
+            wait += self.compute.draft_time(it.gamma, it.ctx, it.position)
             toks.append(synthetic_tokens(it.rid, it.position, it.gamma))
         if self.topk:
             probs = [bytes(it.gamma * self.topk * wire.TOPK_ENTRY_BYTES) for it in items]

@@ -124,7 +124,7 @@ class SimDraft:
         elif self.slots == 0 or self.busy < self.slots:
             self.busy += 1
             req.draft_start = loop.now
-            loop.at(loop.now + self.compute.draft_time(gamma, req.prog.context()), self.on_drafted, req)
+            loop.at(loop.now + self.compute.draft_time(gamma, req.prog.context(), req.prog.produced), self.on_drafted, req)
         else:
             self.waiting.append(req)
 
@@ -133,7 +133,7 @@ class SimDraft:
             nxt = self.waiting.popleft()
             loop = self.loop
             nxt.draft_start = loop.now
-            loop.at(loop.now + self.compute.draft_time(nxt.gamma, nxt.prog.context()), self.on_drafted, nxt)
+            loop.at(loop.now + self.compute.draft_time(nxt.gamma, nxt.prog.context(), nxt.prog.produced), self.on_drafted, nxt)
         else:
             self.busy -= 1
         self.send_verify(req)

@@ -128,6 +128,7 @@ class CostSpec(Frozen):
 class ProfileSpec(Frozen):
     description: str = Field("", description="What hardware / model pair this profile stands for")
     draft_step: CostSpec = Field(default_factory=CostSpec, description="One draft token for one request")
+    draft_prefill: CostSpec = Field(default_factory=CostSpec, description="A request's first draft step, which also feeds its whole context (prompt + first token, tokens = that length) into the draft's cache; all zero = the first step costs draft_step like any other")
     prefill: CostSpec = Field(default_factory=CostSpec, description="One target prefill batch (tokens = prompt tokens)")
     verify: CostSpec = Field(default_factory=CostSpec, description="One target verify batch (tokens = sum of gamma+1)")
 
