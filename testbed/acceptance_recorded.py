@@ -81,3 +81,42 @@ def save_recorded(path: str | Path, sequences: dict[int, np.ndarray], meta: dict
     with open(path, "wb") as f:
         np.savez_compressed(f, request_id=rids, offsets=offsets, accepted=acc, meta=np.array(json.dumps(meta)))
     return path
+
+
+def sequences_from_rounds(rounds, requests, fallback) -> tuple[dict[int, np.ndarray], dict]:
+    """The acceptance a run showed, per request, as replayable booleans ("as built", like measured links).
+
+    rounds: a rounds table (testbed.tables: request_id, produced, gamma, accepted); requests: a requests
+    table (request_id, output_tokens); fallback(request_id, n) -> booleans for the positions the run never
+    tested. A round at `produced` p with window g that accepted a shows positions p .. p+a-1 accepted and,
+    when a < g, position p+a rejected; the prefill's position 0 is True; bonus positions (a = g) and
+    positions no round reached take the fallback's value. Replaying these with the same windows reproduces
+    the run's accepted counts exactly (greedy acceptance is a property of the position)."""
+    seqs: dict[int, np.ndarray] = {}
+    n_tested = n_filled = 0
+    out_len = dict(zip(requests["request_id"].astype(int), requests["output_tokens"].astype(int)))
+    tested: dict[int, np.ndarray] = {}
+    for rid, n in out_len.items():
+        seqs[rid] = np.asarray(fallback(rid, n), dtype=bool).copy()
+        tested[rid] = np.zeros(n, dtype=bool)
+    rid_a = rounds["request_id"].to_numpy(np.int64)
+    p_a = rounds["produced"].to_numpy(np.int64)
+    g_a = rounds["gamma"].to_numpy(np.int64)
+    a_a = rounds["accepted"].to_numpy(np.int64)
+    for rid, p, g, a in zip(rid_a.tolist(), p_a.tolist(), g_a.tolist(), a_a.tolist()):
+        s = seqs.get(rid)
+        if s is None:
+            continue
+        n = len(s)
+        hi = min(p + a, n)
+        s[p:hi] = True
+        tested[rid][p:hi] = True
+        if a < g and p + a < n:
+            s[p + a] = False
+            tested[rid][p + a] = True
+    for rid, s in seqs.items():
+        if len(s):
+            s[0] = True
+        n_tested += int(tested[rid].sum())
+        n_filled += max(0, len(s) - 1 - int(tested[rid][1:].sum()))
+    return seqs, {"positions_tested": n_tested, "positions_filled": n_filled}

@@ -46,7 +46,7 @@ def test_written_profile_loads_via_compute(tmp_path):
     assert "R2 1.000" in spec.description
     cm = ComputeModel.from_spec("hf-test", spec)
     assert cm.verify_time(2, 10, 512) == pytest.approx((20 + 4 + 10 + 1.536) / 1e3, rel=1e-3)
-    assert cm.draft_time(4, 1024) == pytest.approx(4 * (30 + 4.096) / 1e3, rel=1e-3)
+    assert cm.draft_time(4, 1024, 5) == pytest.approx(4 * (30 + 4.096) / 1e3, rel=1e-3)
     assert path.with_suffix(".fit.json").is_file()
 
 
@@ -70,3 +70,56 @@ def test_recorded_acceptance_bad_file(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(InputError):
         RecordedAcceptance(bad)
+
+
+def test_draft_prefill_replaces_the_first_step_of_the_first_round(tmp_path):
+    spec = load_profile_file(_write(tmp_path / "p.yaml", "draft_step: {base_ms: 10}\ndraft_prefill: {base_ms: 4, per_token_ms: 0.25}\n"))
+    cm = ComputeModel.from_spec("p", spec)
+    assert cm.draft_time(4, 101, 1) == pytest.approx((4 + 0.25 * 101 + 3 * 10) / 1e3)  # first round
+    assert cm.draft_time(4, 101, 2) == pytest.approx(4 * 10 / 1e3)  # any later round
+    plain = ComputeModel.from_spec("q", load_profile_file(_write(tmp_path / "q.yaml", "draft_step: {base_ms: 10}\n")))
+    assert plain.draft_prefill is None and plain.draft_time(4, 101, 1) == pytest.approx(0.040)
+
+
+def test_fit_weighs_relative_errors():
+    """Small batches must fit well even when the largest point is off the linear model (as the 8 x 2048
+    verify batch of the real models is): the fit minimises relative, not absolute, error."""
+    tok = np.array([2, 4, 8, 16, 32, 64, 128, 256], float)
+    ms = 50 + 1.0 * tok
+    ms[-1] *= 3  # a super-linear largest point
+    f = fit_cost(np.ones(8), tok, np.zeros(8), ms)
+    pred = f.coef["base_ms"] + f.coef["per_token_ms"] * tok
+    assert np.max(np.abs(pred[:6] - ms[:6]) / ms[:6]) < 0.1
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_acceptance_from_rounds_replays_the_run(tmp_path):
+    """Booleans extracted from a run's rounds give back the run's accepted counts when replayed with the same
+    windows; untested positions come from the fallback."""
+    import pandas as pd
+
+    from testbed.acceptance_recorded import sequences_from_rounds
+    from testbed.rounds import verify
+
+    truth = {7: np.array([1, 1, 1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0, 1], bool), 9: np.array([1, 0, 1, 1, 1], bool)}
+    rows = []
+    for rid, seq in truth.items():
+        runs, produced, g = accepted_runs(seq), 1, 3
+        while produced < len(seq):
+            gg = min(g, len(seq) - produced - 1)  # the last round is clamped to the output length
+            a = verify(runs, produced, gg)
+            rows.append((rid, produced, gg, a))
+            produced += a + 1
+    rounds = pd.DataFrame(rows, columns=["request_id", "produced", "gamma", "accepted"])
+    reqs = pd.DataFrame({"request_id": [7, 9], "output_tokens": [15, 5]})
+    seqs, info = sequences_from_rounds(rounds, reqs, lambda rid, n: np.ones(n, bool))
+    for row in rows:
+        rid, p, g, a = row
+        assert verify(accepted_runs(seqs[rid]), p, g) == a
+    assert info["positions_filled"] > 0  # bonus positions were never tested
+    # tested rejections are kept even where the fallback says "accept"
+    assert not seqs[7][3] and not seqs[9][1]

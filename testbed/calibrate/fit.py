@@ -2,7 +2,9 @@
 
     cost_ms = base_ms + per_req_ms * n_req + per_token_ms * n_tokens + per_kctx_ms * ctx_tokens / 1000
 
-Non-negative least squares (a negative coefficient would make the simulator predict negative latencies
+Least squares on relative errors (each row weighted by 1 / measured latency): the grid spans 40 ms to seconds,
+and an absolute fit let the largest batches decide everything (a verify fit that was 150 % off at small
+contexts, where real runs live). Non-negative (a negative coefficient would make the simulator predict negative latencies
 somewhere): with at most four coefficients the exact NNLS solution is found by solving the unconstrained
 problem on every subset of free coefficients (the others held at 0) and keeping the best feasible one.
 Columns that are constant in the data (e.g. n_req = 1 for draft steps) cannot be told apart from base_ms
@@ -67,7 +69,8 @@ def fit_cost(n_req, n_tokens, ctx_tokens, ms) -> Fit:
         if any(np.linalg.matrix_rank(A[:, [i, j]]) < 2 for i in kept):
             continue
         kept.append(j)
-    x = nnls(A, y, kept)
+    w = 1.0 / np.maximum(y, 1e-9)  # relative errors, see the module docstring
+    x = nnls(A * w[:, None], y * w, kept)
     pred = A @ x
     ss_res = float(np.sum((y - pred) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
@@ -78,13 +81,13 @@ def fit_cost(n_req, n_tokens, ctx_tokens, ms) -> Fit:
 
 
 def write_profile(path: Path, fits: dict[str, Fit], description: str, extra: dict | None = None) -> Path:
-    """A ProfileSpec YAML (draft_step / prefill / verify) with the fit quality in its description, plus a side
+    """A ProfileSpec YAML (draft_step / draft_prefill / prefill / verify) with the fit quality in its description, plus a side
     file PATH.fit.json holding the quality figures and whatever `extra` says (grid, machine, models)."""
     import json
 
     quality = "; ".join(f"{k}: {f.quality()}" for k, f in fits.items())
     doc = {"description": f"{description} Fit: {quality}."}
-    for k in ("draft_step", "prefill", "verify"):
+    for k in ("draft_step", "draft_prefill", "prefill", "verify"):
         if k in fits:
             doc[k] = {t: round(v, 6) for t, v in fits[k].coef.items()}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ interference only ever adds time, and single outliers of several seconds were se
 (n_req, n_tokens, ctx_tokens, ms) as testbed.calibrate.fit expects:
 - draft step: one request, one token, context ctx: a draft() call of gamma tokens divided by gamma, after
   a first call that prefilled the draft's cache (not timed);
+- draft prefill: a request's first draft call of gamma 1 (a fresh cache fed prompt + first token, L tokens in
+  one forward): (1, L, 0);
 - prefill: B prompts of length L in one batch: (B, B*L, 0);
 - verify: B requests of context ctx, gamma drafts each, one batch: (B, B*(gamma+1), B*ctx). States are
   restored after every repetition, so all repetitions see the same contexts.
@@ -62,6 +64,25 @@ class Bench:
 
             once()  # warm-up
             rows.append((1, 1, ctx, self._best(once) / gamma))
+            self.draft.release(rid)
+        return rows
+
+    def draft_prefill(self, lengths: list[int]) -> list[tuple]:
+        from nodes.backends import DraftItem
+
+        rows = []
+        for i, L in enumerate(lengths):
+            rid = 15_000 + i
+            self.draft.start(rid, _tb(self.ps.tokens(rid, max(1, L - 1))), 1 << 20)
+            self.draft.observe(rid, 0, 42)  # the prefill's token: the context is now L tokens
+            st = self.draft.reqs[rid]
+
+            def once():
+                st.cache = None  # a fresh cache, as at a request's first round
+                self.draft.draft([DraftItem(rid, 1, 1, L)])
+
+            once()  # warm-up
+            rows.append((1, L, 0, self._best(once)))
             self.draft.release(rid)
         return rows
 

@@ -2,8 +2,9 @@
 
     python -m testbed calibrate [--draft M] [--target M] [--out testbed/profiles/NAME.yaml] [--quick]
 
-Times draft steps, target prefill batches and target verify batches (hf backend) over a grid of batch
-size, gamma and context, fits the linear cost terms of testbed.compute by non-negative least squares and
+Times draft steps, the draft's first call (its prompt prefill), target prefill batches and target verify
+batches (hf backend) over a grid of batch size, gamma and context, fits the linear cost terms of
+testbed.compute by non-negative least squares on relative errors and
 writes a profile (fit quality R² / max error in its description and in NAME.fit.json). Unless
 --record 0, it also records per-request greedy acceptance sequences of the pair on real prompts with the
 lengths of a trace (or of a topology's workload) into NAME.acceptance.npz, for exact replay
@@ -21,9 +22,9 @@ from pathlib import Path
 
 from testbed.errors import InputError
 
-GRID_FULL = {"draft_ctx": [128, 512, 1024, 2048], "prefill_B": [1, 2, 4], "prefill_L": [64, 256, 1024],
-             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [256, 1024, 2048], "reps": 3}
-GRID_QUICK = {"draft_ctx": [128, 512], "prefill_B": [1, 2], "prefill_L": [64, 256],
+GRID_FULL = {"draft_ctx": [64, 256, 1024, 2048], "draft_prefill_L": [16, 64, 256, 1024], "prefill_B": [1, 2, 4], "prefill_L": [64, 256, 1024],
+             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [64, 256, 1024, 2048], "reps": 3}
+GRID_QUICK = {"draft_ctx": [128, 512], "draft_prefill_L": [32, 256], "prefill_B": [1, 2], "prefill_L": [64, 256],
               "verify_B": [1, 2, 4], "verify_gamma": [2, 4], "verify_ctx": [128, 512], "reps": 1}
 
 
@@ -85,13 +86,15 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         print("timing draft steps ...", file=sys.stderr)
         dsteps = b.draft_steps(grid["draft_ctx"])
+        print("timing draft prefill (first draft call) ...", file=sys.stderr)
+        dpre = b.draft_prefill(grid["draft_prefill_L"])
         print("timing target prefill ...", file=sys.stderr)
         pre = b.prefill(grid["prefill_B"], grid["prefill_L"])
         print("timing target verify ...", file=sys.stderr)
         ver = b.verify(grid["verify_B"], grid["verify_gamma"], grid["verify_ctx"])
         fits = {k: fit_cost(*zip(*[r[:4] for r in rows])) for k, rows in
-                (("draft_step", dsteps), ("prefill", pre), ("verify", ver))}
-        extra["measurements"] = {"draft_step": dsteps, "prefill": pre, "verify": ver}
+                (("draft_step", dsteps), ("draft_prefill", dpre), ("prefill", pre), ("verify", ver))}
+        extra["measurements"] = {"draft_step": dsteps, "draft_prefill": dpre, "prefill": pre, "verify": ver}
         extra["timing_wall_s"] = round(time.perf_counter() - t0, 1)
         write_profile(out, fits, f"Calibrated on {platform.node()} ({extra['threads']} torch threads): draft "
                                  f"{args.draft}, target {args.target}, hf backend, float32 CPU.", extra)
