@@ -4,7 +4,8 @@ Replays its share of the workload (testbed.workload.build_workload of the same s
 open-loop arrivals at T0 + arrival_s, many requests in flight. Per request: route (shared Router), PREFILL,
 then rounds: gamma from the shared window policy (testbed.rounds.RequestProgress), wait for a draft slot
 (node.draft_slots, 0 = unlimited; gamma = 0 needs none), draft for the backend's time, VERIFY, apply the
-VERIFY_RESULT, until output_tokens are produced; then RELEASE.
+VERIFY_RESULT, until output_tokens are produced; then RELEASE. A backend that really computes (hf) drafts on
+a worker thread (nodes.worker), so arrivals and results are served while a draft is computed.
 Co-located modes (run.mode fused / autoregressive, as the simulator): the rounds run at the target; the
 draft sends PREFILL, records the first token (PREFILL_DONE) and the finish (DONE, which carries the round
 counts); the target writes the rounds table and frees the request itself.
@@ -32,6 +33,7 @@ from nodes import BadMessages, StartTime, StopFlag, setup, write_json
 from nodes import protocol as P
 from nodes.backends import DraftItem, load_backend
 from nodes.clock import Lateness, monotonic, wait_readable
+from nodes.worker import ComputeWorker
 from testbed.policies.routing import Router
 from testbed.policies.window import RoundFeedback, parse_window_policy
 from testbed.rounds import RequestProgress
@@ -101,6 +103,7 @@ class DraftNode:
             self.backend = load_backend(spec.models.backend).make_draft(scenario, self.name)
         except ValueError as e:
             raise SystemExit(f"nodes.draft: {e}")
+        self.worker = ComputeWorker(self.name) if self.backend.blocking else None
         self.router = Router(spec.policy.routing, self.targets, spec.seed, self.name)
         self.policy = parse_window_policy(spec.policy.window)
         self.speculate = spec.run.mode != "autoregressive"
@@ -202,8 +205,13 @@ class DraftNode:
         t0 = self.t0
         arrivals = self.arrivals
         timers = self.timers
+        worker = self.worker
+        if worker is not None:
+            fds = fds + [worker.fd]
         while True:
             self.read_all(links)
+            if worker is not None and worker.pending:
+                self.collect_drafts()
             now = monotonic()
             while self.next_i < self.n and now >= t0 + arrivals[self.next_i]:
                 self.lateness.add(now - (t0 + arrivals[self.next_i]))
@@ -288,7 +296,21 @@ class DraftNode:
         p = req.prog
         req.state = DRAFTING
         req.draft_start = now
-        out = self.backend.draft([DraftItem(req.rid, p.produced, req.gamma, p.context())])
+        item = DraftItem(req.rid, p.produced, req.gamma, p.context())
+        if self.worker is not None:  # real compute: on the worker thread; collect_drafts() picks it up
+            self.worker.submit(req, self.backend.draft, [item])
+            return
+        self.drafted(req, self.backend.draft([item]), now)
+
+    def collect_drafts(self) -> None:
+        for req, out, err in self.worker.done():
+            if err is not None:
+                raise RuntimeError(f"nodes.draft {self.name}: the {self.backend.name} backend failed drafting "
+                                   f"request {req.rid}: {err!r}") from err
+            self.drafted(req, out, monotonic())
+
+    def drafted(self, req: Req, out, now: float) -> None:
+        """The draft's tokens exist (out.wait_s: how long the backend says they take to compute)."""
         req.tokens = out.tokens[0]
         req.topk = out.topk
         req.probs = out.probs[0] if out.probs else None
@@ -512,6 +534,8 @@ class DraftNode:
         })
         for link in self.links.values():
             link.sock.close(0)
+        if self.worker is not None:
+            self.worker.close()
         log.info("stopped (%s): %d ok, %d failed, %d unfinished of %d", why, self.n_ok, self.n_failed,
                  len(rows) - self.n_ok - self.n_failed, self.n)
 

@@ -100,6 +100,7 @@ class TargetBackend(ABC):
 
 class DraftBackend(ABC):
     name = "?"
+    blocking = False  # True: draft() computes for real inside the call (the node runs it on a worker thread)
 
     def start(self, rid: int, prompt: bytes, output_tokens: int) -> None:
         """A new request (prompt as int32 bytes)."""

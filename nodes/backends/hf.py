@@ -317,6 +317,7 @@ class _DReq:
 
 class HFDraft(DraftBackend):
     name = "hf"
+    blocking = True
 
     def __init__(self, model, tokenizer, temperature: float = 0.0, seed: int = 0, topk: int = TOPK, context_of=None):
         self.run = Runner(model)

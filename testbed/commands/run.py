@@ -1,6 +1,7 @@
 """The full experiment: resolve spec -> doctor checks -> build the network -> start targets then drafts with a
 common start time -> replay -> collect -> teardown -> simulate the same resolved spec (by default with the
-as-built, measured link delays; --sim-links configured for the configured ones) -> compare -> report.
+as-built, measured link delays; --sim-links configured for the configured ones; with real models also the
+acceptance the run showed, --sim-acceptance configured for the configured model) -> compare -> report.
 
 Writes the whole run directory (DESIGN.md "run directory contract") and logs every step to DIR/run.log.
 Ctrl-C at any point tears down what was built, keeps partial results and still writes a report of what
@@ -29,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shaping", default="auto", help="link shaping backend: auto (probe), netem, userspace")
     p.add_argument("--sim-links", choices=("measured", "configured"), default="measured",
                    help="simulate the as-built network (measured path delays, default) or the configured one")
+    p.add_argument("--sim-acceptance", choices=("as-built", "configured"), default="as-built",
+                   help="with real models (hf backend): simulate with the acceptance the emulation showed, replayed "
+                        "position by position (default), or with the configured acceptance model")
     p.add_argument("--timeout-s", type=float, default=None, help="stop the emulation this long after its start")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. simulation of the same spec (as built, or as configured)
     try:
-        _simulate(scenario, workload, out, args.sim_links, args.net, step)
+        _simulate(scenario, workload, out, args.sim_links, args.net, step, args.sim_acceptance)
     except KeyboardInterrupt:
         exit_code = 130
         step("simulation", "interrupted")
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step) -> None:
+def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step, sim_acceptance: str = "configured") -> None:
     from testbed.sim import simulate
     from testbed.spec import resolve
     from testbed.spec.asbuilt import as_built_spec, loopback_spec
@@ -126,10 +130,39 @@ def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step
             sim_scenario = resolve(spec, f"{scenario.source} (as built)")
             write_json(out / "sim_links.json", {"mode": "measured", "changes": changes})
             note = f"as-built links ({len(changes)} access links adjusted by the measured residual)"
+    if sim_acceptance == "as-built" and scenario.spec.models.backend != "profiled":
+        acc = _as_built_acceptance(sim_scenario, out)
+        if acc is not None:
+            sim_scenario = resolve(sim_scenario.spec.model_copy(update={"models": sim_scenario.spec.models.model_copy(
+                update={"acceptance": acc})}), f"{sim_scenario.source} (as-built acceptance)")
+            note += "; as-built acceptance (the emulation's rounds, replayed)"
     result = simulate(sim_scenario, workload)
     write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3), "links": note}})
     step("simulation", f"{result.summary['requests_completed']} requests, {note}")
+
+
+def _as_built_acceptance(scenario, out: Path):
+    """The emulation's accepted counts as a recorded-acceptance file (out/sim_acceptance.npz) and the
+    AcceptanceSpec that replays it; None when the emulation left no rounds."""
+    import pandas as pd
+
+    from testbed.acceptance import AcceptanceModel
+    from testbed.acceptance_recorded import save_recorded, sequences_from_rounds
+
+    rounds_p, req_p = out / "emu" / "rounds.parquet", out / "emu" / "requests.parquet"
+    if not (rounds_p.is_file() and req_p.is_file()):
+        return None
+    rounds, reqs = pd.read_parquet(rounds_p), pd.read_parquet(req_p)
+    if rounds.empty or reqs.empty:
+        return None
+    spec = scenario.spec
+    model = AcceptanceModel(spec.models.acceptance)
+    seqs, info = sequences_from_rounds(rounds, reqs, lambda rid, n: model.sequence(spec.seed, rid, n))
+    path = save_recorded(out / "sim_acceptance.npz", seqs, {"source": "emu/rounds.parquet", **info,
+                                                            "untested positions": f"configured model ({spec.models.acceptance.kind})"})
+    write_json(out / "sim_acceptance.json", {"mode": "as-built", "path": str(path), **info})
+    return spec.models.acceptance.model_copy(update={"kind": "recorded", "path": str(path.resolve())})
 
 
 def _print_comparison(out: Path) -> None:
