@@ -1,5 +1,6 @@
 """AWC evaluation: AWC vs static gamma in {2, 4, 6, 8}, the HF heuristic and the SpecDec++-like rule, over a
-grid of scenarios (RTT 5-100 ms, light to saturating load, fast / slow drafts), seeds as replicates.
+grid of scenarios (RTT 5-100 ms, light to saturating load, fast / slow drafts, iid acceptance 0.6 / 0.8 / 0.95),
+seeds as replicates.
 
 Metrics (testbed.metrics, the definitions both executors use): output token throughput, mean TPOT,
 goodput (SLO TTFT <= 2 s, TPOT <= 100 ms), each as mean and 95 % confidence interval (Student t) over seeds.
@@ -14,7 +15,6 @@ can be compared with the other's per scenario (emulated vs simulated gains).
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -27,11 +27,13 @@ import pandas as pd
 import yaml
 
 from testbed.awc.dataset import TOPOLOGY_DIR
+from testbed.awc.stats import ci95, rel_pct
 from testbed.spec import TopologySpec, resolve, spec_to_yaml
 
 POLICIES = ("awc", "static:2", "static:4", "static:6", "static:8", "hf", "specdec")
 STATICS = ("static:2", "static:4", "static:6", "static:8")
 RTTS_MS = (5, 20, 50, 100)
+ALPHAS = (0.6, 0.8, 0.95)  # iid per-token acceptance: a weak, the default and a strong draft-target pair
 LOADS = {"light": 2.0, "saturating": 16.0}  # req/s on star-4edge's one cloud-gpu verifier (~15 req/s capacity)
 DRAFTS = {"fast": "edge-npu", "slow": "edge-slow"}
 METRICS = ("output_token_throughput_tps", "tpot_mean_ms", "goodput_rps")
@@ -42,19 +44,20 @@ class Cell:
     rtt_ms: float
     load: str
     draft: str
+    alpha: float = 0.8
 
     @property
     def name(self) -> str:
-        return f"rtt{self.rtt_ms:g}-{self.load}-{self.draft}"
+        return f"rtt{self.rtt_ms:g}-{self.load}-{self.draft}-a{self.alpha:g}"
 
 
-def grid(rtts=RTTS_MS, loads=tuple(LOADS), drafts=tuple(DRAFTS)) -> list[Cell]:
-    return [Cell(r, lo, d) for r in rtts for lo in loads for d in drafts]
+def grid(rtts=RTTS_MS, loads=tuple(LOADS), drafts=tuple(DRAFTS), alphas=ALPHAS) -> list[Cell]:
+    return [Cell(r, lo, d, a) for a in alphas for r in rtts for lo in loads for d in drafts]
 
 
 def cell_spec(cell: Cell, policy: str, seed: int, n_requests: int | None = None, topology: str = "star-4edge") -> dict:
-    """star-4edge with the cell's RTT (edge link one-way delay = RTT/2 - 1 ms core link), draft profile and
-    synthetic Poisson load; outputs clipped to 256 tokens to keep runs short."""
+    """star-4edge with the cell's RTT (edge link one-way delay = RTT/2 - 1 ms core link), draft profile, iid
+    acceptance alpha and synthetic Poisson load; outputs clipped to 256 tokens to keep runs short."""
     data = yaml.safe_load((TOPOLOGY_DIR / f"{topology}.yaml").read_text())
     core = data["links"][0]["delay_ms"]
     for g in data["edges"]:
@@ -65,6 +68,7 @@ def cell_spec(cell: Cell, policy: str, seed: int, n_requests: int | None = None,
     data["workload"] = {"trace": "synthetic", "duration_s": None, "mapping": "round_robin", "max_output_tokens": 256,
                         "synthetic": {"n_requests": n, "rate_rps": rate}}
     data["policy"]["window"] = policy
+    data.setdefault("models", {})["acceptance"] = {"kind": "iid", "alpha": cell.alpha}
     data["seed"] = seed
     data["name"] = f"awc-eval-{cell.name}"
     return data
@@ -107,11 +111,16 @@ class EmuExecutor:
             (run / "input.yaml").write_text(spec_to_yaml(scenario.spec))
             subprocess.run([sys.executable, "-m", "testbed", "emulate", str(run / "input.yaml"), "--net", self.net,
                             "--out", str(run / "out"), "--quiet"], check=False, timeout=self.timeout_s)
-            return json.loads((run / "out" / "emu" / "summary.json").read_text())
+            summary = json.loads((run / "out" / "emu" / "summary.json").read_text())
+            meta = run / "out" / "meta.json"
+            if meta.is_file():  # the backends the emulation chose (network, shaping, runtime, model)
+                summary["backends"] = json.loads(meta.read_text()).get("backends") or {}
+            return summary
 
 
 def _row(cell: Cell, policy: str, seed: int, s: dict[str, Any]) -> dict[str, Any]:
-    return {"cell": cell.name, "rtt_ms": cell.rtt_ms, "load": cell.load, "draft": cell.draft, "policy": policy,
+    return {"cell": cell.name, "rtt_ms": cell.rtt_ms, "load": cell.load, "draft": cell.draft, "alpha": cell.alpha,
+            "policy": policy,
             "seed": seed, "output_token_throughput_tps": s.get("output_token_throughput_tps") or 0.0,
             "tpot_mean_ms": (s.get("tpot_ms") or {}).get("mean") or float("nan"),
             "goodput_rps": s.get("goodput_rps") or 0.0, "mean_gamma": s.get("mean_gamma") or float("nan")}
@@ -140,24 +149,15 @@ def run_grid(cells: list[Cell], policies=POLICIES, seeds=(1, 2, 3), executor: Ex
     return pd.DataFrame(rows)
 
 
-def _ci(x: np.ndarray) -> float:
-    """Half-width of the 95 % Student-t confidence interval of the mean."""
-    n = len(x)
-    if n < 2:
-        return float("nan")
-    t = {2: 12.706, 3: 4.303, 4: 3.182, 5: 2.776, 6: 2.571, 7: 2.447, 8: 2.365, 9: 2.306, 10: 2.262}.get(n, 1.96)
-    return float(t * np.std(x, ddof=1) / math.sqrt(n))
-
-
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (cell, policy): mean and CI of each metric."""
     out = []
     for (cell, pol), g in rows.groupby(["cell", "policy"], sort=False):
         r = {"cell": cell, "rtt_ms": g["rtt_ms"].iloc[0], "load": g["load"].iloc[0], "draft": g["draft"].iloc[0],
-             "policy": pol, "seeds": len(g), "mean_gamma": float(g["mean_gamma"].mean())}
+             "alpha": g["alpha"].iloc[0], "policy": pol, "seeds": len(g), "mean_gamma": float(g["mean_gamma"].mean())}
         for m in METRICS:
             r[m] = float(g[m].mean())
-            r[m + "_ci"] = _ci(g[m].to_numpy(dtype=float))
+            r[m + "_ci"] = ci95(g[m].to_numpy(dtype=float))
         out.append(r)
     return pd.DataFrame(out)
 
@@ -173,12 +173,11 @@ def gaps(summary: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
         best = st.sort_values(["goodput_rps", "output_token_throughput_tps"], ascending=False).index[0]
         per = rows[rows["cell"] == cell].pivot_table(index="seed", columns="policy",
                                                      values=["goodput_rps", "output_token_throughput_tps", "tpot_mean_ms"])
-        r: dict[str, Any] = {"cell": cell, "best_static": best}
+        r: dict[str, Any] = {"cell": cell, "alpha": g["alpha"].iloc[0], "best_static": best}
 
         def rel(pol: str, ref: str, m: str) -> tuple[float, float]:
-            a, b = per[m][pol].to_numpy(float), per[m][ref].to_numpy(float)
-            d = np.where(b > 0, 100.0 * (a - b) / np.where(b > 0, b, 1.0), 0.0)
-            return float(d.mean()), _ci(d)
+            d = rel_pct(per[m][pol], per[m][ref])
+            return float(d.mean()), ci95(d)
 
         for pol in [p for p in by.index if p not in STATICS] + ["static:4"]:
             for m, short in (("goodput_rps", "good"), ("output_token_throughput_tps", "tput"), ("tpot_mean_ms", "tpot")):
@@ -192,12 +191,12 @@ def gaps(summary: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
 
 def format_table(summary: pd.DataFrame, gap: pd.DataFrame, executor: str = "sim") -> str:
     lines = [f"AWC evaluation ({executor}); mean ± 95% CI over seeds; throughput tok/s, TPOT ms, goodput req/s"]
-    hdr = f"{'scenario':<24}{'policy':<10}{'gamma':>6}{'throughput':>18}{'TPOT':>16}{'goodput':>16}"
+    hdr = f"{'scenario':<30}{'policy':<10}{'gamma':>6}{'throughput':>18}{'TPOT':>16}{'goodput':>16}"
     for cell, g in summary.groupby("cell", sort=False):
         lines.append("")
         lines.append(hdr)
         for _, r in g.iterrows():
-            lines.append(f"{cell:<24}{r['policy']:<10}{r['mean_gamma']:>6.2f}"
+            lines.append(f"{cell:<30}{r['policy']:<10}{r['mean_gamma']:>6.2f}"
                          f"{r['output_token_throughput_tps']:>10.1f} ±{r['output_token_throughput_tps_ci']:>6.1f}"
                          f"{r['tpot_mean_ms']:>9.1f} ±{r['tpot_mean_ms_ci']:>5.1f}"
                          f"{r['goodput_rps']:>9.3f} ±{r['goodput_rps_ci']:>5.3f}")
@@ -212,18 +211,46 @@ def format_table(summary: pd.DataFrame, gap: pd.DataFrame, executor: str = "sim"
     lines.append("")
     lines.append("gap to the hindsight-best static gamma per scenario, mean of paired per-seed differences (goodput % / throughput %):")
     pols = [c[:-len("_good_vs_best_pct")] for c in gap.columns if c.endswith("_good_vs_best_pct")]
-    lines.append(f"{'scenario':<24}{'best':<10}" + "".join(f"{p:>18}" for p in pols))
+    lines.append(f"{'scenario':<30}{'best':<10}" + "".join(f"{p:>18}" for p in pols))
     for _, r in gap.iterrows():
-        lines.append(f"{r['cell']:<24}{r['best_static']:<10}" + "".join(
+        lines.append(f"{r['cell']:<30}{r['best_static']:<10}" + "".join(
             f"{r[p + '_good_vs_best_pct']:>+9.1f}/{r[p + '_tput_vs_best_pct']:>+7.1f}" for p in pols))
-    mean = {p: (gap[p + "_good_vs_best_pct"].mean(), gap[p + "_tput_vs_best_pct"].mean(),
-                gap[p + "_good_vs_best_pct"].min()) for p in pols}
-    lines.append(f"{'mean':<34}" + "".join(f"{mean[p][0]:>+9.1f}/{mean[p][1]:>+7.1f}" for p in pols))
-    lines.append(f"{'worst goodput gap':<34}" + "".join(f"{mean[p][2]:>+9.1f}{'':>8}" for p in pols))
-    if "awc_tput_vs_static4_pct" in gap:
-        diff = gap[gap["best_static"] != "static:4"]
-        if len(diff):
-            lines.append(f"AWC throughput vs static:4 where the best static window is not 4 ({len(diff)} scenarios): "
-                         f"mean {diff['awc_tput_vs_static4_pct'].mean():+.1f}%, goodput {diff['awc_good_vs_static4_pct'].mean():+.1f}%, "
-                         f"TPOT {diff['awc_tpot_vs_static4_pct'].mean():+.1f}%")
+    for label, part in _by_alpha(gap, "mean", "mean "):
+        lines.append(f"{label:<40}" + "".join(f"{part[p + '_good_vs_best_pct'].mean():>+9.1f}/"
+                                               f"{part[p + '_tput_vs_best_pct'].mean():>+7.1f}" for p in pols))
+    lines.append(f"{'worst goodput gap':<40}" + "".join(f"{gap[p + '_good_vs_best_pct'].min():>+9.1f}{'':>8}" for p in pols))
+    lines.append("")
+    lines += goal_lines(gap)
     return "\n".join(lines)
+
+
+def _by_alpha(gap: pd.DataFrame, label: str, prefix: str = "") -> list[tuple[str, pd.DataFrame]]:
+    """All scenarios (`label`), then each acceptance alpha's (when the grid has several)."""
+    parts = [(label, gap)]
+    if "alpha" in gap and gap["alpha"].nunique() > 1:
+        parts += [(f"{prefix}a={a:g}", gap[gap["alpha"] == a]) for a in gap["alpha"].unique()]
+    return parts
+
+
+def goal_lines(gap: pd.DataFrame, within_pct: float = 3.0) -> list[str]:
+    """AWC against the issue's goals, over all scenarios and per acceptance alpha: scenarios within `within_pct`
+    of the hindsight-best static window (goodput and throughput), and the throughput gain over static:4 where
+    the best static window is not 4."""
+    if "awc_good_vs_best_pct" not in gap:
+        return []
+    out = []
+    for label, g in _by_alpha(gap, "all"):
+        ok_g = int((g["awc_good_vs_best_pct"] >= -within_pct).sum())
+        ok_t = int((g["awc_tput_vs_best_pct"] >= -within_pct).sum())
+        line = (f"AWC [{label}]: within {within_pct:g}% of the hindsight-best static in {ok_g}/{len(g)} scenarios (goodput), "
+                f"{ok_t}/{len(g)} (throughput); mean gap {g['awc_good_vs_best_pct'].mean():+.1f}% goodput, "
+                f"{g['awc_tput_vs_best_pct'].mean():+.1f}% throughput")
+        d = g[g["best_static"] != "static:4"]
+        if len(d) and "awc_tput_vs_static4_pct" in d:
+            line += (f"; vs static:4 where the best static is not 4 ({len(d)} scenarios): throughput "
+                     f"{d['awc_tput_vs_static4_pct'].mean():+.1f}% (best {d['awc_tput_vs_static4_pct'].max():+.1f}%), "
+                     f"goodput {d['awc_good_vs_static4_pct'].mean():+.1f}%, TPOT {d['awc_tpot_vs_static4_pct'].mean():+.1f}%"
+                     f"; static:4's own gap to the best static there: {d['static:4_tput_vs_best_pct'].mean():+.1f}% "
+                     "throughput")
+        out.append(line)
+    return out

@@ -9,7 +9,7 @@ loads) by rollouts of every candidate window (testbed/awc/dataset.py), in parall
 default, a cluster with --address), then trains the MLP with torch, reports the data set and the
 leave-one-family-out accuracy against the oracle, and writes numpy weights (default: the shipped
 testbed/policies/awc_weights.npz). eval: AWC vs static:2/4/6/8, hf and specdec over RTT 5-100 ms,
-light / saturating load, fast / slow drafts, in simulation (or emulation with --executor emu)."""
+light / saturating load, fast / slow drafts, iid acceptance 0.6 / 0.8 / 0.95, in simulation (or emulation with --executor emu)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     e.add_argument("--net", choices=("none", "mininet"), default="mininet", help="network of the emu executor")
     e.add_argument("--address", default=None, help="Ray cluster address")
     e.add_argument("--workers", type=int, default=0, help="local Ray CPUs for the sim executor (0: serial)")
-    e.add_argument("--quick", action="store_true", help="RTT 5 and 100 ms only, 2 seeds (a smoke run)")
+    e.add_argument("--alphas", type=float, nargs="+", default=None,
+                   help="iid acceptance values of the grid (default 0.6 0.8 0.95)")
+    e.add_argument("--quick", action="store_true", help="RTT 5 and 100 ms, alpha 0.8 only, 2 seeds (a smoke run)")
     e.add_argument("--out", type=Path, default=None, help="directory for rows.csv / summary.csv / gaps.csv / table.txt")
 
 
@@ -93,11 +95,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from testbed.awc.evaluate import POLICIES, EmuExecutor, SimExecutor, format_table, gaps, grid, run_grid, summarise
+    from testbed.awc.evaluate import ALPHAS, POLICIES, EmuExecutor, SimExecutor, format_table, gaps, grid, run_grid, summarise
 
     policies = tuple(f"awc:{args.weights}" if p == "awc" and args.weights else p for p in POLICIES)
     ex = SimExecutor() if args.executor == "sim" else EmuExecutor(net=args.net)
-    cells = grid(rtts=(5, 100)) if args.quick else grid()
+    alphas = tuple(args.alphas) if args.alphas else ((0.8,) if args.quick else ALPHAS)
+    cells = grid(rtts=(5, 100), alphas=alphas) if args.quick else grid(alphas=alphas)
     seeds = tuple(range(1, (2 if args.quick else args.seeds) + 1))
     t0 = time.perf_counter()
     rows = run_grid(cells, policies, seeds, ex, workers=args.workers, address=args.address,
