@@ -58,11 +58,11 @@ experiment: $(STAMP)
 validate: $(STAMP)
 	$(PY) bench/validate.py
 
-## make awc-eval: AWC vs static / hf / specdec in simulation (table with CIs, gap to the best static window)
+## make awc-eval: AWC vs static / hf / specdec in simulation, 48 scenarios (RTT x load x draft x alpha), CIs, gaps
 awc-eval: $(STAMP)
 	$(PY) bench/bench_awc.py --seeds 3
 
-## make awc-emu: AWC's gain over static gamma=4, simulated and emulated on the same specs (validation)
+## make awc-emu: gains over static gamma=4 simulated vs emulated per scenario (~20 min; report in runs/awc-emu-check)
 awc-emu: $(STAMP)
 	$(PY) bench/awc_emu_check.py
 
