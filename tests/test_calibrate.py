@@ -123,3 +123,13 @@ def test_acceptance_from_rounds_replays_the_run(tmp_path):
     assert info["positions_filled"] > 0  # bonus positions were never tested
     # tested rejections are kept even where the fallback says "accept"
     assert not seqs[7][3] and not seqs[9][1]
+
+
+def test_max_ctx_clips_every_context_axis():
+    from testbed.commands.calibrate import CONTEXT_AXES, GRID_FULL, _clip_grid
+
+    g = _clip_grid(GRID_FULL, 256)
+    for k in CONTEXT_AXES:
+        assert g[k] and max(g[k]) <= 256, k
+    assert g["verify_B"] == GRID_FULL["verify_B"] and g["verify_gamma"] == GRID_FULL["verify_gamma"]
+    assert _clip_grid(GRID_FULL, 8)["verify_ctx"] == [8]  # never an empty axis

@@ -321,3 +321,13 @@ def test_run_with_real_models_simulates_the_acceptance_it_showed(tiny, tmp_path)
     assert p2.returncode == 0, p2.stderr[-2000:]
     sim2 = pd.read_parquet(tmp_path / "sim2" / "sim" / "rounds.parquet").sort_values(key)
     assert sim2["accepted"].tolist() != emu.sort_values(key)["accepted"].tolist()
+
+
+def test_warmup_leaves_no_state(tiny):
+    d, dd, _ = tiny
+    tm, _ = load(d)
+    dm, dtok = load(dd)
+    t, dr = hf.HFTarget(tm), hf.HFDraft(dm, dtok)
+    t.warmup()
+    dr.warmup()
+    assert t.reqs == {} and dr.reqs == {} and dr._prompts is not None

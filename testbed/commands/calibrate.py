@@ -22,8 +22,9 @@ from pathlib import Path
 
 from testbed.errors import InputError
 
-GRID_FULL = {"draft_ctx": [64, 256, 1024, 2048], "draft_prefill_L": [16, 64, 256, 1024], "prefill_B": [1, 2, 4], "prefill_L": [64, 256, 1024],
-             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [64, 256, 1024, 2048], "reps": 3}
+GRID_FULL = {"draft_ctx": [64, 128, 256, 1024, 2048], "draft_prefill_L": [16, 64, 128, 256, 1024],
+             "prefill_B": [1, 2, 4], "prefill_L": [16, 64, 128, 256, 1024],
+             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [64, 128, 256, 1024, 2048], "reps": 3}
 GRID_QUICK = {"draft_ctx": [128, 512], "draft_prefill_L": [32, 256], "prefill_B": [1, 2], "prefill_L": [64, 256],
               "verify_B": [1, 2, 4], "verify_gamma": [2, 4], "verify_ctx": [128, 512], "reps": 1}
 
@@ -40,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--topology", default=None, help="record the requests of this topology's workload instead (ids match its runs)")
     p.add_argument("--max-prompt", type=int, default=1024, help="clip recorded prompts to this many tokens")
     p.add_argument("--max-output", type=int, default=128, help="clip recorded outputs to this many tokens")
+    p.add_argument("--max-ctx", type=int, default=None, metavar="N",
+                   help="time only contexts / prompt lengths up to N tokens: a linear fit is best where it was measured, so "
+                        "calibrate for the contexts your runs have (e.g. 256 for topologies/hf-pair.yaml)")
     p.add_argument("--skip-timing", action="store_true", help="only record acceptance")
 
 
@@ -60,12 +64,25 @@ def _requests(args, n: int) -> list[tuple[int, int, int]]:
     return [(int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(tr.output_tokens[i])) for i in range(len(tr))]
 
 
+CONTEXT_AXES = ("draft_ctx", "draft_prefill_L", "prefill_L", "verify_ctx")
+
+
+def _clip_grid(grid: dict, max_ctx: int) -> dict:
+    """The grid without contexts / lengths above max_ctx (max_ctx itself is added where an axis would be empty)."""
+    out = dict(grid)
+    for k in CONTEXT_AXES:
+        out[k] = [v for v in grid[k] if v <= max_ctx] or [max_ctx]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from nodes import models as M
 
     M.require_torch(args.target)
     M.check_pair(args.draft, args.target)  # paths, deps, memory, tokenizer: before any measurement
     grid = GRID_QUICK if args.quick else GRID_FULL
+    if args.max_ctx:
+        grid = _clip_grid(grid, args.max_ctx)
     stem = "hf-" + Path(args.target).name.replace(".", "-")
     out = args.out or (Path(__file__).resolve().parent.parent / "profiles" / f"{stem}.yaml")
     n_rec = args.record if args.record is not None else (4 if args.quick else 24)
