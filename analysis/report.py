@@ -375,6 +375,33 @@ def links_table(run: Path) -> str:
     return "".join(out)
 
 
+def interference(run: Path, meta: dict[str, Any]) -> str:
+    """Real models only: how much co-located compute slowed verify batches and drafts (analysis.compute_overlap)."""
+    if ((meta.get("backends") or {}).get("model") or "profiled") == "profiled":
+        return ""
+    from analysis.compute_overlap import overlap_stats
+
+    st = overlap_stats(run / "emu")
+    if not st:
+        return ""
+    h = ("<h2 id='interference'>Compute interference on this host</h2><p class='sub'>Real models: every node "
+         "computed on this machine, so a verify batch running while a draft computes shares cores, caches and memory "
+         "bandwidth with it (separate edge and cloud machines would not; the simulator has no such term). Mean "
+         f"durations alone (&lt; {100 * st['thresholds']['alone_below']:.0f} % overlap) vs together (&gt; "
+         f"{100 * st['thresholds']['together_above']:.0f} %).</p>")
+    rows = [f"<tr><td class='txt'>verify, batch {c['batch_size']}, {c['tokens']} tokens</td><td>{fmt(c['alone_ms'])} "
+            f"({c['alone_n']})</td><td>{fmt(c['together_ms'])} ({c['together_n']})</td><td>{fmt(c['ratio'])}</td></tr>"
+            for c in st["verify_classes"]]
+    d = st["draft"]
+    rows.append(f"<tr><td class='txt'>draft, ms per token (rounds after the first)</td><td>{fmt(d['alone_ms'])} "
+                f"({d['alone_n']})</td><td>{fmt(d['together_ms'])} ({d['together_n']})</td><td>{fmt(d['ratio'])}</td></tr>")
+    share = st.get("verify_overlapped_share")
+    note = (f"<p class='sub'>{100 * share:.0f} % of verify batches overlapped a draft for more than half their time.</p>"
+            if share is not None else "")
+    return (h + "<table id='interference-table'><tr><th class='txt'>what</th><th>alone ms (n)</th><th>together ms (n)"
+                "</th><th>ratio</th></tr>" + "".join(rows) + "</table>" + note)
+
+
 def details(run: Path, meta: dict[str, Any], doc: dict[str, Any]) -> str:
     tol = "".join(f"<tr><td class='txt'>{esc(t['statistic'])}</td><td>{_tol(t['tolerance'])}</td></tr>"
                   for t in doc["tolerance_table"])
@@ -422,7 +449,8 @@ def build(run: Path, write_compare: bool = True) -> dict[str, Any]:
                      (("comparison", "comparison"), ("plots", "plots"), ("nodes", "per node"), ("links", "network"),
                       ("details", "details")))
     body = "".join([header(run, meta, doc), f"<p class='sub'>{nav}</p>", status(run, doc, sim, emu),
-                    headline_cards(doc), comparison_table(doc), figures(imgs), node_tables(doc), links_table(run), details(run, meta, doc)])
+                    headline_cards(doc), comparison_table(doc), figures(imgs), node_tables(doc), links_table(run),
+                    interference(run, meta), details(run, meta, doc)])
     elapsed = time.perf_counter() - t0
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"

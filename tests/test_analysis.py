@@ -318,3 +318,28 @@ def test_report_emu_tables_empty(sim_runs, tmp_path):
     assert page.count("data:image/png;base64,") == 5
     doc = json.loads((run / "compare.json").read_text())
     assert row(doc, "ttft_ms.mean")["emu"] is None and row(doc, "ttft_ms.mean")["pass"] is False
+
+
+def test_compute_overlap_measures_interference(tmp_path):
+    """Verify batches that ran during a draft took 1.5x as long: the ratio says so; drafts alone vs during a
+    batch likewise."""
+    import pandas as pd
+
+    from analysis.compute_overlap import overlap_stats
+
+    emu = tmp_path / "emu"
+    emu.mkdir()
+    # request 1 drafts in [0, 1) and [3, 4) ; batches: alone ones at 1..1.1, 4..4.1 (100 ms), overlapped ones
+    # at 0.2..0.35 and 3.2..3.35 (150 ms)
+    batches = pd.DataFrame({"target": "c", "kind": "verify", "start_s": [1.0, 4.0, 0.2, 3.2],
+                            "end_s": [1.1, 4.1, 0.35, 3.35], "size": 1, "tokens": 5})
+    rounds = pd.DataFrame({"request_id": [1, 1, 1], "round": [0, 1, 2], "gamma": [4, 4, 4],
+                           "draft_start_s": [0.0, 3.0, 6.0], "send_s": [1.0, 4.0, 6.2]})
+    batches.to_parquet(emu / "batches.parquet")
+    rounds.to_parquet(emu / "rounds.parquet")
+    st = overlap_stats(emu)
+    (c,) = st["verify_classes"]
+    assert c["alone_n"] == 2 and c["together_n"] == 2
+    assert c["ratio"] == pytest.approx(1.5) and st["verify_ratio"] == pytest.approx(1.5)
+    # rounds after the first: round 1 (during batch 3.2-3.35: 15 % -> neither), round 2 alone (50 ms/token)
+    assert st["draft"]["alone_n"] == 1 and st["draft"]["alone_ms"] == pytest.approx(50.0)
