@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate awc-eval awc-emu doctor cleanup clean
+.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate hf-fidelity awc-eval awc-emu doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,10 @@ experiment: $(STAMP)
 ## make validate: fidelity of emulation vs simulation across the shipped topologies at two loads
 validate: $(STAMP)
 	$(PY) bench/validate.py
+
+## make hf-fidelity: real models (make models) emulated vs simulated, 1 and 2 edges, calibrated first (~15 min)
+hf-fidelity: models
+	$(PY) bench/hf_fidelity.py
 
 ## make awc-eval: AWC vs static / hf / specdec in simulation, 48 scenarios (RTT x load x draft x alpha), CIs, gaps
 awc-eval: $(STAMP)

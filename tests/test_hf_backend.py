@@ -331,3 +331,40 @@ def test_warmup_leaves_no_state(tiny):
     t.warmup()
     dr.warmup()
     assert t.reqs == {} and dr.reqs == {} and dr._prompts is not None
+
+
+def test_calibrate_end_to_end_with_tiny_models(tiny, tmp_path):
+    """`testbed calibrate` on tiny models: every term fitted (draft_prefill included), the profile loads, the
+    recorded acceptance covers the topology's requests."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    from testbed.acceptance_recorded import RecordedAcceptance
+    from testbed.compute import ComputeModel, load_profile_file
+
+    d, dd, _ = tiny
+    root = Path(__file__).resolve().parents[1]
+    topo = tmp_path / "t.yaml"
+    topo.write_text(yaml.safe_dump({
+        "name": "cal", "nodes": [{"name": "e", "role": "draft"}, {"name": "c", "role": "target"}],
+        "links": [{"a": "e", "b": "c", "delay_ms": 1}],
+        "workload": {"trace": "synthetic", "duration_s": None,
+                     "synthetic": {"n_requests": 3, "rate_rps": 1, "prompt_mean": 10, "output_mean": 12}},
+        "models": {"backend": "hf", "draft": str(dd), "target": str(d)}}))
+    out = tmp_path / "prof" / "tiny.yaml"
+    p = subprocess.run([sys.executable, "-m", "testbed", "calibrate", "--draft", str(dd), "--target", str(d), "--quick",
+                        "--max-ctx", "64", "--record", "3", "--topology", str(topo), "--out", str(out)],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    cm = ComputeModel.from_spec("tiny", load_profile_file(out))
+    assert cm.draft_prefill is not None and cm.verify_time(1, 5, 32) > 0
+    side = json.loads(out.with_suffix(".fit.json").read_text())
+    assert set(side["measurements"]) == {"draft_step", "draft_prefill", "prefill", "verify"}
+    assert max(r[2] / r[0] for r in side["measurements"]["verify"]) <= 64  # --max-ctx held
+    assert side["estimator"] == "median of 1"
+    rec = RecordedAcceptance(out.with_suffix(".acceptance.npz"))
+    assert len(rec) == 3 and rec.meta["mode"].startswith("greedy, draft stepped")

@@ -24,7 +24,7 @@ from testbed.errors import InputError
 
 GRID_FULL = {"draft_ctx": [64, 128, 256, 1024, 2048], "draft_prefill_L": [16, 64, 128, 256, 1024],
              "prefill_B": [1, 2, 4], "prefill_L": [16, 64, 128, 256, 1024],
-             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [64, 128, 256, 1024, 2048], "reps": 3}
+             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [64, 128, 256, 1024, 2048], "reps": 5}
 GRID_QUICK = {"draft_ctx": [128, 512], "draft_prefill_L": [32, 256], "prefill_B": [1, 2], "prefill_L": [64, 256],
               "verify_B": [1, 2, 4], "verify_gamma": [2, 4], "verify_ctx": [128, 512], "reps": 1}
 
@@ -44,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-ctx", type=int, default=None, metavar="N",
                    help="time only contexts / prompt lengths up to N tokens: a linear fit is best where it was measured, so "
                         "calibrate for the contexts your runs have (e.g. 256 for topologies/hf-pair.yaml)")
+    p.add_argument("--estimator", choices=("median", "min"), default="median",
+                   help="per grid point: median of the repetitions (typical time, default) or minimum (best case; for a "
+                        "machine busy with other jobs)")
     p.add_argument("--skip-timing", action="store_true", help="only record acceptance")
 
 
@@ -99,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         extra["threads"] = torch.get_num_threads()
         tm, ttok, _ = M.load_model(args.target)
         dm, _, _ = M.load_model(args.draft)
-        b = Bench(tm, dm, ttok, reps=grid["reps"])
+        b = Bench(tm, dm, ttok, reps=grid["reps"], estimator=args.estimator)
+        extra["estimator"] = f"{args.estimator} of {grid['reps']}"
         t0 = time.perf_counter()
         print("timing draft steps ...", file=sys.stderr)
         dsteps = b.draft_steps(grid["draft_ctx"])

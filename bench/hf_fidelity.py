@@ -1,0 +1,105 @@
+"""Real-model fidelity (`make hf-fidelity`): the hf backend emulated vs DSD-Sim with a calibrated profile.
+
+    python bench/hf_fidelity.py [--edges 1 2] [--seeds 1 2] [--profile P.yaml] [--out runs/hf-fidelity]
+
+1. Calibrates the shipped pair on this machine now (`testbed calibrate --threads 1 --max-ctx 256
+   --record 0`, ~4 min) into OUT/profile.yaml, unless --profile gives one. Calibrating right before the runs
+   matters on a shared machine: its speed drifts by ~10 % over an hour with other jobs, and the
+   simulator can only be as right as the profile is for the runs it is compared with.
+2. Runs `testbed run topologies/hf-pair.yaml --net none` for each number of edges and seed, with that
+   profile on every node (the simulation replays the emulation's acceptance, `--sim-acceptance as-built`,
+   so the comparison is of compute and network timing).
+3. Prints request throughput, mean TPOT and mean TTFT errors (emulated vs simulated; goal: throughput and
+   TPOT within 10 %) with the compute interference measured in each run (analysis.compute_overlap), and
+   writes OUT/summary.json.
+
+Needs `make models`. Timing-sensitive: run it on a quiet machine (or under the same lock as other
+measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+METRICS = {"request_throughput_rps": "throughput", "tpot_ms.mean": "TPOT", "ttft_ms.mean": "TTFT"}
+GOAL = {"request_throughput_rps": 0.10, "tpot_ms.mean": 0.10}
+
+
+def _metric(doc: dict, name: str) -> dict:
+    return next((m for m in doc["metrics"] if m["metric"] == name), {})
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--edges", type=int, nargs="+", default=[1, 2], help="edges sharing the verifier")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2], help="workload / run seeds")
+    ap.add_argument("--profile", type=Path, default=None, help="use this profile instead of calibrating now")
+    ap.add_argument("--out", type=Path, default=ROOT / "runs/hf-fidelity")
+    args = ap.parse_args()
+    from analysis.compute_overlap import overlap_stats
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    profile = args.profile
+    if profile is None:
+        profile = args.out / "profile.yaml"
+        print(f"== calibrating into {profile} (~4 min)", flush=True)
+        t = time.monotonic()
+        r = subprocess.run([sys.executable, "-m", "testbed", "calibrate", "--threads", "1", "--max-ctx", "256",
+                            "--record", "0", "--out", str(profile)], cwd=ROOT, capture_output=True, text=True)
+        if r.returncode != 0:
+            print(f"calibration failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}", file=sys.stderr)
+            return r.returncode
+        print(r.stdout.strip(), f"\n   ({time.monotonic() - t:.0f} s)", flush=True)
+    profile = profile.resolve()
+    rows = []
+    for seed in args.seeds:
+        for edges in args.edges:
+            out = args.out / f"e{edges}-s{seed}"
+            cmd = [sys.executable, "-m", "testbed", "run", str(ROOT / "topologies/hf-pair.yaml"), "--net", "none",
+                   "--quiet", "--out", str(out), "--set", f"seed={seed}", "--set", f"edges.0.count={edges}",
+                   "--set", f"edges.0.profile={profile}", "--set", f"nodes.0.profile={profile}"]
+            print(f"== {edges} edge(s), seed {seed}", flush=True)
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            doc_path = out / "compare.json"
+            if not doc_path.is_file():
+                print(f"   failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
+                rows.append({"edges": edges, "seed": seed, "error": r.returncode})
+                continue
+            doc = json.loads(doc_path.read_text())
+            row = {"edges": edges, "seed": seed, "exit": r.returncode}
+            for m in METRICS:
+                e = _metric(doc, m)
+                row[m] = {"sim": e.get("sim"), "emu": e.get("emu"), "rel_error": e.get("rel_error")}
+            ov = overlap_stats(out / "emu") or {}
+            row["interference_verify"] = ov.get("verify_ratio")
+            row["interference_draft"] = (ov.get("draft") or {}).get("ratio")
+            rows.append(row)
+    print(f"\n{'edges':>5} {'seed':>4} " + " ".join(f"{v:>11}" for v in METRICS.values())
+          + "  interference verify / draft")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['edges']:>5} {row['seed']:>4}  failed")
+            continue
+        cells = []
+        for m in METRICS:
+            e = row[m]["rel_error"]
+            mark = "" if m not in GOAL or e is None else (" ✔" if abs(e) <= GOAL[m] else " ✘")
+            cells.append(f"{'–' if e is None else f'{100 * e:+.1f} %'}{mark}".rjust(11))
+        iv, idr = row["interference_verify"], row["interference_draft"]
+        print(f"{row['edges']:>5} {row['seed']:>4} " + " ".join(cells)
+              + f"  {'–' if iv is None else f'{iv:.2f}'} / {'–' if idr is None else f'{idr:.2f}'}")
+    (args.out / "summary.json").write_text(json.dumps({"profile": str(profile), "goal": GOAL, "runs": rows}, indent=1) + "\n")
+    print(f"\nsummary in {args.out / 'summary.json'}; goal: throughput and mean TPOT within 10 % (✔ / ✘)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
