@@ -107,3 +107,14 @@ def test_cli_bad_spec_exits_2_and_writes_nothing(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "bogus: unknown key" in r.stderr
     assert not out.exists()
+
+
+def test_real_model_drafts_get_one_slot():
+    """A real model computes one draft at a time: unlimited slots (0) resolve to 1 with the hf backend, so the
+    simulator does not draft in parallel where the node cannot; an explicit value is kept."""
+    plain = load_scenario(ROOT / "topologies/star-4edge.yaml")
+    assert all(plain.node(d).draft_slots == 0 for d in plain.drafts)
+    hf = load_scenario(ROOT / "topologies/star-4edge.yaml", ["models.backend=hf"])
+    assert all(hf.node(d).draft_slots == 1 for d in hf.drafts)
+    two = load_scenario(ROOT / "topologies/star-4edge.yaml", ["models.backend=hf", "edges.0.draft_slots=2"])
+    assert all(two.node(d).draft_slots == 2 for d in two.drafts)

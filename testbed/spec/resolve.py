@@ -82,6 +82,8 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
                 upd["profile"] = DEFAULT_PROFILE[n.role]
             if n.model is None:
                 upd["model"] = spec.models.draft if n.role == "draft" else spec.models.target
+            if n.role == "draft" and n.draft_slots == 0 and spec.models.backend != "profiled":
+                upd["draft_slots"] = 1  # a real model computes one draft at a time (nodes/worker.py)
         n = n.model_copy(update=upd) if upd else n
         filled.append(n)
         by_name[n.name] = n

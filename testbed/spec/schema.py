@@ -43,7 +43,7 @@ class NodeSpec(Frozen):
     profile: str | None = Field(None, description="Compute profile name (testbed/profiles/*.yaml or the spec's `profiles`); default: edge-cpu for drafts, cloud-gpu for targets")
     model: str | None = Field(None, description="Model this node runs (hf backend); default: models.draft / models.target")
     cpu_share: float | None = Field(None, gt=0, le=64, description="CPU limit in cores for the node's process (emulation); null = no limit")
-    draft_slots: int = Field(0, ge=0, le=4096, description="Drafting jobs a draft node runs at once (0 = one per request, no contention)")
+    draft_slots: int = Field(0, ge=0, le=4096, description="Drafting jobs a draft node runs at once (0 = one per request, no contention; with a real-model backend 0 resolves to 1: one model computes one draft at a time)")
 
 
 class EdgeGroupSpec(Frozen):
@@ -53,7 +53,7 @@ class EdgeGroupSpec(Frozen):
     profile: str | None = Field(None, description="Compute profile of each generated node")
     model: str | None = Field(None, description="Model of each generated node")
     cpu_share: float | None = Field(None, gt=0, le=64, description="CPU limit in cores of each generated node")
-    draft_slots: int = Field(0, ge=0, le=4096, description="Drafting jobs each node runs at once (0 = unlimited)")
+    draft_slots: int = Field(0, ge=0, le=4096, description="Drafting jobs each node runs at once (0 = unlimited; with a real-model backend 0 resolves to 1)")
     link: EdgeLinkSpec = Field(description="The link from each generated node to `link.to`")
 
 
