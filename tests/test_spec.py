@@ -118,3 +118,12 @@ def test_real_model_drafts_get_one_slot():
     assert all(hf.node(d).draft_slots == 1 for d in hf.drafts)
     two = load_scenario(ROOT / "topologies/star-4edge.yaml", ["models.backend=hf", "edges.0.draft_slots=2"])
     assert all(two.node(d).draft_slots == 2 for d in two.drafts)
+
+
+def test_uncalibrated_profiles_with_real_models_are_named():
+    from testbed.commands.common import uncalibrated_nodes
+
+    assert uncalibrated_nodes(load_scenario(ROOT / "topologies/star-4edge.yaml")) == []  # profiled: nothing to say
+    hf = load_scenario(ROOT / "topologies/star-4edge.yaml", ["models.backend=hf"])
+    assert set(uncalibrated_nodes(hf)) == set(hf.drafts) | set(hf.targets)
+    assert uncalibrated_nodes(load_scenario(ROOT / "topologies/hf-pair.yaml")) == []

@@ -53,11 +53,29 @@ def progress_bar(description: str, console: Console | None = None) -> Progress:
                     transient=False, refresh_per_second=4)
 
 
+def uncalibrated_nodes(scenario: Scenario) -> list[str]:
+    """Real-model nodes whose compute profile was not calibrated (`testbed calibrate` writes descriptions that
+    start with "Calibrated"): the simulator would time them with a made-up profile."""
+    if scenario.spec.models.backend == "profiled":
+        return []
+    profiles = scenario.spec.profiles
+    return [n.name for n in scenario.nodes if n.role in ("draft", "target")
+            and not (profiles.get(n.profile) and profiles[n.profile].description.startswith("Calibrated"))]
+
+
 def check_models(scenario: Scenario) -> None:
     """hf backend: every draft/target model pair loads, fits in memory and shares a tokenizer, before anything
-    is built (the shipped models are materialised here, so the slow first load happens now)."""
+    is built (the shipped models are materialised here, so the slow first load happens now). Warns when a node's
+    compute profile was not calibrated for real models."""
     if scenario.spec.models.backend != "hf":
         return
+    odd = uncalibrated_nodes(scenario)
+    if odd:
+        names = ", ".join(odd[:4]) + (f" and {len(odd) - 4} more" if len(odd) > 4 else "")
+        print(f"warning: {names}: real models, but compute profiles that were not calibrated for them "
+              f"({', '.join(sorted({scenario.node(n).profile for n in odd}))}); the simulated side of a comparison "
+              "will not describe this emulation. `python -m testbed calibrate` writes one (see topologies/hf-pair.yaml).",
+              file=sys.stderr)
     from nodes.models import check_pair
 
     # resolve() filled every draft's and target's model; a fused target drafts with models.draft
