@@ -29,12 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench._experiment import run_experiment  # noqa: E402
+
 METRICS = {"request_throughput_rps": "throughput", "tpot_ms.mean": "TPOT", "ttft_ms.mean": "TTFT"}
 GOAL = {"request_throughput_rps": 0.10, "tpot_ms.mean": 0.10}
-
-
-def _metric(doc: dict, name: str) -> dict:
-    return next((m for m in doc["metrics"] if m["metric"] == name), {})
 
 
 def main() -> int:
@@ -63,20 +61,15 @@ def main() -> int:
     for seed in args.seeds:
         for edges in args.edges:
             out = args.out / f"e{edges}-s{seed}"
-            cmd = [sys.executable, "-m", "testbed", "run", str(ROOT / "topologies/hf-pair.yaml"), "--net", "none",
-                   "--quiet", "--out", str(out), "--set", f"seed={seed}", "--set", f"edges.0.count={edges}",
-                   "--set", f"edges.0.profile={profile}", "--set", f"nodes.0.profile={profile}"]
             print(f"== {edges} edge(s), seed {seed}", flush=True)
-            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            doc_path = out / "compare.json"
-            if not doc_path.is_file():
-                print(f"   failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
+            by, r = run_experiment(ROOT / "topologies/hf-pair.yaml", out, [
+                f"seed={seed}", f"edges.0.count={edges}", f"edges.0.profile={profile}", f"nodes.0.profile={profile}"], "none")
+            if by is None:
                 rows.append({"edges": edges, "seed": seed, "error": r.returncode})
                 continue
-            doc = json.loads(doc_path.read_text())
             row = {"edges": edges, "seed": seed, "exit": r.returncode}
             for m in METRICS:
-                e = _metric(doc, m)
+                e = by.get(m, {})
                 row[m] = {"sim": e.get("sim"), "emu": e.get("emu"), "rel_error": e.get("rel_error")}
             ov = overlap_stats(out / "emu") or {}
             row["interference_verify"] = ov.get("verify_ratio")

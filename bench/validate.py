@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench._experiment import run_experiment  # noqa: E402
 TOPOLOGIES = ["star-4edge", "star-16edge", "two-tier", "hetero-edge", "multi-cloud"]
 LOADS = {"light": 0.5, "heavy": 1.0}  # workload.rate_scale on the Azure conversation trace
 # judged against the tolerances of analysis/compare.py (compare.json's "tolerance" / "pass" per metric)
@@ -30,18 +32,12 @@ def main() -> int:
     for topo in args.topologies:
         for load, scale in LOADS.items():
             out = args.out / f"{topo}-{load}"
-            cmd = [sys.executable, "-m", "testbed", "run", str(ROOT / f"topologies/{topo}.yaml"), "--net", args.net,
-                   "--out", str(out), "--quiet", "--set", f"workload.trace={args.trace}",
-                   "--set", f"workload.duration_s={args.duration}", "--set", f"workload.rate_scale={scale}"]
             print(f"== {topo} {load} (rate x{scale})", flush=True)
-            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-            doc_path = out / "compare.json"
-            if not doc_path.is_file():
-                print(f"   failed (exit {r.returncode}): {r.stderr.strip().splitlines()[-1:]}")
+            by, r = run_experiment(ROOT / f"topologies/{topo}.yaml", out, [
+                f"workload.trace={args.trace}", f"workload.duration_s={args.duration}", f"workload.rate_scale={scale}"], args.net)
+            if by is None:
                 rows.append({"topology": topo, "load": load, "error": r.stderr[-500:]})
                 continue
-            doc = json.loads(doc_path.read_text())
-            by = {m["metric"]: m for m in doc["metrics"]}
             row = {"topology": topo, "load": load, "exit": r.returncode}
             for key in METRICS:
                 row[key] = by.get(key, {}).get("rel_error")
