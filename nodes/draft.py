@@ -300,22 +300,25 @@ class DraftNode:
         if self.worker is not None:  # real compute: on the worker thread; collect_drafts() picks it up
             self.worker.submit(req, self.backend.draft, [item])
             return
-        self.drafted(req, self.backend.draft([item]), now)
+        out = self.backend.draft([item])
+        self.take_draft(req, out)
+        self.seq += 1
+        heapq.heappush(self.timers, (now + out.wait_s, self.seq, req))  # the backend's compute time
 
     def collect_drafts(self) -> None:
+        """Drafts the worker finished: their compute already took its time, so they go out now."""
         for req, out, err in self.worker.done():
             if err is not None:
                 raise RuntimeError(f"nodes.draft {self.name}: the {self.backend.name} backend failed drafting "
                                    f"request {req.rid}: {err!r}") from err
-            self.drafted(req, out, monotonic())
+            self.take_draft(req, out)
+            self.on_drafted(req, monotonic())
 
-    def drafted(self, req: Req, out, now: float) -> None:
-        """The draft's tokens exist (out.wait_s: how long the backend says they take to compute)."""
+    @staticmethod
+    def take_draft(req: Req, out) -> None:
         req.tokens = out.tokens[0]
         req.topk = out.topk
         req.probs = out.probs[0] if out.probs else None
-        self.seq += 1
-        heapq.heappush(self.timers, (now + out.wait_s, self.seq, req))
 
     def on_drafted(self, req: Req, now: float) -> None:
         if not req.status:  # the finished draft goes out first, then the slot passes on
