@@ -23,6 +23,14 @@ def add_topology(p: argparse.ArgumentParser) -> None:
                    help="skip malformed trace rows (their count is printed and recorded in meta.json) instead of failing")
 
 
+def add_network(p: argparse.ArgumentParser, default: str) -> None:
+    """--net / --shaping, shared by `emulate` (default none) and `run` (default mininet)."""
+    p.add_argument("--net", choices=("mininet", "none"), default=default,
+                   help="mininet: emulated hosts and shaped links (needs root); none: every node a local process on "
+                        f"127.0.0.1, no shaping (default: {default})")
+    p.add_argument("--shaping", default="auto", help="link shaping backend for --net mininet: auto (probe), netem, userspace")
+
+
 def scenario_from(args: argparse.Namespace) -> Scenario:
     extra = ["workload.skip_bad_rows=true"] if getattr(args, "skip_bad_rows", False) else []
     return load_scenario(args.topology, [*args.overrides, *extra])

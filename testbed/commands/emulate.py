@@ -11,7 +11,7 @@ import argparse
 
 from rich.console import Console
 
-from testbed.commands.common import add_topology, check_models, out_dir, report_skipped, scenario_from
+from testbed.commands.common import add_network, add_topology, check_models, out_dir, report_skipped, scenario_from
 from testbed.emu.net import make_network
 from testbed.emu.orchestrate import EmulateOptions, check_supported, emulate, emulation_backends
 from testbed.rundir import prepare, update_meta
@@ -20,9 +20,7 @@ from testbed.workload import build_workload
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_topology(p)
-    p.add_argument("--net", choices=("none", "mininet"), default="none",
-                   help="none: every node a local process on 127.0.0.1, no shaping; mininet: emulated hosts and links")
-    p.add_argument("--shaping", default="auto", help="link shaping backend for --net mininet (auto, netem, userspace)")
+    add_network(p, "none")
     p.add_argument("--on-crash", choices=("stop", "continue"), default="stop",
                    help="stop: a node that dies stops the run (default); continue: the others carry on "
                         "(fault experiments: targets free a dead draft's state, drafts fail a dead target's requests)")

@@ -18,16 +18,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from testbed.commands.common import add_topology, check_models, out_dir, report_skipped, scenario_from
+from testbed.commands.common import add_network, add_topology, check_models, out_dir, report_skipped, scenario_from
 from testbed.rundir import prepare, update_meta, write_json, write_results
 from testbed.workload import build_workload
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_topology(p)
-    p.add_argument("--net", choices=("mininet", "none"), default="mininet",
-                   help="mininet: emulated hosts and shaped links (needs root); none: loopback processes, no shaping")
-    p.add_argument("--shaping", default="auto", help="link shaping backend: auto (probe), netem, userspace")
+    add_network(p, "mininet")
     p.add_argument("--sim-links", choices=("measured", "configured"), default="measured",
                    help="simulate the as-built network (measured path delays, default) or the configured one")
     p.add_argument("--sim-acceptance", choices=("as-built", "configured"), default="as-built",
@@ -112,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step, sim_acceptance: str = "configured") -> None:
+def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step, sim_acceptance: str) -> None:
     from testbed.sim import simulate
     from testbed.spec import resolve
     from testbed.spec.asbuilt import as_built_spec, loopback_spec

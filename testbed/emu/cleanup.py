@@ -81,11 +81,16 @@ def kill_namespace_processes(holder_pids: list[int]) -> int:
     return len(victims)
 
 
-def _links() -> list[str]:
+def _ours(directory: str) -> list[str]:
+    """Entries of `directory` named with the testbed's prefix (none when it cannot be read)."""
     try:
-        return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(PREFIX))
+        return sorted(n for n in os.listdir(directory) if n.startswith(PREFIX))
     except OSError:
         return []
+
+
+def _links() -> list[str]:
+    return _ours("/sys/class/net")
 
 
 def _is_bridge(name: str) -> bool:
@@ -126,10 +131,7 @@ def _kill_cgroup_tasks(path: Path) -> None:
 
 
 def _netns_named() -> list[str]:
-    try:
-        return sorted(n for n in os.listdir("/var/run/netns") if n.startswith(PREFIX))
-    except OSError:
-        return []
+    return _ours("/var/run/netns")
 
 
 def cleanup_tag(tag: str) -> None:
