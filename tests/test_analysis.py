@@ -343,3 +343,17 @@ def test_compute_overlap_measures_interference(tmp_path):
     assert c["ratio"] == pytest.approx(1.5) and st["verify_ratio"] == pytest.approx(1.5)
     # rounds after the first: round 1 (during batch 3.2-3.35: 15 % -> neither), round 2 alone (50 ms/token)
     assert st["draft"]["alone_n"] == 1 and st["draft"]["alone_ms"] == pytest.approx(50.0)
+
+
+def test_overlap_fraction_equals_the_pairwise_sum():
+    """The prefix-integral overlap is the plain sum of pairwise overlaps (clipped at 1), empty intervals NaN."""
+    from analysis.compute_overlap import _overlap_fraction
+
+    rng = np.random.default_rng(0)
+    other = np.sort(rng.uniform(0, 100, (300, 2)), axis=1)
+    s = rng.uniform(-5, 105, 500)
+    e = s + rng.uniform(0, 3, 500)
+    e[:5] = s[:5]
+    ref = np.array([min(1.0, float(np.clip(np.minimum(b, other[:, 1]) - np.maximum(a, other[:, 0]), 0, None).sum()) / (b - a))
+                    if b > a else np.nan for a, b in zip(s, e)])
+    assert np.allclose(_overlap_fraction(s, e, other), ref, equal_nan=True)
