@@ -27,6 +27,12 @@ from testbed.errors import InputError
 from testbed.spec.schema import CostSpec, ProfileSpec
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
+CALIBRATED = "Calibrated on "  # how `testbed calibrate` starts a profile's description (see is_calibrated)
+
+
+def is_calibrated(p: ProfileSpec) -> bool:
+    """Was this profile measured on real models by `python -m testbed calibrate`?"""
+    return p.description.startswith(CALIBRATED)
 
 
 @dataclass(frozen=True, slots=True)

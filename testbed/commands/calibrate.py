@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         from testbed.calibrate.fit import fit_cost, write_profile
+        from testbed.compute import CALIBRATED
         from testbed.calibrate.measure import Bench
 
         if args.threads:
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
                 (("draft_step", dsteps), ("draft_prefill", dpre), ("prefill", pre), ("verify", ver))}
         extra["measurements"] = {"draft_step": dsteps, "draft_prefill": dpre, "prefill": pre, "verify": ver}
         extra["timing_wall_s"] = round(time.perf_counter() - t0, 1)
-        write_profile(out, fits, f"Calibrated on {platform.node()} ({extra['threads']} torch threads): draft "
+        write_profile(out, fits, f"{CALIBRATED}{platform.node()} ({extra['threads']} torch threads): draft "
                                  f"{args.draft}, target {args.target}, hf backend, float32 CPU.", extra)
         for k, f in fits.items():
             print(f"{k:10s} " + " ".join(f"{t}={v:.4g}" for t, v in f.coef.items()) + f"  ({f.quality()})")

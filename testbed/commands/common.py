@@ -62,13 +62,15 @@ def progress_bar(description: str, console: Console | None = None) -> Progress:
 
 
 def uncalibrated_nodes(scenario: Scenario) -> list[str]:
-    """Real-model nodes whose compute profile was not calibrated (`testbed calibrate` writes descriptions that
-    start with "Calibrated"): the simulator would time them with a made-up profile."""
+    """Real-model nodes whose compute profile was not calibrated (testbed.compute.is_calibrated): the simulator
+    would time them with a made-up profile."""
+    from testbed.compute import is_calibrated
+
     if scenario.spec.models.backend == "profiled":
         return []
     profiles = scenario.spec.profiles
     return [n.name for n in scenario.nodes if n.role in ("draft", "target")
-            and not (profiles.get(n.profile) and profiles[n.profile].description.startswith("Calibrated"))]
+            and not (n.profile in profiles and is_calibrated(profiles[n.profile]))]
 
 
 def check_models(scenario: Scenario) -> None:
