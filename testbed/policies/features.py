@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 
+from testbed.acceptance import expected_tokens_per_round
 from testbed.policies.window import RoundFeedback
 
 FEATURE_NAMES: tuple[str, ...] = (
@@ -62,10 +63,8 @@ def model_gamma(alpha: float, t_draft_ms: float, rtt_ms: float, verify_ms: float
     a = min(max(alpha, 0.0), 0.999)
     per_tok = 0.005 * verify_ms  # verify cost grows slowly with the tokens of the window
     best_g, best = 1, -1.0
-    ag = a  # a^g
     for g in range(1, gamma_max + 1):
-        ag *= a  # a^(g+1)
-        rate = ((1.0 - ag) / (1.0 - a)) / (g * t_draft_ms + rtt_ms + (g + 1) * per_tok + 1e-9)
+        rate = expected_tokens_per_round(a, g) / (g * t_draft_ms + rtt_ms + (g + 1) * per_tok + 1e-9)
         if rate > best:
             best, best_g = rate, g
     return best_g
