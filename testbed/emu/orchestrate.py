@@ -115,44 +115,107 @@ def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
             opts: EmulateOptions | None = None, workload: Workload | None = None) -> EmulateResult:
     """Run the scenario's nodes inside `net` (already built); write DIR/emu/; return the result."""
     opts = opts or EmulateOptions()
-    spec = scenario.spec
     emu = out / "emu"
     if emu.exists():
         shutil.rmtree(emu)
-    logs = emu / "logs"
-    nodes_dir = emu / "nodes"
-    logs.mkdir(parents=True)
+    (emu / "logs").mkdir(parents=True)
     wl = workload if workload is not None else build_workload(scenario)
-    total = len(wl)
-    last_arrival = float(wl.trace.arrival_s.max()) if total else 0.0
+    run = _Run(scenario, net, emu, spec_path, opts, len(wl))
+    reason = run.execute(_time_limit(scenario, wl, opts))
+    return _finish(run, wl, reason)
+
+
+def _time_limit(scenario: Scenario, wl: Workload, opts: EmulateOptions) -> float:
+    """The overall limit after T0: opts.timeout_s, or the last arrival + the drain timeout + 30 s."""
+    if opts.timeout_s is not None:
+        return opts.timeout_s
+    last_arrival = float(wl.trace.arrival_s.max()) if len(wl) else 0.0
+    return last_arrival + scenario.spec.run.drain_timeout_s + 30.0
+
+
+def _node_env(scenario: Scenario) -> dict[str, str]:
+    """The environment of every node program: this project importable, unbuffered output, a share of the cores."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
     # real-model nodes share the machine's cores instead of each taking all of them
     env["DSD_TORCH_THREADS_DEFAULT"] = str(max(1, (os.cpu_count() or 1) // max(1, len(scenario.drafts) + len(scenario.targets))))
-    procs: dict[str, NodeProc] = {}
-    start_delay = opts.start_delay_s if opts.start_delay_s is not None else 0.5
-    t0_file = emu / "t0"
-    t0 = float("nan")
-    limit = opts.timeout_s if opts.timeout_s is not None else last_arrival + spec.run.drain_timeout_s + 30.0
-    reason = ""
-    exit_code = 0
-    crashed: list[str] = []
+    return env
 
-    def start(name: str, role: str, peers_file: Path) -> None:
-        d = nodes_dir / name
+
+class _Run:
+    """One emulation's node processes: launch, readiness, T0, the watch loop with progress, stopping."""
+
+    def __init__(self, scenario: Scenario, net: NetworkBackend, emu: Path, spec_path: Path, opts: EmulateOptions,
+                 total: int):
+        self.scenario = scenario
+        self.net = net
+        self.emu = emu
+        self.logs = emu / "logs"
+        self.nodes_dir = emu / "nodes"
+        self.spec_path = spec_path
+        self.opts = opts
+        self.env = _node_env(scenario)
+        self.procs: dict[str, NodeProc] = {}
+        self.crashed: list[str] = []
+        self.start_delay = opts.start_delay_s if opts.start_delay_s is not None else 0.5
+        self.t0_file = emu / "t0"
+        self.t0 = float("nan")
+        self.progress = _Progress(total, opts.progress, scenario.spec.name)
+        self.intr = _Interrupt()
+
+    def execute(self, limit: float) -> str:
+        """Launch, wait, watch, stop every node; '' when the run ended by itself, or why it was stopped."""
+        reason = ""
+        with self.intr:
+            try:
+                reason = self.launch_all()
+                if not reason:
+                    self.publish_t0()
+                    reason = self.watch(limit)
+            except BaseException:
+                self.stop_all()
+                self.progress.stop()
+                raise
+            self.stop_all()
+            self.progress.stop()
+            for p in self.procs.values():
+                if p.crashed and p.name not in self.crashed:
+                    self.crashed.append(p.name)
+        return reason
+
+    def launch_all(self) -> str:
+        """Targets first (each binds its own port), then drafts with the targets' endpoints; '' or why not."""
+        scenario = self.scenario
+        tpeers = self.emu / "peers-targets.json"
+        write_json(tpeers, {t: f"tcp://{self.net.address(t)}:0" for t in scenario.targets})
+        for t in scenario.targets:
+            self.start(t, "target", tpeers)
+        endpoints: dict[str, str] = {}
+        reason = self.wait_ready(scenario.targets, endpoints, "endpoint")
+        if reason:
+            return reason
+        dpeers = self.emu / "peers.json"
+        write_json(dpeers, endpoints)
+        for d in scenario.drafts:
+            self.start(d, "draft", dpeers)
+        return self.wait_ready(scenario.drafts, {}, "pid")
+
+    def start(self, name: str, role: str, peers_file: Path) -> None:
+        d = self.nodes_dir / name
         d.mkdir(parents=True, exist_ok=True)
-        log = logs / f"{name}.log"
-        argv = [sys.executable, "-m", f"nodes.{role}", "--spec", str(spec_path), "--node", name,
-                "--peers", str(peers_file), "--t0", f"file:{t0_file}", "--out", str(d), *opts.node_args]
+        log = self.logs / f"{name}.log"
+        argv = [sys.executable, "-m", f"nodes.{role}", "--spec", str(self.spec_path), "--node", name,
+                "--peers", str(peers_file), "--t0", f"file:{self.t0_file}", "--out", str(d), *self.opts.node_args]
         with open(log, "wb") as f:
-            p = net.popen(name, argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                          cwd=os.getcwd(), start_new_session=True)
-        procs[name] = NodeProc(name, role, p, d, log)
+            p = self.net.popen(name, argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               env=self.env, cwd=os.getcwd(), start_new_session=True)
+        self.procs[name] = NodeProc(name, role, p, d, log)
 
-    def wait_ready(names, found: dict[str, str], key: str) -> str:
+    def wait_ready(self, names: list[str], found: dict[str, str], key: str) -> str:
         """Wait for every node's ready.json (with `key`); '' or why not."""
-        ready_by = time.monotonic() + opts.ready_timeout_s
+        procs = self.procs
+        ready_by = time.monotonic() + self.opts.ready_timeout_s
         while len(found) < len(names):
             for n in names:
                 if n not in found:
@@ -161,21 +224,61 @@ def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
                         found[n] = v
             dead = [p for p in procs.values() if p.poll() is not None]
             if dead:
-                crashed.append(dead[0].name)
+                self.crashed.append(dead[0].name)
                 return f"node {dead[0].name} exited with code {dead[0].rc} before it was ready (see {dead[0].log})"
-            if intr.hit:
+            if self.intr.hit:
                 return "interrupted"
             if time.monotonic() > ready_by:
-                return f"nodes not ready after {opts.ready_timeout_s:.0f} s: " + ", ".join(n for n in names if n not in found)
+                return (f"nodes not ready after {self.opts.ready_timeout_s:.0f} s: "
+                        + ", ".join(n for n in names if n not in found))
             time.sleep(0.02)
         return ""
 
-    def stop_all(why: str) -> None:
-        live = [p for p in procs.values() if p.poll() is None]
+    def publish_t0(self) -> None:
+        """The common start time, start_delay_s ahead, written atomically for every node to read."""
+        self.t0 = time.monotonic() + self.start_delay
+        tmp = self.t0_file.with_name(".t0.tmp")
+        tmp.write_text(f"{self.t0:.6f}\n")
+        tmp.replace(self.t0_file)
+
+    def watch(self, limit: float) -> str:
+        """Progress and a watch on every child until the drafts end; '' or why the run must stop."""
+        procs, crashed, progress = self.procs, self.crashed, self.progress
+        progress.start()
+        drafts = [procs[d] for d in self.scenario.drafts]
+        reason = ""
+        while True:
+            for p in procs.values():
+                if p.poll() is not None and p.crashed and p.name not in crashed:
+                    crashed.append(p.name)
+                    progress.note(f"node {p.name} died (exit {p.rc}); log: {p.log}")
+            progress.update(*_count(drafts))
+            if self.intr.hit:
+                reason = "interrupted"
+                break
+            if crashed and self.opts.on_crash == "stop":
+                reason = f"node {crashed[0]} died (exit code {procs[crashed[0]].rc})"
+                break
+            if all(p.poll() is not None for p in drafts):
+                break
+            if time.monotonic() > self.t0 + limit:
+                reason = f"timeout: still running {limit:.0f} s after the start"
+                break
+            time.sleep(0.1)
+        if not reason:  # drafts are done: targets end by themselves once their drafts left
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end and any(procs[t].poll() is None for t in self.scenario.targets):
+                time.sleep(0.05)
+        progress.update(*_count(drafts))
+        return reason
+
+    def stop_all(self) -> None:
+        """SIGTERM to every live node's process group, SIGKILL after the grace period."""
+        live = [p for p in self.procs.values() if p.poll() is None]
         for p in live:
             p.stopped = True
             _signal(p, signal.SIGTERM)
-        end = time.monotonic() + opts.stop_grace_s
+        end = time.monotonic() + self.opts.stop_grace_s
         while time.monotonic() < end and any(p.poll() is None for p in live):
             time.sleep(0.05)
         for p in live:
@@ -184,70 +287,11 @@ def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
                 p.proc.wait()
                 p.poll()
 
-    progress = _Progress(total, opts.progress, spec.name)
-    intr = _Interrupt()
-    with intr:
-        try:
-            # 1. targets
-            tpeers = emu / "peers-targets.json"
-            write_json(tpeers, {t: f"tcp://{net.address(t)}:0" for t in scenario.targets})
-            for t in scenario.targets:
-                start(t, "target", tpeers)
-            endpoints: dict[str, str] = {}
-            reason = wait_ready(scenario.targets, endpoints, "endpoint")
-            # 2. drafts, then T0 once every node is connected
-            if not reason:
-                dpeers = emu / "peers.json"
-                write_json(dpeers, endpoints)
-                for d in scenario.drafts:
-                    start(d, "draft", dpeers)
-                reason = wait_ready(scenario.drafts, {}, "pid")
-            if not reason:
-                t0 = time.monotonic() + start_delay
-                tmp = t0_file.with_name(".t0.tmp")
-                tmp.write_text(f"{t0:.6f}\n")
-                tmp.replace(t0_file)
-                progress.start()
-                drafts = [procs[d] for d in scenario.drafts]
-                while True:
-                    for p in procs.values():
-                        if p.poll() is not None and p.crashed and p.name not in crashed:
-                            crashed.append(p.name)
-                            progress.note(f"node {p.name} died (exit {p.rc}); log: {p.log}")
-                    ok = failed = 0
-                    for p in drafts:
-                        pr = _read_json(p.dir / "progress.json")
-                        ok += int(pr.get("ok", 0))
-                        failed += int(pr.get("failed", 0))
-                    progress.update(ok, failed)
-                    if intr.hit:
-                        reason = "interrupted"
-                        break
-                    if crashed and opts.on_crash == "stop":
-                        reason = f"node {crashed[0]} died (exit code {procs[crashed[0]].rc})"
-                        break
-                    if all(p.poll() is not None for p in drafts):
-                        break
-                    if time.monotonic() > t0 + limit:
-                        reason = f"timeout: still running {limit:.0f} s after the start"
-                        break
-                    time.sleep(0.1)
-                if not reason:  # drafts are done: targets end by themselves once their drafts left
-                    end = time.monotonic() + 3.0
-                    while time.monotonic() < end and any(procs[t].poll() is None for t in scenario.targets):
-                        time.sleep(0.05)
-                progress.update(*_count(drafts))
-        except BaseException:
-            stop_all("error")
-            progress.stop()
-            raise
-        stop_all(reason or "done")
-        progress.stop()
-        for p in procs.values():
-            if p.crashed and p.name not in crashed:
-                crashed.append(p.name)
 
-    req, rounds, batches, notes = _merge(scenario, wl, procs, crashed)
+def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
+    """Merge the nodes' tables, write DIR/emu/ (tables, summary, links), and decide the exit code."""
+    procs, crashed, emu = run.procs, run.crashed, run.emu
+    req, rounds, batches, notes = _merge(run.scenario, wl, procs, crashed)
     partial = bool(reason) or bool(crashed)
     if crashed and not reason:
         reason = "node(s) died: " + ", ".join(f"{n} (exit {procs[n].rc})" for n in crashed)
@@ -265,13 +309,14 @@ def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
         if p.role == "draft" and info.get("ready_s") is not None and info["ready_s"] > 0:
             late.append(name)
     summary["nodes"] = node_info
-    summary["emulator"] = {"network": net.backends, "start_delay_s": start_delay, "late_start_nodes": late,
-                           "t0_monotonic": t0}
+    summary["emulator"] = {"network": run.net.backends, "start_delay_s": run.start_delay, "late_start_nodes": late,
+                           "t0_monotonic": run.t0}
     write_results(emu, req, rounds, batches, summary)
     try:
-        write_json(emu / "links.json", net.links_report())
+        write_json(emu / "links.json", run.net.links_report())
     except Exception as e:  # a report failure must not lose the results
         write_json(emu / "links.json", {"error": str(e)})
+    exit_code = 0
     if reason == "interrupted":
         exit_code = 130
     elif crashed or reason:
