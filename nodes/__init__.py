@@ -69,7 +69,9 @@ def setup(prog: str, argv: list[str] | None):
     except KeyError:
         raise SystemExit(f"{prog}: node {args.node!r} is not in {args.spec}")
     if args.peer_timeout_s is None:
-        args.peer_timeout_s = scenario.spec.run.request_timeout_s
+        from testbed.faults import peer_timeout_s
+
+        args.peer_timeout_s = peer_timeout_s(scenario.spec.run)
     if args.heartbeat_s is None:
         args.heartbeat_s = min(0.5, args.peer_timeout_s / 4)
     Path(args.out).mkdir(parents=True, exist_ok=True)

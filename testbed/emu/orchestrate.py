@@ -456,3 +456,6 @@ def check_supported(scenario: Scenario) -> None:
         raise InputError(scenario.source, f"models.backend: {spec.models.backend!r} is not available in the nodes yet")
     if not scenario.targets:
         raise InputError(scenario.source, "the scenario has no target node")
+    if scenario.schedule.active:
+        raise InputError(scenario.source, "schedule: the emulator does not apply schedules yet (issue 12); "
+                                          "`testbed sim` does")

@@ -38,6 +38,10 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
     """Run DSD-Sim on the scenario. Deterministic for a given spec (seed included)."""
     wall0 = time.perf_counter()
     spec = scenario.spec
+    if scenario.schedule.active:
+        from testbed.errors import InputError
+
+        raise InputError(scenario.source, "schedule: not simulated yet (issue 12 in progress)")
     wl = workload if workload is not None else build_workload(scenario)
     loop = EventLoop()
     rec = Recorder()

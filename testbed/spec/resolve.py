@@ -13,6 +13,7 @@ from testbed.compute import ComputeModel, resolve_profile
 from testbed.errors import InputError, SpecError
 from testbed.spec.loader import apply_overrides, format_loc, line_of, read_yaml
 from testbed.spec.scenario import Hop, Scenario
+from testbed.spec.schedule import resolve_schedule
 from testbed.spec.schema import LinkSpec, NodeSpec, ProfileSpec, TopologySpec
 
 DEFAULT_PROFILE = {"draft": "edge-cpu", "target": "cloud-gpu"}
@@ -163,11 +164,15 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
             raise fail(("models", "acceptance", "path"), str(e)) from None
         models = models.model_copy(update={"acceptance": acc.model_copy(update={"path": str(p.resolve())})})
 
+    # 7. The schedule: what changes during the run (testbed/spec/schedule.py).
+    base_dir = Path(source).parent if source not in ("<spec>", "<test>") else None
+    sched_spec, schedule = resolve_schedule(spec, filled, links, base_dir, fail)
+
     resolved = spec.model_copy(update={"nodes": filled, "edges": [], "links": links, "profiles": used_profiles,
-                                       "models": models})
+                                       "models": models, "schedule": sched_spec})
     return Scenario(
         spec=resolved, source=source, nodes=tuple(filled), links=tuple(links), drafts=drafts, targets=targets,
-        paths=paths, compute=compute, reachable=reachable,
+        paths=paths, compute=compute, reachable=reachable, schedule=schedule,
     )
 
 

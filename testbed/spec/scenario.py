@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from testbed.compute import ComputeModel
+from testbed.schedule import Schedule
 from testbed.spec.schema import LinkSpec, NodeSpec, TopologySpec
 
 
@@ -29,6 +30,7 @@ class Scenario:
     paths: dict[tuple[str, str], tuple[Hop, ...]]  # (draft, target) and (target, draft) -> hops in order
     compute: dict[str, ComputeModel]  # node name -> its compute model (drafts and targets)
     reachable: dict[str, tuple[str, ...]] = field(default_factory=dict)  # draft -> targets it can reach
+    schedule: Schedule = field(default_factory=Schedule)  # what changes during the run (empty: nothing)
 
     def node(self, name: str) -> NodeSpec:
         for n in self.nodes:

@@ -135,8 +135,53 @@ class ProfileSpec(Frozen):
 
 class RunSpec(Frozen):
     mode: Literal["distributed", "autoregressive", "fused"] = Field("distributed", description="distributed: DSD; autoregressive: target decodes alone; fused: draft co-located with the target")
-    request_timeout_s: float = Field(120.0, gt=0, description="A request with no progress for this long is marked failed")
+    request_timeout_s: float = Field(120.0, gt=0, description="A request with no reply from its target for this long is marked failed (testbed/faults.py)")
+    peer_timeout_s: float | None = Field(None, gt=0, description="A draft declares a target dead after this long without hearing from it, and re-routes its requests (testbed/faults.py); null = request_timeout_s")
     drain_timeout_s: float = Field(300.0, gt=0, description="After the last arrival, how long the run waits for requests to finish")
+
+
+class LinkStepSpec(Frozen):
+    at_s: float = Field(ge=0, description="When the step applies, seconds from the run's start (the trace's time 0)")
+    delay_ms: float | None = Field(None, ge=0, le=10_000, description="New one-way delay in ms (each direction); null = unchanged")
+    jitter_ms: float | None = Field(None, ge=0, le=10_000, description="New jitter standard deviation in ms; null = unchanged")
+    loss_pct: float | None = Field(None, ge=0, lt=100, description="New loss probability in percent; null = unchanged")
+    bw_mbps: float | None = Field(None, gt=0, le=100_000, description="New rate in Mbit/s (directions without a capacity trace); null = unchanged")
+
+
+class LinkScheduleSpec(Frozen):
+    link: str = Field(description="The link, written 'X-Y' with the names of its two ends (either order; fnmatch wildcards "
+                                  "allowed on each side, e.g. 'edge*-sw0' for every edge of a group); the order written "
+                                  "defines the direction of trace_fwd (X -> Y) and trace_rev (Y -> X)")
+    trace_fwd: str | None = Field(None, description="Capacity trace of direction X -> Y: a Mahimahi packet-delivery file "
+                                                    "(name in $DSD_NET_TRACES_DIR or ../shared/net-traces/, or a path); "
+                                                    "replaces bw_mbps in that direction")
+    trace_rev: str | None = Field(None, description="Capacity trace of direction Y -> X (as trace_fwd)")
+    trace_offset_s: float = Field(0.0, ge=0, description="Start the traces this many seconds into their loop")
+    trace_stagger_s: float = Field(0.0, ge=0, description="With a wildcard: the k-th matched link (in link order) starts "
+                                                          "its traces k * trace_stagger_s later into the loop")
+    steps: list[LinkStepSpec] = Field(default_factory=list, description="Piecewise-constant changes of delay / jitter / "
+                                                                        "loss / rate at given times (both directions)")
+    steps_csv: str | None = Field(None, description="The same steps from a CSV file (header: at_s and any of delay_ms, "
+                                                    "jitter_ms, loss_pct, bw_mbps; an empty cell = unchanged), relative "
+                                                    "to the topology file")
+
+
+class ScheduleEventSpec(Frozen):
+    at_s: float = Field(ge=0, description="When it happens, seconds from the run's start")
+    kind: Literal["link_down", "link_up", "partition", "heal", "crash", "restart"] = Field(
+        description="link_down / link_up: a link fails / recovers (both directions); partition: every link between "
+                    "`nodes` and the rest goes down; heal: those links come back; crash: `node` (a draft or a target) "
+                    "is killed; restart: it starts again with no state")
+    link: str | None = Field(None, description="link_down / link_up: the link 'X-Y'")
+    nodes: list[str] | None = Field(None, description="partition / heal: the set of nodes cut from the rest")
+    node: str | None = Field(None, description="crash / restart: the node")
+    until_s: float | None = Field(None, gt=0, description="link_down / partition / crash: when it ends (link_up / heal / "
+                                                          "restart at that time); null = lasts to the end or to an explicit event")
+
+
+class ScheduleSpec(Frozen):
+    links: list[LinkScheduleSpec] = Field(default_factory=list, description="Per-link capacity traces and steps")
+    events: list[ScheduleEventSpec] = Field(default_factory=list, description="Link failures, partitions, node crashes and restarts")
 
 
 class TopologySpec(Frozen):
@@ -151,3 +196,5 @@ class TopologySpec(Frozen):
     models: ModelsSpec = Field(default_factory=ModelsSpec, description="Models, backend and acceptance")
     profiles: dict[str, ProfileSpec] = Field(default_factory=dict, description="Compute profiles defined inline (override the library's)")
     run: RunSpec = Field(default_factory=RunSpec, description="Execution mode and timeouts")
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="What changes during the run: capacity "
+                                   "traces, steps of delay / jitter / loss / rate, link failures, partitions, node crashes")
