@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from testbed import files
 
 log = logging.getLogger("nodes")
 
@@ -141,6 +142,4 @@ class BadMessages:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    files.write_json(path, obj, indent=1)

@@ -24,7 +24,7 @@ import heapq
 import logging
 import os
 import sys
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 
 import zmq
@@ -36,8 +36,9 @@ from nodes.clock import Lateness, monotonic, wait_readable
 from nodes.worker import ComputeWorker
 from testbed.policies.routing import Router
 from testbed.policies.window import RoundFeedback, parse_window_policy
-from testbed.rounds import RequestProgress
-from testbed.tables import REQUEST_COLUMNS, ROUND_COLUMNS, frame
+from testbed.files import write_parquet
+from testbed.rounds import DraftSlots, RequestProgress, request_row, round_row
+from testbed.tables import REQUEST_COLUMNS, ROUND_COLUMNS, frame, unstarted_request_row
 from testbed.workload import build_workload
 
 log = logging.getLogger("nodes.draft")
@@ -68,6 +69,10 @@ class Req:
         self.send = 0.0  # absolute monotonic
         self.waiting_since = 0.0  # when the last message to the target was sent (timeout base)
         self.finish = NAN  # seconds since T0
+
+
+def _active(req: Req) -> bool:
+    return not req.status  # a request that failed while it waited for a draft slot gives its turn away
 
 
 class TargetLink:
@@ -110,9 +115,7 @@ class DraftNode:
         self.colocated = spec.run.mode != "distributed"  # fused / autoregressive: rounds run at the target
         self.observes = self.policy.observes and self.speculate
         self.gamma_max = spec.policy.gamma_max
-        self.slots = node.draft_slots
-        self.busy_slots = 0
-        self.slot_queue: deque[Req] = deque()
+        self.slots = DraftSlots(node.draft_slots)
         self.request_timeout = spec.run.request_timeout_s
         self.peer_timeout = args.peer_timeout_s
         self.heartbeat = args.heartbeat_s
@@ -285,12 +288,10 @@ class DraftNode:
             req.draft_start = now
             req.tokens = b""
             self.send_verify(req)
-        elif self.slots == 0 or self.busy_slots < self.slots:
-            self.busy_slots += 1
+        elif self.slots.acquire(req):
             self.begin_draft(req, now)
         else:
             req.state = WAIT_SLOT
-            self.slot_queue.append(req)
 
     def begin_draft(self, req: Req, now: float) -> None:
         p = req.prog
@@ -326,14 +327,9 @@ class DraftNode:
                 self.fail(req, "target_dead")
             else:
                 self.send_verify(req)
-        q = self.slot_queue
-        while q:
-            nxt = q.popleft()
-            if not nxt.status:
-                self.begin_draft(nxt, monotonic())
-                break
-        else:
-            self.busy_slots -= 1
+        nxt = self.slots.release(_active)
+        if nxt is not None:
+            self.begin_draft(nxt, monotonic())
 
     def send_verify(self, req: Req) -> None:
         data = self.enc.verify(req.rid, req.prog.produced, req.tokens, req.topk, req.probs or None)
@@ -405,9 +401,9 @@ class DraftNode:
         p = req.prog
         t0 = self.t0
         bs, be = m["bs"], m["be"]
-        self.rounds_rows.append((req.rid, p.rounds, self.name, link.name, p.produced, gamma, a, a + 1,
-                                 req.draft_start - t0, req.send - t0, m["tr"], bs, be, now - t0, m["bn"], qd))
-        fb = RoundFeedback(gamma, a, now - req.send, be - bs, qd, req.send - req.draft_start) if self.observes else None
+        self.rounds_rows.append(round_row(p, self.name, link.name, gamma, a, req.draft_start - t0, req.send - t0,
+                                          m["tr"], bs, be, now - t0, m["bn"], qd))
+        fb = RoundFeedback.of_round(gamma, a, req.draft_start, req.send, bs, be, now, qd) if self.observes else None
         self.backend.observe(req.rid, a, m["tok"])
         if p.apply(gamma, a, fb):
             self.finish(req, now)
@@ -511,17 +507,14 @@ class DraftNode:
         for r in self.finished + list(self.active.values()):
             p = r.prog
             status = r.status or "unfinished"
-            rows.append((r.rid, self.name, r.target, r.arrival, r.prefill_sent, r.first_token,
-                         r.finish if status == "ok" else NAN, p.prompt_tokens, p.output_tokens,
-                         p.produced, p.rounds, p.drafted, p.accepted, status))
+            rows.append(request_row(p, self.name, r.target, r.arrival, r.prefill_sent, r.first_token,
+                                    r.finish if status == "ok" else NAN, status))
         for i in range(self.next_i, self.n):
-            rows.append((self.rids[i], self.name, "", self.arrivals[i], NAN, NAN, NAN, self.prompts[i],
-                         self.outputs[i], 0, 0, 0, 0, "unfinished"))
+            rows.append(unstarted_request_row(self.rids[i], self.name, self.arrivals[i], self.prompts[i],
+                                              self.outputs[i], "unfinished"))
         rows.sort()
-        for name, df in (("requests", frame(REQUEST_COLUMNS, rows)), ("rounds", frame(ROUND_COLUMNS, self.rounds_rows))):
-            tmp = self.out / f".{name}.parquet.tmp"
-            df.to_parquet(tmp, index=False)
-            tmp.replace(self.out / f"{name}.parquet")
+        write_parquet(self.out / "requests.parquet", frame(REQUEST_COLUMNS, rows))
+        write_parquet(self.out / "rounds.parquet", frame(ROUND_COLUMNS, self.rounds_rows))
         self._last_progress = -1.0
         self.progress(monotonic())
         write_json(self.out / "node.json", {

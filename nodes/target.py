@@ -35,9 +35,10 @@ from nodes import BadMessages, StartTime, StopFlag, check_endpoint, setup, write
 from nodes import protocol as P
 from nodes.backends import DraftItem, TargetRequest, load_backend
 from nodes.clock import Lateness, monotonic, wait_readable
-from testbed.policies.batching import PREFILL, VERIFY, Batcher, Job
+from testbed.files import write_parquet
+from testbed.policies.batching import PREFILL, Batcher, Job, verify_job
 from testbed.policies.window import RoundFeedback, parse_window_policy
-from testbed.rounds import RequestProgress
+from testbed.rounds import RequestProgress, round_row
 from testbed.tables import BATCH_COLUMNS, ROUND_COLUMNS, frame
 
 log = logging.getLogger("nodes.target")
@@ -274,7 +275,7 @@ class TargetNode:
         req.probs = m.get("pr")
         req.t_recv = now
         req.queued = True
-        self.queue.append(Job(VERIFY, g + 1, req.prompt_tokens + req.produced, now, req))
+        self.queue.append(verify_job(g, req.prompt_tokens + req.produced, now, req))
 
     def send(self, ident: bytes, data: bytes) -> None:
         try:
@@ -342,8 +343,8 @@ class TargetNode:
                 req.queued = False
                 if self.colocated:
                     p, g = req.prog, req.gamma
-                    rows.append((req.rid, p.rounds, req.edge, self.name, p.produced, g, a, a + 1,
-                                 req.draft_start - t0, req.send - t0, req.t_recv - t0, start, end, end, n, depth))
+                    rows.append(round_row(p, req.edge, self.name, g, a, req.draft_start - t0, req.send - t0,
+                                          req.t_recv - t0, start, end, end, n, depth))
                     req.produced += a + 1
                     req.token = tok
                     local.append((req, a))
@@ -368,7 +369,7 @@ class TargetNode:
                 done = p.first_token()
             else:
                 g = req.gamma
-                fb = (RoundFeedback(g, a, now - req.send, now - b_start, depth, req.send - req.draft_start)
+                fb = (RoundFeedback.of_round(g, a, req.draft_start, req.send, b_start, now, now, depth)
                       if self.observes else None)
                 done = p.apply(g, a, fb)
             if done:
@@ -406,7 +407,7 @@ class TargetNode:
     def enqueue_local(self, req: "LocalRequest", now: float, start: bool = True) -> None:
         req.t_recv = now
         req.queued = True
-        self.queue.append(Job(VERIFY, req.gamma + 1, req.prompt_tokens + req.produced, now, req))
+        self.queue.append(verify_job(req.gamma, req.prompt_tokens + req.produced, now, req))
         if start and not self.busy:
             self.try_start(now)
 
@@ -471,13 +472,9 @@ class TargetNode:
                 self.send(ident, self.enc.bye(self.name))
         if self.t0 is None and self.batches:  # cannot happen: batches need a PREFILL, which needs T0
             self.batches = []
-        tables = [("batches", frame(BATCH_COLUMNS, self.batches))]
+        write_parquet(self.out / "batches.parquet", frame(BATCH_COLUMNS, self.batches))
         if self.colocated:
-            tables.append(("rounds", frame(ROUND_COLUMNS, self.rounds_rows)))
-        for name, df in tables:
-            tmp = self.out / f".{name}.parquet.tmp"
-            df.to_parquet(tmp, index=False)
-            tmp.replace(self.out / f"{name}.parquet")
+            write_parquet(self.out / "rounds.parquet", frame(ROUND_COLUMNS, self.rounds_rows))
         write_json(self.out / "node.json", {
             "node": self.name, "role": "target", "pid": os.getpid(), "endpoint": self.endpoint,
             "backend": self.backend.name, "stopped_by_signal": stop.signal or None,

@@ -14,23 +14,10 @@ from typing import Any
 import pandas as pd
 
 from testbed import __version__
+from testbed.files import write_json, write_text
 from testbed.spec import Scenario, spec_to_yaml
 from testbed.tables import write_tables
 from testbed.workload import Workload
-
-
-def write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.replace(path)
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "item"):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
 def prepare(out: Path, scenario: Scenario, command: str, workload: Workload, backends: dict[str, str] | None = None,
@@ -38,7 +25,7 @@ def prepare(out: Path, scenario: Scenario, command: str, workload: Workload, bac
     """Create DIR, write the resolved spec and meta.json (updated, not replaced, by later steps)."""
     tr = workload.trace
     out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.yaml").write_text(f"# resolved from {scenario.source}\n" + spec_to_yaml(scenario.spec))
+    write_text(out / "spec.yaml", f"# resolved from {scenario.source}\n" + spec_to_yaml(scenario.spec))
     update_meta(out, {
         "testbed_version": __version__,
         "command": command,

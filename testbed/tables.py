@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from testbed.files import write_parquet
+
 # name -> (dtype, meaning)
 REQUEST_COLUMNS: dict[str, tuple[str, str]] = {
     "request_id": ("int64", "trace request id (0.. in arrival order)"),
@@ -61,6 +63,32 @@ BATCH_COLUMNS: dict[str, tuple[str, str]] = {
 TABLES = {"requests": REQUEST_COLUMNS, "rounds": ROUND_COLUMNS, "batches": BATCH_COLUMNS}
 
 
+# Row builders: every executor builds its rows through these, by column name (their parameters are the
+# columns, in order; a test checks it), so no site depends on the column order.
+def request_row(*, request_id: int, edge: str | int, target: str | int, arrival_s: float, prefill_sent_s: float,
+                first_token_s: float, finish_s: float, prompt_tokens: int, output_tokens: int, tokens_out: int,
+                rounds: int, drafted_tokens: int, accepted_tokens: int, status: str) -> tuple:
+    return (request_id, edge, target, arrival_s, prefill_sent_s, first_token_s, finish_s, prompt_tokens, output_tokens,
+            tokens_out, rounds, drafted_tokens, accepted_tokens, status)
+
+
+def round_row(*, request_id: int, round: int, edge: str | int, target: str | int, produced: int, gamma: int,
+              accepted: int, draft_start_s: float, send_s: float, target_recv_s: float, batch_start_s: float,
+              batch_end_s: float, recv_s: float, batch_size: int, queue_depth: int) -> tuple:
+    """(gained = accepted + 1 is derived.)"""
+    return (request_id, round, edge, target, produced, gamma, accepted, accepted + 1, draft_start_s, send_s,
+            target_recv_s, batch_start_s, batch_end_s, recv_s, batch_size, queue_depth)
+
+
+def unstarted_request_row(request_id: int, edge: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
+                          status: str) -> tuple:
+    """A request that never started (not arrived before the end, or its draft left no table)."""
+    nan = float("nan")
+    return request_row(request_id=request_id, edge=edge, target="", arrival_s=arrival_s, prefill_sent_s=nan,
+                       first_token_s=nan, finish_s=nan, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
+                       tokens_out=0, rounds=0, drafted_tokens=0, accepted_tokens=0, status=status)
+
+
 def frame(columns: dict[str, tuple[str, str]], rows: list[tuple],
           codes: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """A typed DataFrame from row tuples in column order.
@@ -99,9 +127,7 @@ def write_tables(out: Path, requests: pd.DataFrame, rounds: pd.DataFrame, batche
     out.mkdir(parents=True, exist_ok=True)
     for name, df in (("requests", requests), ("rounds", rounds), ("batches", batches)):
         check_schema(df, name)
-        tmp = out / f".{name}.parquet.tmp"
-        df.to_parquet(tmp, index=False)
-        tmp.replace(out / f"{name}.parquet")
+        write_parquet(out / f"{name}.parquet", df)
 
 
 def read_tables(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

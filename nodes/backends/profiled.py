@@ -7,6 +7,7 @@ from __future__ import annotations
 from testbed import wire
 from testbed.acceptance import AcceptanceModel
 from testbed.compute import ComputeModel
+from testbed.policies.batching import verify_cost_inputs, verify_job
 from testbed.rounds import verify
 
 from nodes.backends import DraftBackend, DraftItem, DraftOutcome, TargetBackend, TargetOutcome, TargetRequest, synthetic_tokens
@@ -37,15 +38,14 @@ class ProfiledTarget(TargetBackend):
         runs = self.runs
         accepted = []
         tokens = []
-        n_tok = ctx = 0
+        jobs = []
         for r in items:
             g = len(r.draft) >> 2
             a = verify(runs[r.rid], r.produced, g)
             accepted.append(a)
             tokens.append(_token(r.rid, r.produced + a))
-            n_tok += g + 1
-            ctx += r.prompt_tokens + r.produced
-        return TargetOutcome(tokens, accepted, self.compute.verify_time(len(items), n_tok, ctx))
+            jobs.append(verify_job(g, r.prompt_tokens + r.produced, 0.0, r))
+        return TargetOutcome(tokens, accepted, self.compute.verify_time(*verify_cost_inputs(jobs)))
 
     def release(self, rid: int) -> None:
         self.runs.pop(rid, None)

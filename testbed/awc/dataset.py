@@ -131,8 +131,8 @@ def replay_features(req_rounds: pd.DataFrame, prompt_tokens: int, gamma_max: int
     """The feature vector a request's controller holds after observing these rounds (in order)."""
     st = FeatureState(int(prompt_tokens), gamma_max)
     for row in req_rounds.itertuples(index=False):
-        st.update(RoundFeedback(int(row.gamma), int(row.accepted), row.recv_s - row.send_s,
-                                row.batch_end_s - row.batch_start_s, int(row.queue_depth), row.send_s - row.draft_start_s))
+        st.update(RoundFeedback.of_round(int(row.gamma), int(row.accepted), row.draft_start_s, row.send_s,
+                                         row.batch_start_s, row.batch_end_s, row.recv_s, int(row.queue_depth)))
     return st.vector()
 
 

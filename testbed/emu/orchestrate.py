@@ -37,7 +37,7 @@ from testbed.errors import InputError
 from testbed.metrics import summarize
 from testbed.rundir import write_json, write_results
 from testbed.spec import Scenario
-from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame
+from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame, unstarted_request_row
 from testbed.workload import Workload, build_workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -370,10 +370,8 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
         p = procs.get(d)
         r = _read_table(p.dir / "requests.parquet", "requests", REQUEST_COLUMNS) if p else None
         if r is None:
-            idx = wl.for_edge(i)
-            nan = float("nan")
-            rows = [(int(tr.request_id[j]), d, "", float(tr.arrival_s[j]), nan, nan, nan, int(tr.prompt_tokens[j]),
-                     int(wl.output_tokens[j]), 0, 0, 0, 0, "failed") for j in idx]
+            rows = [unstarted_request_row(int(tr.request_id[j]), d, float(tr.arrival_s[j]), int(tr.prompt_tokens[j]),
+                                          int(wl.output_tokens[j]), "failed") for j in wl.for_edge(i)]
             if rows:
                 notes.append(f"draft {d} left no results: its {len(rows)} requests are marked failed")
             reqs.append(frame(REQUEST_COLUMNS, rows))

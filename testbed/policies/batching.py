@@ -31,6 +31,21 @@ class Job:
     ref: Any = field(default=None)  # the executor's own handle (request state, reply address...)
 
 
+def verify_job(gamma: int, context: int, now: float, ref: Any) -> Job:
+    """A round's VERIFY job: the gamma drafted tokens plus the position after them, over the context
+    (prompt + produced) before the round; `now` is when it joins the target's queue."""
+    return Job(VERIFY, gamma + 1, context, now, ref)
+
+
+def verify_cost_inputs(batch: list[Job]) -> tuple[int, int, int]:
+    """The inputs of a verify batch's cost (ComputeModel.verify_time): requests, tokens, context tokens."""
+    tokens = ctx = 0
+    for j in batch:
+        tokens += j.tokens
+        ctx += j.ctx
+    return len(batch), tokens, ctx
+
+
 class Batcher:
     """Forms batches from a queue (a list in arrival order) according to a BatchingSpec."""
 

@@ -8,7 +8,8 @@ Per request (one `FeatureState` per controller) it keeps:
 
     alpha      per-token acceptance estimate: exponentially decayed pseudo-counts of accepted tokens and of
                rejections (a round with accepted < gamma), alpha = acc / (acc + rej), the censored-geometric
-               estimate; prior 0.7 with weight 2 tokens; decay 0.8 per round
+               estimate (testbed.policies.window.DecayedAcceptance: prior 0.7 with weight 2 tokens; decay
+               0.8 per round)
     rtt        EWMA (weight 0.3) of the round RTT, VERIFY sent -> VERIFY_RESULT received (ms)
     trend      EWMA (weight 0.3) of the round-to-round RTT change, relative to the RTT EWMA
     qdepth     the target's queue depth reported with the last result, and its EWMA
@@ -30,7 +31,7 @@ from __future__ import annotations
 import math
 
 from testbed.acceptance import expected_tokens_per_round
-from testbed.policies.window import RoundFeedback
+from testbed.policies.window import DecayedAcceptance, RoundFeedback
 
 FEATURE_NAMES: tuple[str, ...] = (
     "alpha",            # acceptance estimate, 0..1
@@ -49,9 +50,6 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 N_FEATURES = len(FEATURE_NAMES)
 
-PRIOR_ALPHA = 0.7
-PRIOR_WEIGHT = 2.0
-ALPHA_DECAY = 0.8
 EWMA = 0.3
 PRIOR_RTT_MS = 40.0
 PRIOR_TDRAFT_MS = 12.0
@@ -73,14 +71,13 @@ def model_gamma(alpha: float, t_draft_ms: float, rtt_ms: float, verify_ms: float
 class FeatureState:
     """Running per-request state; `update(fb)` after each round, `vector()` before each decision."""
 
-    __slots__ = ("gamma_max", "context", "acc", "rej", "rtt", "prev_rtt", "trend", "qdepth", "qdepth_ewma",
+    __slots__ = ("gamma_max", "context", "acceptance", "rtt", "prev_rtt", "trend", "qdepth", "qdepth_ewma",
                  "t_draft", "verify", "last_gamma", "rounds", "have_obs")
 
     def __init__(self, context_tokens: int, gamma_max: int):
         self.gamma_max = gamma_max
         self.context = context_tokens + 1  # the prefill's token exists before the first round
-        self.acc = PRIOR_ALPHA * PRIOR_WEIGHT
-        self.rej = (1.0 - PRIOR_ALPHA) * PRIOR_WEIGHT
+        self.acceptance = DecayedAcceptance()
         self.rtt = PRIOR_RTT_MS
         self.prev_rtt = -1.0
         self.trend = 0.0
@@ -94,7 +91,7 @@ class FeatureState:
 
     @property
     def alpha(self) -> float:
-        return self.acc / (self.acc + self.rej)
+        return self.acceptance.alpha
 
     def update(self, fb: RoundFeedback) -> None:
         self.rounds += 1
@@ -118,9 +115,7 @@ class FeatureState:
         self.t_draft = td if not self.have_obs else self.t_draft + EWMA * (td - self.t_draft)
         self.have_obs = True
         self.last_gamma = fb.gamma
-        d = ALPHA_DECAY
-        self.acc = self.acc * d + fb.accepted
-        self.rej = self.rej * d + (1.0 if fb.accepted < fb.gamma else 0.0)
+        self.acceptance.update(fb.gamma, fb.accepted)
 
     def vector(self) -> list[float]:
         a = self.alpha

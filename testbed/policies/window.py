@@ -31,6 +31,45 @@ class RoundFeedback:
     queue_depth: int  # the target's queue depth reported with the result
     draft_s: float  # time spent drafting this round's tokens
 
+    @staticmethod
+    def of_round(gamma: int, accepted: int, draft_start: float, send: float, batch_start: float, batch_end: float,
+                 recv: float, queue_depth: int) -> "RoundFeedback":
+        """The feedback of one round from its timestamps (the rounds table's columns, any one clock): the only
+        place where the simulator's drafts, draft nodes, co-located rounds at a target node and AWC data
+        generation turn a round's times into feedback."""
+        return RoundFeedback(gamma, accepted, recv - send, batch_end - batch_start, queue_depth, send - draft_start)
+
+
+class DecayedAcceptance:
+    """Per-token acceptance estimate of one request: exponentially decayed pseudo-counts of accepted tokens and
+    of rejections (a round with accepted < gamma); alpha = acc / (acc + rej), the censored-geometric estimate.
+
+    The prior (alpha 0.7 worth PRIOR_WEIGHT tokens) is what a request starts from; each round decays the
+    counts by `decay`. Used by the specdec policy and by AWC's features (testbed/policies/features.py)."""
+
+    PRIOR_ALPHA = 0.7
+    # 2 pseudo-tokens: less than one typical round (gamma 4 gives up to 4 accepted + 1 rejection), so the first
+    # observed round outweighs the prior. AWC's shipped weights were trained on features with this prior.
+    PRIOR_WEIGHT = 2.0
+    DECAY = 0.8
+
+    __slots__ = ("acc", "rej", "decay")
+
+    def __init__(self, prior_alpha: float = PRIOR_ALPHA, prior_weight: float = PRIOR_WEIGHT, decay: float = DECAY):
+        self.acc = prior_alpha * prior_weight
+        self.rej = (1.0 - prior_alpha) * prior_weight
+        self.decay = decay
+
+    @property
+    def alpha(self) -> float:
+        return self.acc / (self.acc + self.rej)
+
+    def update(self, gamma: int, accepted: int) -> None:
+        """One round with gamma > 0 (a truncated final round, gamma 0, says nothing about the draft)."""
+        d = self.decay
+        self.acc = self.acc * d + accepted
+        self.rej = self.rej * d + (1.0 if accepted < gamma else 0.0)
+
 
 class WindowController(Protocol):
     def next_gamma(self) -> int: ...
@@ -103,18 +142,15 @@ class HFHeuristic:
 
 
 class _SpecDecController:
-    __slots__ = ("h_log", "gamma_max", "acc", "rej", "decay")
+    __slots__ = ("h_log", "gamma_max", "est")
 
-    def __init__(self, threshold: float, gamma_max: int, prior_alpha: float = 0.7, decay: float = 0.8):
+    def __init__(self, threshold: float, gamma_max: int):
         self.h_log = math.log(1.0 - threshold)
         self.gamma_max = gamma_max
-        # Pseudo-counts of accepted and rejected positions, exponentially decayed per round.
-        self.acc = prior_alpha * 4.0
-        self.rej = (1.0 - prior_alpha) * 4.0
-        self.decay = decay
+        self.est = DecayedAcceptance()
 
     def next_gamma(self) -> int:
-        a = self.acc / (self.acc + self.rej)
+        a = self.est.alpha
         if a >= 0.999:
             return self.gamma_max
         if a <= 1e-6:
@@ -122,11 +158,8 @@ class _SpecDecController:
         return max(1, min(self.gamma_max, int(self.h_log / math.log(a))))
 
     def observe(self, fb: RoundFeedback) -> None:
-        if fb.gamma <= 0:
-            return
-        d = self.decay
-        self.acc = self.acc * d + fb.accepted
-        self.rej = self.rej * d + (1.0 if fb.accepted < fb.gamma else 0.0)
+        if fb.gamma > 0:
+            self.est.update(fb.gamma, fb.accepted)
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,12 @@ over the network.
 
 from __future__ import annotations
 
-from collections import deque
-
 from testbed import wire
 from testbed.compute import ComputeModel
-from testbed.policies.batching import PREFILL, VERIFY, Batcher, Job
+from testbed.policies.batching import PREFILL, Batcher, Job, verify_cost_inputs, verify_job
 from testbed.policies.routing import Router
 from testbed.policies.window import RoundFeedback
-from testbed.rounds import RequestProgress, verify
+from testbed.rounds import DraftSlots, RequestProgress, request_row, round_row, verify
 from testbed.sim.engine import EventLoop
 from testbed.sim.network import Path
 
@@ -72,7 +70,7 @@ class Recorder:
 class SimDraft:
     """A drafting executor: an edge device (distributed mode) or the drafter co-located with a target."""
 
-    __slots__ = ("name", "code", "loop", "compute", "slots", "busy", "waiting", "router", "depth", "own_active",
+    __slots__ = ("name", "code", "loop", "compute", "slots", "router", "depth", "own_active",
                  "rec", "local", "observes", "topk")
 
     def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, slots: int, router: Router | None,
@@ -81,9 +79,7 @@ class SimDraft:
         self.code = code  # index into the run's node-name list (table output)
         self.loop = loop
         self.compute = compute
-        self.slots = slots  # 0 = unlimited
-        self.busy = 0
-        self.waiting: deque[SimRequest] = deque()
+        self.slots = DraftSlots(slots)
         self.router = router
         self.depth: dict[str, int] = {}  # queue depth each target reported last
         self.own_active: dict[str, int] = {}
@@ -121,21 +117,18 @@ class SimDraft:
         if gamma == 0:
             req.draft_start = loop.now
             self.send_verify(req)
-        elif self.slots == 0 or self.busy < self.slots:
-            self.busy += 1
-            req.draft_start = loop.now
-            loop.at(loop.now + self.compute.draft_time(gamma, req.prog.context(), req.prog.produced), self.on_drafted, req)
-        else:
-            self.waiting.append(req)
+        elif self.slots.acquire(req):
+            self.begin_draft(req)
+
+    def begin_draft(self, req: SimRequest) -> None:
+        loop = self.loop
+        req.draft_start = loop.now
+        loop.at(loop.now + self.compute.draft_time(req.gamma, req.prog.context(), req.prog.produced), self.on_drafted, req)
 
     def on_drafted(self, req: SimRequest) -> None:
-        if self.waiting:
-            nxt = self.waiting.popleft()
-            loop = self.loop
-            nxt.draft_start = loop.now
-            loop.at(loop.now + self.compute.draft_time(nxt.gamma, nxt.prog.context(), nxt.prog.produced), self.on_drafted, nxt)
-        else:
-            self.busy -= 1
+        nxt = self.slots.release()
+        if nxt is not None:
+            self.begin_draft(nxt)
         self.send_verify(req)
 
     def send_verify(self, req: SimRequest) -> None:
@@ -150,13 +143,13 @@ class SimDraft:
         now = self.loop.now
         gamma, acc = req.gamma, req.accepted_now
         prog = req.prog
-        self.rec.rounds.append((req.rid, prog.rounds, req.edge.code, req.target.code, prog.produced, gamma, acc,
-                                acc + 1, req.draft_start, req.send, req.target_recv, req.batch_start, req.batch_end,
-                                now, req.batch_size, req.qdepth))
+        self.rec.rounds.append(round_row(prog, req.edge.code, req.target.code, gamma, acc, req.draft_start, req.send,
+                                         req.target_recv, req.batch_start, req.batch_end, now, req.batch_size,
+                                         req.qdepth))
         if not self.local:
             self.depth[req.target.name] = req.qdepth
-        fb = RoundFeedback(gamma, acc, now - req.send, req.batch_end - req.batch_start, req.qdepth,
-                           req.send - req.draft_start) if self.observes else None
+        fb = RoundFeedback.of_round(gamma, acc, req.draft_start, req.send, req.batch_start, req.batch_end, now,
+                                    req.qdepth) if self.observes else None
         if prog.apply(gamma, acc, fb):
             self.finish(req)
         else:
@@ -176,10 +169,8 @@ class SimDraft:
         req.finish = self.loop.now
         tname = req.target.name
         self.own_active[tname] -= 1
-        p = req.prog
-        self.rec.requests.append((req.rid, self.name, tname, req.arrival, req.prefill_sent, req.first_token,
-                                  req.finish, p.prompt_tokens, p.output_tokens, p.produced, p.rounds, p.drafted,
-                                  p.accepted, "ok"))
+        self.rec.requests.append(request_row(req.prog, self.name, tname, req.arrival, req.prefill_sent,
+                                             req.first_token, req.finish, "ok"))
         self.rec.completed += 1
         del self.rec.active[req.rid]
         req.runs = []
@@ -220,7 +211,7 @@ class SimTarget:
     def on_verify(self, req: SimRequest) -> None:
         now = self.loop.now
         req.target_recv = now
-        self.queue.append(Job(VERIFY, req.gamma + 1, req.prog.context(), now, req))
+        self.queue.append(verify_job(req.gamma, req.prog.context(), now, req))
         if not self.busy:
             self.try_start()
 
@@ -238,11 +229,7 @@ class SimTarget:
         if batch[0].kind == PREFILL:
             dur = self.compute.prefill_time([j.tokens for j in batch])
         else:
-            tokens = ctx = 0
-            for j in batch:
-                tokens += j.tokens
-                ctx += j.ctx
-            dur = self.compute.verify_time(len(batch), tokens, ctx)
+            dur = self.compute.verify_time(*verify_cost_inputs(batch))
         loop.at(loop.now + dur, self.on_batch_done, (batch, loop.now))
 
     def on_batch_done(self, arg: tuple[list[Job], float]) -> None:
