@@ -38,7 +38,7 @@ def main() -> int:
 
     from nodes import models as M
     from testbed.acceptance import expected_tokens_per_round
-    from testbed.calibrate.measure import Bench
+    from nodes.backends.hf_bench import Bench
     from testbed.calibrate.record import record
 
     res: dict = {}

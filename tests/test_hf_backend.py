@@ -91,6 +91,34 @@ def test_draft_rollback_equals_drafting_from_scratch(tiny):
             == np.frombuffer(c.draft([DraftItem(3, 9, 3, 16)]).tokens[0], "<i4").tolist())
 
 
+def test_snapshot_restore_repeats_a_round_on_the_same_context(tiny):
+    d, dd, V = tiny
+    model, tok = load(dd)
+    a = hf.HFDraft(model, tok)
+    a.start(1, tb([3, 5, 7, 9, 11]), 50)
+    a.observe(1, 0, 8)
+    fresh = a.snapshot(1)  # no cache yet
+    first = a.draft([DraftItem(1, 1, 4, 6)]).tokens[0]
+    a.observe(1, 0, 8)
+    base = a.snapshot(1)
+    nxt = a.draft([DraftItem(1, 2, 3, 7)]).tokens[0]
+    a.observe(1, 1, 4)
+    a.restore(1, base)
+    assert a.draft([DraftItem(1, 2, 3, 7)]).tokens[0] == nxt
+    a.restore(1, fresh)
+    assert a.reqs[1].cache is None and a.draft([DraftItem(1, 1, 4, 6)]).tokens[0] == first
+    tmodel, _ = load(d)
+    t = hf.HFTarget(tmodel)
+    r = _req(5, [3, 4, 5, 6])
+    t.prefill_batch([r])
+    r.produced, r.draft = 1, tb([7, 8, 9])
+    snap = t.snapshot(5)
+    one = t.verify_batch([r])
+    after = list(t.reqs[5].tokens)
+    t.restore(5, snap)
+    assert t.reqs[5].tokens == snap[0] and t.verify_batch([r]).tokens == one.tokens and t.reqs[5].tokens == after
+
+
 def _req(rid, prompt, out=100):
     return TargetRequest(rid, b"x", tb(prompt), out)
 

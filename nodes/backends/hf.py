@@ -37,6 +37,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -311,6 +312,18 @@ class HFTarget(TargetBackend):
         st = self.reqs.get(rid)
         return st.tokens if st is not None else None
 
+    def snapshot(self, rid: int) -> tuple[list[int], Any]:
+        """Request `rid`'s state (committed tokens, KV cache), for `restore`: a measurement repeats one round on
+        the same context (nodes.backends.hf_bench). The KV tensors are shared, not copied: a round replaces
+        them (`forward_batch` slices new ones), never writes into them."""
+        st = self.reqs[rid]
+        return list(st.tokens), st.kv
+
+    def restore(self, rid: int, snap: tuple[list[int], Any]) -> None:
+        st = self.reqs[rid]
+        st.tokens[:] = snap[0]
+        st.kv = snap[1]
+
 
 # -- draft -------------------------------------------------------------------------------------------------
 
@@ -429,6 +442,23 @@ class HFDraft(DraftBackend):
 
     def release(self, rid: int) -> None:
         self.reqs.pop(rid, None)
+
+    def snapshot(self, rid: int) -> tuple[list[int], int | None]:
+        """Request `rid`'s state (committed tokens, cache length; None: no cache yet), for `restore`."""
+        st = self.reqs[rid]
+        return list(st.tokens), (None if st.cache is None else cache_len(st.cache))
+
+    def restore(self, rid: int, snap: tuple[list[int], int | None]) -> None:
+        """Back to a snapshot taken earlier in the request's life: the tokens it had, the cache cut back to the
+        length it had (a cache of positions it has not seen is dropped: the next draft starts a fresh one)."""
+        st = self.reqs[rid]
+        tokens, n = snap
+        st.tokens[:] = tokens
+        st.drafted = []
+        if n is None:
+            st.cache = None
+        elif st.cache is not None:
+            crop(st.cache, n)
 
     def warmup(self) -> None:
         """Build the prompt source and draft once before the node reports ready (a first request paid 305 ms

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
         from testbed.calibrate.fit import fit_cost, write_profile
         from testbed.compute import CALIBRATED
-        from testbed.calibrate.measure import Bench
+        from nodes.backends.hf_bench import Bench
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -1,4 +1,6 @@
-"""Timings of the real models through the hf backend (nodes.backends.hf), over a grid.
+"""Timings of the real models through the hf backend (nodes.backends.hf), over a grid (used by
+`testbed calibrate`, testbed/calibrate). It drives the backend through its public API only (start, prompt,
+draft, observe, prefill_batch, verify_batch, snapshot / restore, release).
 
 Each measurement is the median (default) or the minimum of `reps` repetitions (wall clock,
 time.perf_counter). The median estimates the typical time a run will see; the minimum the best case, which
@@ -58,16 +60,12 @@ class Bench:
             self.draft.start(rid, _tb(self.ps.tokens(rid, ctx)), 1 << 20)
             self.draft.draft([DraftItem(rid, 0, 1, ctx)])  # prefill the draft's cache (untimed)
             self.draft.observe(rid, 0, self.tok_id)
-            st = self.draft.reqs[rid]
-            base = list(st.tokens)
+            base = self.draft.snapshot(rid)
 
             def once():
                 self.draft.draft([DraftItem(rid, 1, gamma, ctx)])
                 self.draft.observe(rid, 0, self.tok_id)
-                # back to the same context: drop the round's token again
-                st.tokens[:] = base
-                from nodes.backends.hf import crop
-                crop(st.cache, len(base) - 1)
+                self.draft.restore(rid, base)  # back to the same context: drop the round's token again
 
             once()  # warm-up
             rows.append((1, 1, ctx, self._best(once) / gamma))
@@ -82,10 +80,10 @@ class Bench:
             rid = 15_000 + i
             self.draft.start(rid, _tb(self.ps.tokens(rid, max(1, L - 1))), 1 << 20)
             self.draft.observe(rid, 0, self.tok_id)  # the prefill's token: the context is now L tokens
-            st = self.draft.reqs[rid]
+            fresh = self.draft.snapshot(rid)  # no cache yet
 
             def once():
-                st.cache = None  # a fresh cache, as at a request's first round
+                self.draft.restore(rid, fresh)  # a fresh cache, as at a request's first round
                 self.draft.draft([DraftItem(rid, 1, 1, L)])
 
             once()  # warm-up
@@ -127,13 +125,11 @@ class Bench:
                     items = pool[:B]
                     for r in items:
                         r.draft = _tb(self.rng.integers(0, V, g))
-                    saved = [(list(self.target.reqs[r.rid].tokens), self.target.reqs[r.rid].kv) for r in items]
+                    saved = [self.target.snapshot(r.rid) for r in items]
 
                     def restore():
-                        for r, (toks, kv) in zip(items, saved):
-                            st = self.target.reqs[r.rid]
-                            st.tokens[:] = toks
-                            st.kv = kv
+                        for r, snap in zip(items, saved):
+                            self.target.restore(r.rid, snap)
 
                     def batched():
                         self.target.verify_batch(items)
