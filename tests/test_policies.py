@@ -135,3 +135,24 @@ def test_recorded_acceptance_replays_exactly(tmp_path):
     d["models"]["acceptance"] = {"kind": "recorded", "path": str(tmp_path / "missing.npz")}
     with pytest.raises(SpecError, match="models.acceptance.path"):
         scenario(d)
+
+
+def test_registered_and_plugin_window_policies(tmp_path, monkeypatch):
+    from testbed.policies.window import register_window_policy
+
+    register_window_policy("fixed-test", lambda arg: parse_window_policy(f"static:{arg}"))
+    assert parse_window_policy("fixed-test:3").controller(10, 16).next_gamma() == 3
+    import testbed.awc.rollout  # noqa: F401  (registers awc-rollout)
+
+    assert parse_window_policy("awc-rollout:5/3/1/0/static:4").name == "awc-rollout"
+    (tmp_path / "my_window.py").write_text(
+        "from testbed.policies.window import StaticWindow\n"
+        "def policy(arg):\n    return StaticWindow(int(arg or 2))\n"
+        "def not_a_policy(arg):\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert parse_window_policy("py:my_window:policy:5").controller(10, 16).next_gamma() == 5
+    assert parse_window_policy("py:my_window:policy").controller(10, 16).next_gamma() == 2
+    for bad, msg in (("py:my_window:missing", "has no attribute"), ("py:no_such_module_x:policy", "No module"),
+                     ("py:my_window:not_a_policy", "not a window policy"), ("py:my_window", "required")):
+        with pytest.raises(ValueError, match=msg):
+            parse_window_policy(bad)

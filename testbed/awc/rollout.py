@@ -15,7 +15,13 @@ draws). The decision counter lives in the policy instance, which the simulator c
 
 from __future__ import annotations
 
-from testbed.policies.window import RoundFeedback, WindowController, WindowPolicy, parse_window_policy
+from testbed.policies.window import (
+    RoundFeedback,
+    WindowController,
+    WindowPolicy,
+    parse_window_policy,
+    register_window_policy,
+)
 
 
 class _RolloutController:
@@ -70,3 +76,6 @@ def parse_rollout_policy(arg: str) -> RolloutPolicy:
     if switch_at < 0 or gamma < 1 or modulus < 1:
         raise ValueError(arg)
     return RolloutPolicy(switch_at, gamma, modulus, residues, parse_window_policy(base))
+
+
+register_window_policy("awc-rollout", parse_rollout_policy)

@@ -10,12 +10,17 @@ gamma and observes each round's outcome. Forms accepted in specs and on the comm
                       probability of at least one rejection, 1 - a^gamma, stays <= H (0.7), with `a` an
                       exponentially weighted estimate of the per-token acceptance
     awc[:WEIGHTS]     learned Adaptive Window Control (needs the awc module; see testbed/policies/awc.py)
-    awc-rollout:...   training only: BASE until the run's K-th decision, then a fixed window (testbed/awc/rollout.py)
+    py:MODULE:FACTORY[:ARG]
+                      your own policy: FACTORY(ARG or None) of an importable module (examples/custom_window.py)
+    awc-rollout:...   training only, registered by testbed/awc/rollout.py (register_window_policy): BASE until
+                      the run's K-th decision, then a fixed window
 """
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -172,7 +177,33 @@ class SpecDecThreshold:
         return _SpecDecController(self.threshold, gamma_max)
 
 
-FORMS = "static:G (G >= 1), hf[:G0], specdec[:H] (0 < H < 1), awc[:WEIGHTS]"
+FORMS = "static:G (G >= 1), hf[:G0], specdec[:H] (0 < H < 1), awc[:WEIGHTS], py:MODULE:FACTORY[:ARG]"
+
+# Forms registered by other packages (kind -> parser of the text after "kind:"), e.g. awc-rollout by testbed/awc.
+_REGISTERED: dict[str, Callable[[str], WindowPolicy]] = {}
+
+
+def register_window_policy(kind: str, parse: Callable[[str], WindowPolicy]) -> None:
+    """Accept the form KIND:ARG in parse_window_policy from now on, in this process (`parse` gets ARG and raises
+    ValueError when it is bad). Node programs run in their own processes: a policy they must know too is given
+    as py:MODULE:FACTORY instead, which every process imports by itself."""
+    _REGISTERED[kind] = parse
+
+
+def _plugin(arg: str) -> WindowPolicy:
+    """py:MODULE:FACTORY[:ARG]: FACTORY(ARG or None) from an importable module returns the policy."""
+    module, _, rest = arg.partition(":")
+    name, _, farg = rest.partition(":")
+    if not module or not name:
+        raise ValueError("window policy py:MODULE:FACTORY[:ARG]: module and factory are required")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"window policy py:{module}:{name}: {e}") from None
+    policy = factory(farg or None)
+    if not callable(getattr(policy, "controller", None)):
+        raise ValueError(f"window policy py:{module}:{name}: the factory returned {policy!r}, not a window policy")
+    return policy
 
 
 def parse_window_policy(text: str) -> WindowPolicy:
@@ -200,10 +231,10 @@ def parse_window_policy(text: str) -> WindowPolicy:
             except ImportError as e:
                 raise ValueError(f"window policy 'awc' is not available: {e}") from None
             return load_awc_policy(arg or None)
-        if kind == "awc-rollout":  # training only: labels AWC data by simulator rollouts (testbed/awc/rollout.py)
-            from testbed.awc.rollout import parse_rollout_policy
-
-            return parse_rollout_policy(arg)
+        if kind == "py":
+            return _plugin(arg)
+        if kind in _REGISTERED:
+            return _REGISTERED[kind](arg)
     except (ValueError, TypeError) as e:
         if str(e).startswith("window policy"):
             raise
