@@ -112,7 +112,7 @@ def test_tiny_training_end_to_end(tmp_path):
 
     rows, how = generate(tasks(2, 5, families=("star-4edge", "two-tier")), workers=0, n_branches=1, per_branch=2,
                          max_requests=30, candidates=(2, 4))
-    assert how == "serial" and len(rows) >= 2
+    assert how.startswith("serial") and len(rows) >= 2
     import pandas as pd
 
     df = pd.DataFrame(rows)

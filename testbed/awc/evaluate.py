@@ -136,17 +136,20 @@ def run_grid(cells: list[Cell], policies=POLICIES, seeds=(1, 2, 3), executor: Ex
     """One row per (cell, policy, seed). Parallel on Ray when the executor allows it and workers/address say so."""
     ex = executor or SimExecutor()
     jobs = [(c, p, s, n_requests, ex) for c in cells for p in policies for s in seeds]
+    how = "serial (in this process)"
     if ex.parallel and (workers > 0 or address):
         from testbed.awc.ray_runner import parallel_map
 
-        rows = parallel_map(_run_one, jobs, workers=workers, address=address, progress=progress)
+        rows, how = parallel_map(_run_one, jobs, workers=workers, address=address, progress=progress)
     else:
         rows = []
         for i, j in enumerate(jobs):
             rows.append(_run_one(j))
             if progress is not None:
                 progress(i + 1, len(jobs))
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["ran_on"] = how  # testbed.runner.Runner.mode
+    return df
 
 
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:

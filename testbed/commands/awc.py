@@ -77,7 +77,8 @@ def _train(args: argparse.Namespace) -> int:
         df = pd.DataFrame(rows)
         args.data.parent.mkdir(parents=True, exist_ok=True)
         df.to_parquet(args.data)
-        print(f"data: {len(df)} rows from {n} configurations ({how}), {time.perf_counter() - t0:.0f} s -> {args.data}")
+        print(f"labelling ran on: {how}")
+        print(f"data: {len(df)} rows from {n} configurations, {time.perf_counter() - t0:.0f} s -> {args.data}")
     net, held, meta = train_all(df, TrainConfig(seed=args.seed, epochs=args.epochs))
     print(f"data set: {meta['samples']} samples, {meta['branches']} labelled branch points, {meta['configs']} configurations, "
           f"families {meta['families']}")
@@ -106,6 +107,7 @@ def _eval(args: argparse.Namespace) -> int:
     rows = run_grid(cells, policies, seeds, ex, workers=args.workers, address=args.address,
                     progress=lambda d, tot: print(f"\r{d}/{tot} runs", end="", flush=True))
     print()
+    print(f"ran on: {rows.attrs.get('ran_on', 'serial (in this process)')}")
     rows["policy"] = rows["policy"].where(~rows["policy"].str.startswith("awc"), "awc")
     summary = summarise(rows)
     gap = gaps(summary, rows)
