@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate hf-fidelity awc-eval awc-emu doctor cleanup clean
+.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,11 @@ experiment: $(STAMP)
 	$(PY) -m testbed run topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(EXP_OUT) \
 	  --set workload.trace=$$trace --set policy.window=$(POLICY) --set workload.duration_s=$(DURATION) \
 	  --set models.backend=$(MODEL) $(if $(SEED),--set seed=$(SEED)) $(foreach s,$(SET),--set $(s))
+
+## make sweep SWEEP=topologies/sweeps/window-vs-rtt.yaml [ADDRESS=head:6379] [WORKERS=2]: a sweep on Ray (rerun to resume)
+sweep: $(STAMP)
+	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=path/to/sweep.yaml [ADDRESS=...] [WORKERS=N]"; exit 2; }
+	$(PY) -m testbed sweep $(SWEEP) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SWEEP_OUT),--out $(SWEEP_OUT))
 
 ## make validate: fidelity of emulation vs simulation across the shipped topologies at two loads
 validate: $(STAMP)

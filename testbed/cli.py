@@ -22,6 +22,7 @@ COMMANDS = {
     "cleanup": "remove leftovers (namespaces, links, rules, processes) of crashed runs",
     "calibrate": "measure real models and fit a compute profile",
     "awc": "train / evaluate the Adaptive Window Control policy",
+    "sweep": "grid / random search over spec fields, topologies, policies and seeds, on Ray",
 }
 
 

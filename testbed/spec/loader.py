@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
+from pydantic import BaseModel, ValidationError
 
 from testbed.errors import SpecError
 
+M = TypeVar("M", bound=BaseModel)
 
-def read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
+
+def read_yaml(path: Path, what: str = "topology file",
+              example: str = "name, nodes, links, ...") -> tuple[dict[str, Any], yaml.Node | None]:
     """The document as data and as a node tree (for line numbers)."""
     try:
         text = path.read_text()
     except OSError as e:
-        raise SpecError(str(path), f"cannot read topology file: {e.strerror}") from None
+        raise SpecError(str(path), f"cannot read {what}: {e.strerror}") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -27,7 +32,7 @@ def read_yaml(path: Path) -> tuple[dict[str, Any], yaml.Node | None]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise SpecError(f"{path}:1", "a topology file must be a YAML mapping (name, nodes, links, ...)")
+        raise SpecError(f"{path}:1", f"a {what} must be a YAML mapping ({example})")
     return data, node
 
 
@@ -52,6 +57,32 @@ def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
     if line is None and node is not None:
         return node.start_mark.line + 1
     return line
+
+
+def locator(tree: yaml.Node | None, path: Path) -> Callable[[tuple[Any, ...]], str]:
+    """loc -> 'path:line' of that field in the file (just 'path' when it cannot be found)."""
+
+    def where(loc: tuple[Any, ...]) -> str:
+        line = line_of(tree, loc)
+        return f"{path}:{line}" if line else str(path)
+
+    return where
+
+
+def validate(model: type[M], data: dict[str, Any], where: Callable[[tuple[Any, ...]], str], schema: str) -> M:
+    """model.model_validate(data); its first error as a SpecError at the field's line (`schema`: where the
+    fields are documented, named for unknown keys)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        # a union reports the branch it tried ("list[str]", "literal[...]"): keep the parts that are in the file
+        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x.startswith(("list[", "dict[", "literal["))
+                                                                        or x in ("str", "int", "float", "bool"))))
+        msg = f"unknown key (not part of the schema; see {schema})" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")
+        raise SpecError(where(loc), f"{format_loc(loc)}: {msg}") from None
 
 
 def format_loc(loc: tuple[Any, ...]) -> str:

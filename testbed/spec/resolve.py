@@ -7,11 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
 
 from testbed.compute import ComputeModel, resolve_profile
 from testbed.errors import InputError, SpecError
-from testbed.spec.loader import apply_overrides, format_loc, line_of, read_yaml
+from testbed.spec.loader import (
+    apply_overrides,
+    format_loc,
+    locator,
+    read_yaml,
+    validate,
+)
 from testbed.spec.scenario import Hop, Scenario
 from testbed.spec.schedule import resolve_schedule
 from testbed.spec.schema import LinkSpec, NodeSpec, ProfileSpec, TopologySpec
@@ -25,19 +30,8 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     data, tree = read_yaml(path)
     data = apply_overrides(data, list(overrides))
 
-    def where(loc: tuple[Any, ...]) -> str:
-        line = line_of(tree, loc)
-        return f"{path}:{line}" if line else str(path)
-
-    try:
-        spec = TopologySpec.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = tuple(err["loc"])
-        msg = "unknown key (not part of the schema; see testbed/spec/schema.py)" if err["type"] == "extra_forbidden" else err["msg"]
-        if err["type"] == "value_error":
-            msg = msg.removeprefix("Value error, ")
-        raise SpecError(where(loc), f"{format_loc(loc)}: {msg}") from None
+    where = locator(tree, path)
+    spec = validate(TopologySpec, data, where, "testbed/spec/schema.py")
     return resolve(spec, str(path), where)
 
 
