@@ -26,6 +26,7 @@ import pandas as pd
 from analysis import plots
 from analysis.report import CSS, esc, fmt
 from testbed.awc.stats import ci95
+from testbed.files import write_text
 
 HEADLINE = ("output_token_throughput_tps", "goodput_rps", "ttft_ms.mean", "tpot_ms.mean", "e2e_ms.p99")
 ERRORS = ("ttft_ms.mean", "tpot_ms.mean", "output_token_throughput_tps")
@@ -202,7 +203,7 @@ def build(out: Path) -> Path:
             + "<h2 id='failures'>Failed trials</h2>" + failed_table(df, dims)
             + f"<footer>generated {time.strftime('%Y-%m-%d %H:%M:%S')} by analysis/sweep_report.py</footer></body></html>")
     p = out / "summary.html"
-    p.write_text(html)
+    write_text(p, html)
     return p
 
 

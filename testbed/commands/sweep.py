@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from testbed.files import write_text
     from testbed.runner import EMULATION_RESOURCE, Runner, RunnerConfig
     from testbed.sweep.file import load_sweep
     from testbed.sweep.results import load_record, save_record, table, write_table
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.yaml").write_text(args.sweep.read_text())
+    write_text(out / "sweep.yaml", args.sweep.read_text())
     records = {t.id: r for t in sweep.trials if (r := load_record(out, t.id)) is not None}
     if args.retry_failed:
         records = {k: r for k, r in records.items() if r["status"] == "ok"}
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_sweep_json(out: Path, sweep, jobs, mode: str) -> None:
-    from testbed.rundir import write_json
+    from testbed.files import write_json
     from testbed.sweep.trial import argv_of
 
     write_json(out / "sweep.json", {

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from testbed.rundir import write_json
+from testbed.files import write_json, write_parquet
 from testbed.sweep.file import Sweep
 
 BASE_COLUMNS = ("trial", "status", "error", "wall_s", "host")
@@ -62,7 +62,5 @@ def table(sweep: Sweep, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
 
 def write_table(out: Path, df: pd.DataFrame) -> Path:
     p = out / "trials.parquet"
-    tmp = p.with_name(".trials.parquet.tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(p)
+    write_parquet(p, df)
     return p
