@@ -38,8 +38,10 @@ class RequestProgress:
         self.speculate = speculate  # False: autoregressive mode, every round is a gamma = 0 decode step
 
     def first_token(self) -> bool:
-        """The prefill's token arrived; True if the request is already complete."""
-        self.produced = 1
+        """The prefill's token arrived; True if the request is already complete. (A request re-routed to
+        another target is prefilled again with its prompt and the tokens produced so far: that prefill's token
+        is one more; testbed/faults.py rule 2.)"""
+        self.produced += 1
         return self.produced >= self.output_tokens
 
     def next_gamma(self) -> int:

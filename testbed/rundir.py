@@ -16,7 +16,7 @@ import pandas as pd
 from testbed import __version__
 from testbed.files import write_json, write_text
 from testbed.spec import Scenario, spec_to_yaml
-from testbed.tables import write_tables
+from testbed.tables import write_events, write_tables
 from testbed.workload import Workload
 
 
@@ -56,7 +56,10 @@ def update_meta(out: Path, fields: dict[str, Any]) -> None:
     write_json(p, meta)
 
 
-def write_results(d: Path, requests: pd.DataFrame, rounds: pd.DataFrame, batches: pd.DataFrame, summary: dict[str, Any]) -> None:
+def write_results(d: Path, requests: pd.DataFrame, rounds: pd.DataFrame, batches: pd.DataFrame, summary: dict[str, Any],
+                  events: pd.DataFrame | None = None) -> None:
     d.mkdir(parents=True, exist_ok=True)
     write_tables(d, requests, rounds, batches)
+    if events is not None:
+        write_events(d, events)
     write_json(d / "summary.json", summary)

@@ -159,13 +159,32 @@ def _inside(intervals, t: float) -> bool:
     return False
 
 
-def inside_until(intervals, t: float) -> float:
-    """If t falls in one of the intervals, the end of the (merged) interval; else t."""
-    moved = True
-    while moved:
-        moved = False
-        for a, b in intervals:
-            if a <= t < b:
-                t = b
-                moved = True
-    return t
+def merge_intervals(ivs) -> tuple[tuple[float, float], ...]:
+    """Overlapping or touching [start, end) intervals merged, sorted."""
+    out: list[list[float]] = []
+    for a, b in sorted(ivs):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return tuple((a, b) for a, b in out)
+
+
+def describe_change(c: Change, links) -> tuple[str, str, str]:
+    """(link 'a-b', node, detail) of a change, for the events table."""
+    link = f"{links[c.link].a}-{links[c.link].b}" if c.link >= 0 else ""
+    detail = c.cause
+    if c.state is not None:
+        st = c.state
+        detail = (f"delay_ms={st.delay_ms:g} jitter_ms={st.jitter_ms:g} loss_pct={st.loss_pct:g} "
+                  f"bw_mbps={'-' if st.bw_mbps is None else f'{st.bw_mbps:g}'} ({c.cause})")
+    return link, c.node, detail
+
+
+def schedule_rows(scenario) -> list[tuple]:
+    """Events-table rows (testbed.tables.EVENT_COLUMNS) of the schedule applied exactly on time (simulator)."""
+    rows = []
+    for c in scenario.schedule.changes:
+        link, node, detail = describe_change(c, scenario.links)
+        rows.append((c.t, c.t, 0.0, c.kind, link, node, detail))
+    return rows

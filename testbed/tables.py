@@ -60,6 +60,16 @@ BATCH_COLUMNS: dict[str, tuple[str, str]] = {
     "tokens": ("int32", "tokens processed (prompt tokens, or sum of gamma + 1)"),
 }
 
+EVENT_COLUMNS: dict[str, tuple[str, str]] = {
+    "t_s": ("float64", "when it was scheduled (the spec's schedule), or when it happened (detections, re-routes)"),
+    "applied_s": ("float64", "when it took effect (emulator: measured after the change was made)"),
+    "lateness_ms": ("float64", "applied_s - t_s in ms (0 in the simulator)"),
+    "kind": ("string", "link_params | link_down | link_up | crash | restart | target_dead | target_alive | reroute | fail"),
+    "link": ("string", "the link 'a-b' (link kinds), else ''"),
+    "node": ("string", "the node (crash, restart; the draft for detections and re-routes), else ''"),
+    "detail": ("string", "parameters in force, the cause, the target, the request"),
+}
+
 TABLES = {"requests": REQUEST_COLUMNS, "rounds": ROUND_COLUMNS, "batches": BATCH_COLUMNS}
 
 
@@ -87,6 +97,12 @@ def unstarted_request_row(request_id: int, edge: str, arrival_s: float, prompt_t
     return request_row(request_id=request_id, edge=edge, target="", arrival_s=arrival_s, prefill_sent_s=nan,
                        first_token_s=nan, finish_s=nan, prompt_tokens=prompt_tokens, output_tokens=output_tokens,
                        tokens_out=0, rounds=0, drafted_tokens=0, accepted_tokens=0, status=status)
+
+
+def write_events(out: Path, df: pd.DataFrame) -> None:
+    """`events.parquet`: what the schedule changed and when (both executors; absent when nothing is scheduled)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_parquet(out / "events.parquet", df)
 
 
 def frame(columns: dict[str, tuple[str, str]], rows: list[tuple],

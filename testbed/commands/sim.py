@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         with progress_bar("simulating") as bar:
             task = bar.add_task("simulating", total=len(workload))
             result = simulate(scenario, workload, progress=lambda done, total: bar.update(task, completed=done))
-    write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary)
+    write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary, result.schedule_events)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3)}})
     if not args.quiet:
         print_summary(result.summary, Console())

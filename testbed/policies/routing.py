@@ -30,13 +30,26 @@ class Router:
         self._rng = random.Random((seed << 32) ^ zlib.crc32(draft_name.encode()))
         self._next = 0
 
-    def choose(self, reported_depth: dict[str, int], own_active: dict[str, int]) -> str:
+    def choose(self, reported_depth: dict[str, int], own_active: dict[str, int],
+               exclude: frozenset[str] | set[str] = frozenset()) -> str | None:
+        """The target of a new (or re-routed) request; `exclude`: targets believed dead (testbed/faults.py);
+        None when every reachable target is excluded."""
         t = self.targets
+        if exclude:
+            t = tuple(x for x in t if x not in exclude)
+            if not t:
+                return None
         if len(t) == 1:
             return t[0]
         if self.kind == "random":
             return t[self._rng.randrange(len(t))]
         if self.kind == "round_robin":
+            if exclude:
+                for _ in range(len(self.targets)):
+                    i = self._next
+                    self._next = (i + 1) % len(self.targets)
+                    if self.targets[i] not in exclude:
+                        return self.targets[i]
             i = self._next
             self._next = (i + 1) % len(t)
             return t[i]

@@ -12,6 +12,14 @@ path shares or that has no rate limit. At a shared, rate-limited hop further alo
 every edge's traffic crosses), the message continues in an event at the time it reaches that hop, so
 messages from near and far edges are served in their true arrival order.
 
+Scheduled links (the spec's `schedule`, testbed/schedule.py; rules in testbed/faults.py): a path with a
+scheduled link is computed by `Path.cross_sched`. Delay, jitter and loss of every hop are those in force when
+the message enters the path (as the emulator's delay line applies them when a packet reaches it); rate steps
+and capacity traces act at the time the message reaches the hop (they are queues). A trace direction serves
+bytes at its delivery opportunities (testbed.schedule.TraceServer; IP bytes, without the Ethernet header).
+A message sent while a link of its path is down is retransmitted with backoff (faults.retransmit_until), and
+later messages of the same connection wait behind it.
+
 Approximations (documented in README):
 - Loss: each TCP segment of a message is lost with the link's probability; a loss delays the message by one
   retransmission timeout (max(200 ms, 2 x the path's configured RTT)), repeated if lost again.
@@ -21,6 +29,7 @@ Approximations (documented in README):
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections.abc import Callable
 from typing import Any
@@ -28,17 +37,19 @@ from typing import Any
 import numpy as np
 
 from testbed import wire
+from testbed.faults import retransmit_until, rto_s
+from testbed.schedule import LinkState, TraceServer, merge_intervals
 from testbed.sim.engine import EventLoop
 from testbed.spec import Scenario
 
-MIN_RTO_S = 0.2
+ETH_BYTES = 14  # of wire.HEADER_BYTES per segment: not part of the IP packet a capacity trace carries
 
 
 class LinkDir:
     """One direction of one link."""
 
     __slots__ = ("name", "byte_time", "delay", "jitter", "loss", "max_backlog", "free_at", "rng", "_noise", "_k",
-                 "users")
+                 "users", "steps", "step_times", "trace", "queue_pkts")
 
     def __init__(self, name: str, bw_mbps: float | None, delay_ms: float, jitter_ms: float, loss_pct: float,
                  queue_pkts: int, rng: random.Random):
@@ -53,6 +64,29 @@ class LinkDir:
         self._noise: list[float] = []
         self._k = 0
         self.users = 0  # paths crossing this link direction
+        self.queue_pkts = queue_pkts
+        self.steps: list[LinkState] | None = None  # scheduled: the state from each of step_times on
+        self.step_times: list[float] = []
+        self.trace: TraceServer | None = None  # scheduled: capacity from a delivery-opportunity trace
+
+    def state_at(self, t: float) -> tuple[float, float, float, float]:
+        """(delay s, jitter s, loss probability, byte time s) in force at t."""
+        if self.steps is None:
+            return self.delay, self.jitter, self.loss, self.byte_time
+        k = bisect.bisect_right(self.step_times, t) - 1
+        st = self.steps[k if k > 0 else 0]
+        return st.delay_ms / 1e3, st.jitter_ms / 1e3, st.loss_pct / 100.0, 8.0 / (st.bw_mbps * 1e6) if st.bw_mbps else 0.0
+
+    def jitter_draw(self, std: float) -> float:
+        """A jitter sample scaled to `std` (the link's own stream of normal draws, as jitter_sample)."""
+        if self.jitter:
+            return self.jitter_sample() * (std / self.jitter)
+        k = self._k
+        if k >= len(self._noise):
+            self._noise = np.random.default_rng(self.rng.getrandbits(64)).normal(0.0, 1.0, 8192).tolist()
+            k = 0
+        self._k = k + 1
+        return self._noise[k] * std
 
     def jitter_sample(self) -> float:
         """Next normal(0, jitter) sample; drawn in blocks from the link's own seeded generator."""
@@ -67,21 +101,33 @@ class LinkDir:
 class Path:
     """The link directions from one node to another: one flow, with its retransmission timeout."""
 
-    __slots__ = ("hops", "rto", "lossy", "last_arrival", "stops")
+    __slots__ = ("hops", "rto", "lossy", "last_arrival", "stops", "sched", "down", "stalled_until")
 
-    def __init__(self, hops: list[LinkDir]):
+    def __init__(self, hops: list[LinkDir], down: tuple[tuple[float, float], ...] = ()):
         self.hops = hops
         rtt = 2.0 * sum(h.delay for h in hops)
-        self.rto = max(MIN_RTO_S, 2.0 * rtt)
-        self.lossy = any(h.loss > 0.0 for h in hops)
+        self.rto = rto_s(rtt)
         self.last_arrival = 0.0
+        self.sched = any(h.steps is not None or h.trace is not None for h in hops) or bool(down)
+        self.lossy = any(h.loss > 0.0 for h in hops)
+        self.down = down  # outages of the path (union over its links), sorted
+        self.stalled_until = 0.0  # the connection retransmits until then (faults rule 1)
         # hops (after the first) entered in an event of their own: shared by several paths and rate-limited
-        self.stops = [i for i, h in enumerate(hops) if i > 0 and h.users > 1 and h.byte_time > 0.0]
+        self.stops = [i for i, h in enumerate(hops)
+                      if i > 0 and h.users > 1 and (h.byte_time > 0.0 or h.trace is not None or h.steps is not None)]
+
+    def is_down(self, t: float) -> bool:
+        for a, b in self.down:
+            if a <= t < b:
+                return True
+        return False
 
     def send(self, loop: EventLoop, t: float, payload: int, handler: Callable[[Any], None], arg: Any) -> None:
         """Send `payload` application bytes at time t (= loop.now); handler(arg) runs when it has arrived."""
         nbytes = payload + -(-payload // wire.MSS) * wire.HEADER_BYTES
-        if not self.stops:
+        if self.sched:
+            self.send_sched(loop, t, nbytes, handler, arg)
+        elif not self.stops:
             loop.at(self.arrive(self.cross(t, nbytes, 0, len(self.hops))), handler, arg)
         else:
             Transit(self, nbytes, handler, arg).start(loop, t)
@@ -111,6 +157,52 @@ class Path:
                 t += h.delay
         return t
 
+    def send_sched(self, loop: EventLoop, t: float, nbytes: int, handler: Callable[[Any], None], arg: Any) -> None:
+        """A path with a schedule: outages first (faults rule 1), then hop by hop at the times in force."""
+        if self.down:
+            if t < self.stalled_until:  # the connection is retransmitting: queued behind it
+                loop.at(self.stalled_until, _deferred, (self, loop, nbytes, handler, arg))
+                return
+            if self.is_down(t):
+                self.stalled_until = retransmit_until(t, self.rto_at(t), self.is_down)
+                loop.at(self.stalled_until, _deferred, (self, loop, nbytes, handler, arg))
+                return
+        Transit(self, nbytes, handler, arg).start(loop, t)
+
+    def rto_at(self, t: float) -> float:
+        return rto_s(2.0 * sum(h.state_at(t)[0] for h in self.hops))
+
+    def cross_sched(self, t: float, nbytes: int, i: int, j: int, t0: float) -> float:
+        """As cross(), with each hop's delay / jitter / loss in force at t0 (the message entered the path) and
+        its rate or capacity trace at the time the message reaches it."""
+        hops = self.hops
+        for k in range(i, j):
+            h = hops[k]
+            delay, jitter, loss, bt = h.state_at(t0)
+            if h.trace is not None:
+                segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
+                t = h.trace.depart(t, nbytes - segs * ETH_BYTES)
+            elif bt:
+                if h.steps is not None:
+                    bt = h.state_at(t)[3]
+                start = h.free_at if h.free_at > t else t
+                if start - t > h.queue_pkts * (wire.MSS + wire.HEADER_BYTES) * bt:
+                    t += self.rto_at(t0)  # drop-tail: retransmitted after a timeout
+                    start = h.free_at if h.free_at > t else t
+                t = start + nbytes * bt
+                h.free_at = t
+            if loss:
+                segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
+                p_msg = 1.0 - (1.0 - loss) ** segs
+                while h.rng.random() < p_msg:
+                    t += self.rto_at(t0)
+            if jitter:
+                d = delay + h.jitter_draw(jitter)
+                t = t + d if d > 0.0 else t
+            else:
+                t += delay
+        return t
+
     def arrive(self, t: float) -> float:
         """No reordering within the flow."""
         if t < self.last_arrival:
@@ -119,10 +211,16 @@ class Path:
         return t
 
 
+def _deferred(arg: tuple[Path, EventLoop, int, Callable[[Any], None], Any]) -> None:
+    """A message that waited for the connection's retransmission (faults rule 1) now enters the path."""
+    path, loop, nbytes, handler, arg2 = arg
+    Transit(path, nbytes, handler, arg2).start(loop, loop.now)
+
+
 class Transit:
     """A message on its way along a path with shared rate-limited hops: one event per such hop."""
 
-    __slots__ = ("path", "nbytes", "handler", "arg", "i", "loop")
+    __slots__ = ("path", "nbytes", "handler", "arg", "i", "loop", "t0")
 
     def __init__(self, path: Path, nbytes: int, handler: Callable[[Any], None], arg: Any):
         self.path = path
@@ -133,6 +231,7 @@ class Transit:
 
     def start(self, loop: EventLoop, t: float) -> None:
         self.loop = loop
+        self.t0 = t
         self._advance(t)
 
     def resume(self, _: object) -> None:
@@ -141,7 +240,7 @@ class Transit:
     def _advance(self, t: float) -> None:
         path = self.path
         nxt = next((s for s in path.stops if s > self.i), len(path.hops))
-        t = path.cross(t, self.nbytes, self.i, nxt)
+        t = path.cross_sched(t, self.nbytes, self.i, nxt, self.t0) if path.sched else path.cross(t, self.nbytes, self.i, nxt)
         self.i = nxt
         if nxt == len(path.hops):
             self.loop.at(path.arrive(t), self.handler, self.arg)
@@ -162,9 +261,22 @@ class SimNetwork:
         for hops in scenario.paths.values():
             for h in hops:
                 self.dirs[(h.link, h.forward)].users += 1
+        sched = scenario.schedule
+        for (i, fwd), d in self.dirs.items():
+            if i in sched.steps:
+                d.step_times = [t for t, _ in sched.steps[i]]
+                d.steps = [st for _, st in sched.steps[i]]
+            if (i, fwd) in sched.traces:
+                d.trace = TraceServer(sched.traces[(i, fwd)])
         self.paths: dict[tuple[str, str], Path] = {
-            key: Path([self.dirs[(h.link, h.forward)] for h in hops]) for key, hops in scenario.paths.items()
+            key: Path([self.dirs[(h.link, h.forward)] for h in hops], path_outages(sched.down, hops))
+            for key, hops in scenario.paths.items()
         }
 
     def path(self, src: str, dst: str) -> Path:
         return self.paths[(src, dst)]
+
+
+def path_outages(down: dict[int, tuple[tuple[float, float], ...]], hops) -> tuple[tuple[float, float], ...]:
+    """The intervals during which some link of the path is down, merged and sorted."""
+    return merge_intervals(iv for h in hops for iv in down.get(h.link, ()))

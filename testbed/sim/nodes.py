@@ -30,7 +30,8 @@ LOCAL = Path([])  # co-located draft and target: no network between them
 class SimRequest:
     __slots__ = ("rid", "edge", "target", "drafter", "prog", "runs", "up", "down", "round_up", "round_down",
                  "arrival", "prefill_sent", "first_token", "finish", "gamma", "accepted_now", "draft_start",
-                 "send", "target_recv", "batch_start", "batch_end", "batch_size", "qdepth")
+                 "send", "target_recv", "batch_start", "batch_end", "batch_size", "qdepth",
+                 "gen", "round_gen", "draft_epoch", "target_epoch", "target_gen", "sends")
 
     def __init__(self, rid: int, edge: "SimDraft", target: "SimTarget", arrival: float, prog: RequestProgress,
                  runs: list[int], up: Path, down: Path):
@@ -52,12 +53,15 @@ class SimRequest:
         self.prefill_sent = self.first_token = self.finish = float("nan")
         self.gamma = self.accepted_now = self.batch_size = self.qdepth = 0
         self.draft_start = self.send = self.target_recv = self.batch_start = self.batch_end = 0.0
+        # faults (testbed/sim/faults.py): messages of an older generation are stale (the request was re-routed
+        # or failed since); the epochs say which life of the draft / target a round or prefill belongs to
+        self.gen = self.round_gen = self.draft_epoch = self.target_epoch = self.target_gen = self.sends = 0
 
 
 class Recorder:
     """Row tuples in the column order of testbed.tables."""
 
-    __slots__ = ("requests", "rounds", "batches", "completed", "active")
+    __slots__ = ("requests", "rounds", "batches", "completed", "active", "events", "rerouted", "failed")
 
     def __init__(self) -> None:
         self.requests: list[tuple] = []
@@ -65,13 +69,16 @@ class Recorder:
         self.batches: list[tuple] = []
         self.completed = 0
         self.active: dict[int, SimRequest] = {}  # arrived, not finished
+        self.events: list[tuple] = []  # testbed.tables.EVENT_COLUMNS (scheduled runs)
+        self.rerouted = 0
+        self.failed = 0
 
 
 class SimDraft:
     """A drafting executor: an edge device (distributed mode) or the drafter co-located with a target."""
 
     __slots__ = ("name", "code", "loop", "compute", "slots", "router", "depth", "own_active",
-                 "rec", "local", "observes", "topk")
+                 "rec", "local", "observes", "topk", "faults")
 
     def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, slots: int, router: Router | None,
                  rec: Recorder, local: bool, observes: bool):
@@ -87,6 +94,7 @@ class SimDraft:
         self.local = local  # rounds run next to the target (fused / autoregressive)
         self.observes = observes
         self.topk = 0  # draft probabilities per drafted token on the wire (sampling mode), set by the builder
+        self.faults = None  # testbed.sim.faults.DraftFaults when the schedule crashes nodes or cuts paths
 
     # -- request start (at the edge) ------------------------------------------------------------------
     def route(self) -> str:
@@ -97,13 +105,20 @@ class SimDraft:
         return name
 
     def send_prefill(self, req: SimRequest) -> None:
-        req.prefill_sent = now = self.loop.now
-        req.up.send(self.loop, now, wire.payload_bytes("PREFILL", req.prog.prompt_tokens), req.target.on_prefill, req)
+        now = self.loop.now
+        if req.prefill_sent != req.prefill_sent:  # NaN: the first prefill (a re-routed request sends another)
+            req.prefill_sent = now
+        nbytes = wire.payload_bytes("PREFILL", req.prog.context())
+        if self.faults is None:
+            req.up.send(self.loop, now, nbytes, req.target.on_prefill, req)
+        else:
+            self.faults.send(req, req.up, nbytes, req.target.on_prefill)
 
     # -- rounds (at the drafter) -----------------------------------------------------------------------
     def on_first_token(self, req: SimRequest) -> None:
         if not self.local:
-            req.first_token = self.loop.now
+            if req.first_token != req.first_token:  # NaN: TTFT ends at the first prefill's token only
+                req.first_token = self.loop.now
             self.depth[req.target.name] = req.qdepth
         if req.prog.first_token():
             self.finish(req)
@@ -112,6 +127,8 @@ class SimDraft:
 
     def start_round(self, req: SimRequest) -> None:
         loop = self.loop
+        if self.faults is not None:
+            self.faults.round_started(req)
         gamma = req.prog.next_gamma()
         req.gamma = gamma
         if gamma == 0:
@@ -126,6 +143,8 @@ class SimDraft:
         loop.at(loop.now + self.compute.draft_time(req.gamma, req.prog.context(), req.prog.produced), self.on_drafted, req)
 
     def on_drafted(self, req: SimRequest) -> None:
+        if self.faults is not None and not self.faults.drafted(req):
+            return
         nxt = self.slots.release()
         if nxt is not None:
             self.begin_draft(nxt)
@@ -136,6 +155,10 @@ class SimDraft:
         req.send = now
         if self.local:  # co-located: the job joins the target's queue at once
             req.target.on_verify(req)
+        elif self.faults is not None:
+            if self.faults.round_is_stale(req):
+                return
+            self.faults.send(req, req.round_up, wire.payload_bytes("VERIFY", req.gamma, self.topk), req.target.on_verify)
         else:
             req.round_up.send(self.loop, now, wire.payload_bytes("VERIFY", req.gamma, self.topk), req.target.on_verify, req)
 
@@ -169,6 +192,8 @@ class SimDraft:
         req.finish = self.loop.now
         tname = req.target.name
         self.own_active[tname] -= 1
+        if self.faults is not None:
+            req.gen += 1  # anything still in flight for it is stale
         self.rec.requests.append(request_row(req.prog, self.name, tname, req.arrival, req.prefill_sent,
                                              req.first_token, req.finish, "ok"))
         self.rec.completed += 1
@@ -188,7 +213,8 @@ def _noop(_: object) -> None:
 class SimTarget:
     """A verifier: one queue, one batch executing at a time."""
 
-    __slots__ = ("name", "code", "loop", "compute", "batcher", "queue", "busy", "wake_at", "rec", "drafter")
+    __slots__ = ("name", "code", "loop", "compute", "batcher", "queue", "busy", "wake_at", "rec", "drafter", "epoch",
+                 "faults")
 
     def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, batcher: Batcher, rec: Recorder,
                  drafter: SimDraft | None):
@@ -202,13 +228,19 @@ class SimTarget:
         self.wake_at = -1.0
         self.rec = rec
         self.drafter = drafter  # the co-located drafter in fused / autoregressive modes
+        self.epoch = 0  # lives of the process: a crash starts a new one (testbed/sim/faults.py)
+        self.faults = None  # testbed.sim.faults.TargetFaults when the schedule crashes nodes or cuts paths
 
     def on_prefill(self, req: SimRequest) -> None:
-        self.queue.append(Job(PREFILL, req.prog.prompt_tokens, 0, self.loop.now, req))
+        if self.faults is not None and not self.faults.accept_prefill(req):
+            return
+        self.queue.append(Job(PREFILL, req.prog.context(), 0, self.loop.now, req))
         if not self.busy:
             self.try_start()
 
     def on_verify(self, req: SimRequest) -> None:
+        if self.faults is not None and not self.faults.accept_verify(req):
+            return
         now = self.loop.now
         req.target_recv = now
         self.queue.append(verify_job(req.gamma, req.prog.context(), now, req))
@@ -230,12 +262,14 @@ class SimTarget:
             dur = self.compute.prefill_time([j.tokens for j in batch])
         else:
             dur = self.compute.verify_time(*verify_cost_inputs(batch))
-        loop.at(loop.now + dur, self.on_batch_done, (batch, loop.now))
+        loop.at(loop.now + dur, self.on_batch_done, (batch, loop.now, self.epoch))
 
-    def on_batch_done(self, arg: tuple[list[Job], float]) -> None:
+    def on_batch_done(self, arg: tuple[list[Job], float, int]) -> None:
         """Replies go out; co-located rounds apply their results at once (their next decode steps join the
         queue, as in a continuous-batching server); then the next batch forms from everything queued."""
-        batch, start = arg
+        batch, start, epoch = arg
+        if epoch != self.epoch:  # the process that ran it crashed meanwhile
+            return
         loop = self.loop
         now = loop.now
         depth = len(self.queue)
@@ -245,10 +279,14 @@ class SimTarget:
             for j in batch:
                 req: SimRequest = j.ref
                 tokens += j.tokens
+                if self.faults is not None and self.faults.stale(req):
+                    continue
                 req.qdepth = depth
                 if self.drafter is not None:
                     req.down.send(loop, now, PREFILL_DONE_BYTES, req.edge.on_first_token_at_edge, req)
                     self.drafter.on_first_token(req)
+                elif self.faults is not None:
+                    self.faults.reply(req, req.down, PREFILL_DONE_BYTES, req.edge.on_first_token)
                 else:
                     req.down.send(loop, now, PREFILL_DONE_BYTES, req.edge.on_first_token, req)
             self.rec.batches.append((self.code, 0, start, now, n, tokens))
@@ -256,6 +294,8 @@ class SimTarget:
             for j in batch:
                 req = j.ref
                 tokens += j.tokens
+                if self.faults is not None and self.faults.stale(req):
+                    continue
                 req.accepted_now = verify(req.runs, req.prog.produced, req.gamma)
                 req.batch_start = start
                 req.batch_end = now
@@ -264,6 +304,8 @@ class SimTarget:
                 d = req.drafter
                 if d.local:
                     d.on_result(req)
+                elif self.faults is not None:
+                    self.faults.reply(req, req.round_down, RESULT_BYTES, d.on_result)
                 else:
                     req.round_down.send(loop, now, RESULT_BYTES, d.on_result, req)
             self.rec.batches.append((self.code, 1, start, now, n, tokens))

@@ -19,7 +19,10 @@ from testbed.sim.engine import EventLoop
 from testbed.sim.network import SimNetwork
 from testbed.sim.nodes import Recorder, SimDraft, SimRequest, SimTarget
 from testbed.spec import Scenario
-from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, frame
+from testbed.schedule import schedule_rows
+from testbed.sim import faults as sim_faults
+from testbed.sim.faults import needs_faults
+from testbed.tables import BATCH_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, frame
 from testbed.workload import Workload, build_workload
 
 
@@ -31,6 +34,7 @@ class SimResult:
     summary: dict
     events: int
     wall_s: float  # measured by the caller-facing wrapper only, for benchmarks; never used in results
+    schedule_events: pd.DataFrame | None = None  # testbed.tables.EVENT_COLUMNS, when the scenario has a schedule
 
 
 def simulate(scenario: Scenario, workload: Workload | None = None,
@@ -38,10 +42,7 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
     """Run DSD-Sim on the scenario. Deterministic for a given spec (seed included)."""
     wall0 = time.perf_counter()
     spec = scenario.spec
-    if scenario.schedule.active:
-        from testbed.errors import InputError
 
-        raise InputError(scenario.source, "schedule: not simulated yet (issue 12 in progress)")
     wl = workload if workload is not None else build_workload(scenario)
     loop = EventLoop()
     rec = Recorder()
@@ -63,6 +64,9 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
                  Router(spec.policy.routing, scenario.reachable[name], spec.seed, name), rec, False, observes)
         for name in scenario.drafts
     ]
+    faults = needs_faults(scenario)
+    if faults:
+        sim_faults.install(scenario, loop, net, drafts, targets)
     topk = wire.verify_topk(spec.models.temperature)
     for d in drafts:
         d.topk = topk
@@ -82,12 +86,18 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
     def on_arrival(i: int) -> None:
         rid, L = rids[i], outputs[i]
         edge = drafts[edge_of[i]]
-        tname = edge.route()
+        f = edge.faults
+        tname = edge.route() if f is None else (None if f.down else f.route())
         ctl = policy.controller(prompts[i], gamma_max)
-        req = SimRequest(rid, edge, targets[tname], arrivals[i], RequestProgress(rid, prompts[i], L, ctl, gamma_max, speculate),
-                         acceptance.runs(seed, rid, L) if speculate else [], paths(edge.name, tname), paths(tname, edge.name))
+        t = tname or scenario.reachable[edge.name][0]
+        req = SimRequest(rid, edge, targets[t], arrivals[i], RequestProgress(rid, prompts[i], L, ctl, gamma_max, speculate),
+                         acceptance.runs(seed, rid, L) if speculate else [], paths(edge.name, t), paths(t, edge.name))
         rec.active[rid] = req
-        edge.send_prefill(req)
+        if tname is None:  # faults rules 2 / 6: the edge is down, or every target it reaches is believed dead
+            edge.own_active[t] = edge.own_active.get(t, 0) + 1
+            f.fail(req, "edge down" if f.down else "no reachable target alive")
+        else:
+            edge.send_prefill(req)
         if i + 1 < n:
             loop.at(arrivals[i + 1], on_arrival, i + 1)
 
@@ -114,4 +124,8 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
     batches = frame(BATCH_COLUMNS, rec.batches, codes={"target": names, "kind": ["prefill", "verify"]})
     summary = summarize(requests, rounds, batches)
     summary["events"] = loop.events
-    return SimResult(requests, rounds, batches, summary, loop.events, time.perf_counter() - wall0)
+    events = None
+    if scenario.schedule.active:
+        events = frame(EVENT_COLUMNS, sorted(schedule_rows(scenario) + rec.events, key=lambda r: (r[1], r[0])))
+        summary["requests_rerouted"] = rec.rerouted
+    return SimResult(requests, rounds, batches, summary, loop.events, time.perf_counter() - wall0, events)

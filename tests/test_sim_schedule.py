@@ -1,0 +1,162 @@
+"""The schedule in DSD-Sim (issue 12): exact, closed-form checks of steps, capacity traces, outages with
+retransmission, crashes with re-routing (rules of testbed/faults.py)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import one_edge_spec, scenario, write_native_trace
+from testbed.faults import retransmit_until, rto_s
+from testbed.sim import simulate
+
+
+def steady(n: int, gap: float, prompt: int = 100, output: int = 200) -> list[tuple[float, int, int]]:
+    return [(i * gap, prompt, output) for i in range(n)]
+
+
+def test_delay_step_changes_the_round_trip_exactly_at_the_step(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(20, 0.5))
+    d = one_edge_spec(trace, delay_ms=10)
+    d["schedule"] = {"links": [{"link": "edge0-cloud0", "steps": [{"at_s": 5.0, "delay_ms": 30}, {"at_s": 8.0, "delay_ms": 2}]}]}
+    r = simulate(scenario(d))
+    rd = r.rounds
+    up = rd.target_recv_s - rd.send_s
+    down = rd.recv_s - rd.batch_end_s
+    expect_up = np.where(rd.send_s < 5, 0.010, np.where(rd.send_s < 8, 0.030, 0.002))
+    expect_down = np.where(rd.batch_end_s < 5, 0.010, np.where(rd.batch_end_s < 8, 0.030, 0.002))
+    # no reordering within a flow: after the 30 -> 2 ms step a message may wait for the one before it
+    late = (rd.send_s >= 8) & (rd.send_s < 8.03)
+    assert np.allclose(up[~late], expect_up[~late], atol=1e-9) and (up[late] >= 0.002 - 1e-9).all()
+    late_d = (rd.batch_end_s >= 8) & (rd.batch_end_s < 8.03)
+    assert np.allclose(down[~late_d], expect_down[~late_d], atol=1e-9)
+    assert ((rd.send_s >= 5) & (rd.send_s < 8)).sum() > 10  # the step was exercised
+    ev = r.schedule_events
+    assert list(ev.kind) == ["link_params", "link_params"] and list(ev.t_s) == [5.0, 8.0]
+
+
+def test_trace_link_delivers_only_at_opportunities(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(10, 0.37, prompt=50, output=60))
+    (tmp_path / "every10.up").write_text("\n".join(str(10 * k) for k in range(1, 11)) + "\n")  # 0.1 Mbit/s-ish
+    d = one_edge_spec(trace, delay_ms=5)
+    d["schedule"] = {"links": [{"link": "edge0-cloud0", "trace_fwd": str(tmp_path / "every10.up")}]}
+    r = simulate(scenario(d))
+    rd = r.rounds
+    left_link = rd.target_recv_s - 0.005  # the moment the VERIFY finished crossing the trace link
+    ms = left_link * 1e3
+    assert np.allclose(ms, np.round(ms), atol=1e-6) and (np.round(ms) % 10 == 0).all()  # opportunities only
+    assert (left_link >= rd.send_s - 1e-9).all() and (left_link - rd.send_s < 0.010 + 1e-9).all()  # the next one
+    down = rd.recv_s - rd.batch_end_s  # the other direction has no trace: plain 5 ms
+    assert np.allclose(down, 0.005, atol=1e-9)
+
+
+def test_outage_holds_messages_until_a_retransmission_after_the_link_is_back(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(10, 0.8, output=400))
+    d = one_edge_spec(trace, delay_ms=10)
+    d["schedule"] = {"events": [{"at_s": 3.0, "kind": "link_down", "link": "edge0-cloud0", "until_s": 4.5}]}
+    r = simulate(scenario(d))
+    rd = r.rounds.sort_values("send_s")
+    assert (r.requests.status == "ok").all()
+    rto = rto_s(0.020)
+    down = lambda t: 3.0 <= t < 4.5  # noqa: E731
+    hit = rd[(rd.send_s >= 3.0) & (rd.send_s < 4.5)]
+    assert len(hit) >= 1
+    first = hit.iloc[0]
+    resent = retransmit_until(first.send_s, rto, down)
+    assert resent >= 4.5 and first.target_recv_s == pytest.approx(resent + 0.010, abs=1e-9)
+    # later messages of the connection left with it (one byte stream), none crossed during the outage
+    assert (hit.target_recv_s >= resent + 0.010 - 1e-9).all()
+    crossed = rd.target_recv_s - 0.010
+    assert not ((crossed >= 3.0) & (crossed < 4.5) & (rd.send_s >= 3.0)).any()
+    ev = r.schedule_events
+    assert list(ev.kind) == ["link_down", "link_up"]
+
+
+def _two_targets(trace, **run):
+    return {
+        "name": "crash", "seed": 3,
+        "nodes": [{"name": "edge0", "role": "draft", "profile": "edgec"}, {"name": "sw0", "role": "switch"},
+                  {"name": "cloud0", "role": "target", "profile": "cloudc"},
+                  {"name": "cloud1", "role": "target", "profile": "cloudc"}],
+        "links": [{"a": "edge0", "b": "sw0", "delay_ms": 5}, {"a": "sw0", "b": "cloud0", "delay_ms": 1},
+                  {"a": "sw0", "b": "cloud1", "delay_ms": 1}],
+        "workload": {"trace": str(trace), "format": "native", "duration_s": None},
+        "policy": {"window": "static:4", "routing": "round_robin"},
+        "profiles": {"edgec": {"draft_step": {"base_ms": 5.0}},
+                     "cloudc": {"prefill": {"base_ms": 20.0}, "verify": {"base_ms": 10.0}}},
+        "run": {"peer_timeout_s": 0.5, "request_timeout_s": 5, **run},
+    }
+
+
+def test_crashed_target_requests_are_rerouted_and_finish_with_every_token(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(40, 0.25, output=300))
+    d = _two_targets(trace)
+    d["schedule"] = {"events": [{"at_s": 3.0, "kind": "crash", "node": "cloud1", "until_s": 6.0}]}
+    r = simulate(scenario(d))
+    req, b, ev = r.requests, r.batches, r.schedule_events
+    assert (req.status == "ok").all() and (req.tokens_out == req.output_tokens).all()
+    assert r.summary["requests_rerouted"] == (ev.kind == "reroute").sum() > 0
+    # detection after exactly the peer timeout; back (and used again) after the restart
+    assert ev[ev.kind == "target_dead"].t_s.tolist() == [3.5] and ev[ev.kind == "target_alive"].t_s.tolist() == [6.0]
+    c1 = b[b.target == "cloud1"]
+    assert not ((c1.start_s >= 3.0) & (c1.start_s < 6.0)).any()  # a dead process runs nothing
+    assert (c1.start_s >= 6.0).any()
+    # between detection and restart, every new request went to cloud0
+    assert (req[(req.arrival_s > 3.5) & (req.arrival_s < 6.0)].target == "cloud0").all()
+
+
+def test_single_target_crash_fails_requests_and_nothing_hangs(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(30, 0.2, output=300))
+    d = one_edge_spec(trace, delay_ms=5)
+    d["run"] = {"peer_timeout_s": 0.5, "request_timeout_s": 5, "drain_timeout_s": 30}
+    d["schedule"] = {"events": [{"at_s": 2.0, "kind": "crash", "node": "cloud0", "until_s": 4.0}]}
+    r = simulate(scenario(d))
+    req = r.requests
+    assert set(req.status) == {"ok", "failed"} and (req.status == "failed").sum() > 0
+    ok = req[req.status == "ok"]
+    assert (ok.tokens_out == ok.output_tokens).all()
+    # failed: in flight at the crash (declared dead at 2.5 s), or arrived while it was believed dead
+    failed = req[req.status == "failed"]
+    assert (failed.arrival_s < 4.0).all()
+    assert (req[req.arrival_s >= 4.0].status == "ok").all()
+
+
+def test_short_crash_before_detection_ends_in_request_timeouts(tmp_path):
+    """Restarted before anyone noticed: the requests it held are unknown to it; those whose message was lost
+    wait for run.request_timeout_s (rule 5), those that send a VERIFY later are told and re-routed (rule 4)."""
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(20, 0.2, output=300))
+    d = one_edge_spec(trace, delay_ms=5)
+    d["run"] = {"peer_timeout_s": 2.0, "request_timeout_s": 3, "drain_timeout_s": 30}
+    d["schedule"] = {"events": [{"at_s": 2.0, "kind": "crash", "node": "cloud0", "until_s": 2.3}]}
+    r = simulate(scenario(d))
+    req, ev = r.requests, r.schedule_events
+    assert "target_dead" not in set(ev.kind)
+    failed = req[req.status == "failed"]
+    assert len(failed) > 0 and set(req.status) <= {"ok", "failed"}
+    fails = ev[ev.kind == "fail"]
+    assert fails.detail.str.contains("request_timeout").all()
+    assert ((fails.t_s >= 2.0 + 3.0 - 0.1) & (fails.t_s < 2.3 + 3.0 + 0.1)).all()
+
+
+def test_crashed_draft_loses_its_requests_and_takes_new_ones_after_restart(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(30, 0.2, output=200))
+    d = one_edge_spec(trace, delay_ms=5)
+    d["schedule"] = {"events": [{"at_s": 2.0, "kind": "crash", "node": "edge0", "until_s": 3.0}]}
+    r = simulate(scenario(d))
+    req = r.requests
+    during = req[(req.arrival_s >= 2.0) & (req.arrival_s < 3.0)]
+    assert (during.status == "failed").all() and len(during) == 5
+    assert (req[req.arrival_s >= 3.0].status == "ok").all()
+    assert (req[(req.arrival_s < 2.0) & (req.status == "failed")].shape[0]) > 0
+    assert not math.isnan(r.summary["ttft_ms"]["mean"])
+
+
+def test_unscheduled_runs_are_unchanged_by_an_empty_schedule(tmp_path):
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(20, 0.3))
+    a = simulate(scenario(one_edge_spec(trace, bw_mbps=5)))
+    d = one_edge_spec(trace, bw_mbps=5)
+    d["schedule"] = {"links": [], "events": []}
+    b = simulate(scenario(d))
+    assert a.requests.equals(b.requests) and a.rounds.equals(b.rounds) and b.schedule_events is None
