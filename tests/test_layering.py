@@ -26,9 +26,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "emu": ("testbed/emu/",),
     "nodes": ("nodes/",),
     "analysis": ("analysis/",),
-    # wiring and tools: the CLI and its commands, the run directory writer, calibration, AWC training
+    # wiring and tools: the CLI and its commands, the run directory writer, calibration, AWC training, the Ray task
+    # runner and sweeps (which run the CLI's commands as trials)
     "tools": ("testbed/__main__.py", "testbed/cli.py", "testbed/commands/", "testbed/rundir.py", "testbed/calibrate/",
-              "testbed/awc/"),
+              "testbed/awc/", "testbed/runner.py", "testbed/sweep/"),
 }
 
 EXECUTORS = ("testbed.sim", "testbed.emu", "nodes")
