@@ -258,9 +258,8 @@ class SimNetwork:
                 a, b = (l.a, l.b) if fwd else (l.b, l.a)
                 self.dirs[(i, fwd)] = LinkDir(f"{a}->{b}", l.bw_mbps, l.delay_ms, l.jitter_ms, l.loss_pct,
                                               l.queue_pkts, random.Random(seed * 1_000_003 + 2 * i + fwd))
-        for hops in scenario.paths.values():
-            for h in hops:
-                self.dirs[(h.link, h.forward)].users += 1
+        for key, n in scenario.paths.hop_users().items():
+            self.dirs[key].users = n
         sched = scenario.schedule
         for (i, fwd), d in self.dirs.items():
             if i in sched.steps:
@@ -268,13 +267,17 @@ class SimNetwork:
                 d.steps = [st for _, st in sched.steps[i]]
             if (i, fwd) in sched.traces:
                 d.trace = TraceServer(sched.traces[(i, fwd)])
-        self.paths: dict[tuple[str, str], Path] = {
-            key: Path([self.dirs[(h.link, h.forward)] for h in hops], path_outages(sched.down, hops))
-            for key, hops in scenario.paths.items()
-        }
+        self._hops = scenario.paths
+        self._down = sched.down
+        self.paths: dict[tuple[str, str], Path] = {}  # built when a pair first carries a message
 
     def path(self, src: str, dst: str) -> Path:
-        return self.paths[(src, dst)]
+        p = self.paths.get((src, dst))
+        if p is None:
+            hops = self._hops[(src, dst)]
+            p = self.paths[(src, dst)] = Path([self.dirs[(h.link, h.forward)] for h in hops],
+                                              path_outages(self._down, hops))
+        return p
 
 
 def path_outages(down: dict[int, tuple[tuple[float, float], ...]], hops) -> tuple[tuple[float, float], ...]:

@@ -22,8 +22,7 @@ def read_yaml(path: Path, what: str = "topology file",
     except OSError as e:
         raise SpecError(str(path), f"cannot read {what}: {e.strerror}") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _parse(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -34,6 +33,19 @@ def read_yaml(path: Path, what: str = "topology file",
     if not isinstance(data, dict):
         raise SpecError(f"{path}:1", f"a {what} must be a YAML mapping ({example})")
     return data, node
+
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when PyYAML has it: ~10x faster
+
+
+def _parse(text: str) -> tuple[yaml.Node | None, Any]:
+    """One parse: the node tree (for line numbers) and the data constructed from it."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
 
 
 def line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

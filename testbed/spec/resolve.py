@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,8 @@ from testbed.spec.loader import (
     read_yaml,
     validate,
 )
-from testbed.spec.scenario import Hop, Scenario
+from testbed.spec.paths import DraftRoutes, PathTable, RouteFinder
+from testbed.spec.scenario import Scenario
 from testbed.spec.schedule import resolve_schedule
 from testbed.spec.schema import LinkSpec, NodeSpec, ProfileSpec, TopologySpec
 
@@ -107,37 +107,38 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
     # 4. Compute models.
     compute: dict[str, ComputeModel] = {}
     used_profiles: dict[str, ProfileSpec] = {}
+    models_by_profile: dict[str, ComputeModel] = {}  # one (immutable) model per profile, shared by its nodes
     for n in filled:
         if n.role == "switch":
             continue
-        try:
-            prof = resolve_profile(n.profile, spec.profiles)
-        except KeyError as e:
-            raise fail(node_loc[n.name] + ("profile",), e.args[0]) from None
-        except InputError as e:
-            raise fail(node_loc[n.name] + ("profile",), str(e)) from None
-        used_profiles[n.profile] = prof
-        compute[n.name] = ComputeModel.from_spec(n.profile, prof)
+        if n.profile not in models_by_profile:
+            try:
+                prof = resolve_profile(n.profile, spec.profiles)
+            except KeyError as e:
+                raise fail(node_loc[n.name] + ("profile",), e.args[0]) from None
+            except InputError as e:
+                raise fail(node_loc[n.name] + ("profile",), str(e)) from None
+            used_profiles[n.profile] = prof
+            models_by_profile[n.profile] = ComputeModel.from_spec(n.profile, prof)
+        compute[n.name] = models_by_profile[n.profile]
 
     # 5. Paths between every draft and every target it can reach (switches forward; hosts do not).
     adj: dict[str, list[tuple[str, int, bool]]] = {n.name: [] for n in filled}
     for i, l in enumerate(links):
         adj[l.a].append((l.b, i, True))
         adj[l.b].append((l.a, i, False))
-    paths: dict[tuple[str, str], tuple[Hop, ...]] = {}
+    drafts_routes: dict[str, DraftRoutes] = {}
     reachable: dict[str, tuple[str, ...]] = {}
+    finder = RouteFinder(adj, by_name, links, targets)
     for d in drafts:
         if not adj[d]:
             raise fail(node_loc[d], f"draft {d!r} has no link")
-        found = _shortest_paths(d, adj, by_name, links)
-        reach = tuple(t for t in targets if t in found)
-        if not reach:
+        dr = finder.from_draft(d)
+        if not dr.routes.reach:
             raise fail(node_loc[d], f"draft {d!r} reaches no target (paths may cross switches only)")
-        reachable[d] = reach
-        for t in reach:
-            hops = found[t]
-            paths[(d, t)] = hops
-            paths[(t, d)] = tuple(Hop(h.link, not h.forward) for h in reversed(hops))
+        reachable[d] = dr.routes.reach
+        drafts_routes[d] = dr
+    paths = PathTable(drafts_routes)
 
     # 6. Recorded acceptance: the file, relative to the topology file, must exist and load.
     models = spec.models
@@ -168,30 +169,6 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
         spec=resolved, source=source, nodes=tuple(filled), links=tuple(links), drafts=drafts, targets=targets,
         paths=paths, compute=compute, reachable=reachable, schedule=schedule,
     )
-
-
-def _shortest_paths(src: str, adj, by_name, links) -> dict[str, tuple[Hop, ...]]:
-    """Fewest hops, then least configured delay; only switches forward traffic."""
-    best: dict[str, tuple[int, float]] = {src: (0, 0.0)}
-    route: dict[str, tuple[Hop, ...]] = {src: ()}
-    heap = [(0, 0.0, src)]
-    out: dict[str, tuple[Hop, ...]] = {}
-    while heap:
-        hops, delay, u = heapq.heappop(heap)
-        if (hops, delay) > best[u]:
-            continue
-        if u != src:
-            if by_name[u].role == "target":
-                out[u] = route[u]
-            if by_name[u].role != "switch":
-                continue
-        for v, li, fwd in adj[u]:
-            cand = (hops + 1, delay + links[li].delay_ms)
-            if v not in best or cand < best[v]:
-                best[v] = cand
-                route[v] = route[u] + (Hop(li, fwd),)
-                heapq.heappush(heap, (cand[0], cand[1], v))
-    return out
 
 
 def spec_to_yaml(spec: TopologySpec) -> str:

@@ -4,6 +4,7 @@ by the simulator and the emulator alike."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from testbed.compute import ComputeModel
@@ -27,16 +28,19 @@ class Scenario:
     links: tuple[LinkSpec, ...]
     drafts: tuple[str, ...]
     targets: tuple[str, ...]
-    paths: dict[tuple[str, str], tuple[Hop, ...]]  # (draft, target) and (target, draft) -> hops in order
+    paths: Mapping[tuple[str, str], tuple[Hop, ...]]  # (draft, target) and (target, draft) -> hops in order
+    # (a testbed.spec.paths.PathTable: built on demand from routes shared by edge groups)
     compute: dict[str, ComputeModel]  # node name -> its compute model (drafts and targets)
     reachable: dict[str, tuple[str, ...]] = field(default_factory=dict)  # draft -> targets it can reach
     schedule: Schedule = field(default_factory=Schedule)  # what changes during the run (empty: nothing)
+    _node_index: dict[str, NodeSpec] | None = field(default=None, init=False, repr=False, compare=False)
 
     def node(self, name: str) -> NodeSpec:
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+        index = self._node_index
+        if index is None:
+            index = {n.name: n for n in self.nodes}
+            object.__setattr__(self, "_node_index", index)
+        return index[name]
 
     def path_delay_s(self, src: str, dst: str) -> float:
         """Sum of configured one-way delays along the path (no queueing, no serialisation)."""

@@ -48,7 +48,7 @@ class NodeSpec(Frozen):
 
 class EdgeGroupSpec(Frozen):
     prefix: str = Field(pattern=r"^[a-z][a-z0-9]{0,6}$", description="Name prefix; nodes are named <prefix>0 .. <prefix>N-1")
-    count: int = Field(ge=1, le=1024, description="Number of similar edge nodes")
+    count: int = Field(ge=1, le=100_000, description="Number of similar edge nodes (names <prefix>0 .. must stay within 10 characters)")
     role: Literal["draft"] = Field("draft", description="Role of the generated nodes (draft)")
     profile: str | None = Field(None, description="Compute profile of each generated node")
     model: str | None = Field(None, description="Model of each generated node")
