@@ -7,13 +7,8 @@ timestamps and the queue depth). Per-request state is freed on RELEASE, on a dra
 has been silent for the peer timeout. Invalid frames are counted and logged, never fatal.
 
 Co-located modes (`run.mode` fused / autoregressive), as the simulator (testbed/sim/nodes.py): the rounds run
-here. After a request's prefill the target sends PREFILL_DONE (the first token), then drafts with its own
-drafter (the model backend's draft side with this node's compute profile, `draft_step`; unlimited slots,
-no network; autoregressive: gamma = 0, no drafting) and verifies through the same queue and batches; when
-the request is complete it sends DONE (the round counts) and frees it. It writes those rounds itself
-(DIR/rounds.parquet, the simulator's schema: send_s = drafting end = target_recv_s, recv_s = batch end).
-Ordering as in the simulator: when a batch ends, the next batch is formed from the jobs already queued, and
-only then are the finished batch's results applied locally (their new jobs queue after it started).
+here (nodes/colocated.py): after PREFILL_DONE the target drafts with its own drafter and verifies through the
+same queue and batches, sends DONE when the request is complete, and writes the rounds table itself.
 
 Writes DIR/ready.json once bound, and DIR/batches.parquet (+ DIR/rounds.parquet in co-located modes) +
 DIR/node.json when it stops: on SIGTERM, or by itself once every draft that can reach it has said BYE or
@@ -33,12 +28,11 @@ import zmq
 
 from nodes import BadMessages, StartTime, StopFlag, check_endpoint, setup, write_json
 from nodes import protocol as P
-from nodes.backends import DraftItem, TargetRequest, load_backend
+from nodes.backends import TargetRequest, load_backend
+from nodes.colocated import ColocatedRounds, LocalRequest
 from nodes.clock import Lateness, monotonic, wait_readable
 from testbed.files import write_parquet
 from testbed.policies.batching import PREFILL, Batcher, Job, verify_job
-from testbed.policies.window import RoundFeedback, parse_window_policy
-from testbed.rounds import RequestProgress, round_row
 from testbed.tables import BATCH_COLUMNS, ROUND_COLUMNS, frame
 
 log = logging.getLogger("nodes.target")
@@ -53,21 +47,6 @@ class Peer:
         self.reqs: set[int] = set()
         self.gone = False
         self.hello = False
-
-
-class LocalRequest(TargetRequest):
-    """A request whose rounds run at this target (co-located modes)."""
-
-    __slots__ = ("prog", "edge", "gamma", "draft_start", "send", "token")
-
-    def __init__(self, rid: int, owner: bytes, prompt: bytes, output_tokens: int, prog: RequestProgress, edge: str):
-        super().__init__(rid, owner, prompt, output_tokens)
-        self.prog = prog
-        self.edge = edge  # the draft node the request came from (rounds table)
-        self.gamma = 0
-        self.draft_start = 0.0  # absolute monotonic
-        self.send = 0.0  # drafting ended, the VERIFY job was queued
-        self.token = 0  # the last target token
 
 
 class TargetNode:
@@ -90,18 +69,8 @@ class TargetNode:
         except ValueError as e:
             raise SystemExit(f"nodes.target: {e}")
         mode = spec.run.mode
-        self.colocated = mode != "distributed"  # fused / autoregressive: the rounds run here
-        self.drafter = None
-        if self.colocated:
-            self.speculate = mode != "autoregressive"
-            self.policy = parse_window_policy(spec.policy.window)
-            self.observes = self.policy.observes and self.speculate
-            self.gamma_max = spec.policy.gamma_max
-            if self.speculate:  # the co-located drafter: this node's compute profile (draft_step)
-                self.drafter = load_backend(spec.models.backend).make_draft(scenario, self.name)
-        self.timers: list[tuple[float, int, LocalRequest]] = []  # co-located drafting ends
-        self.seq = 0
-        self.rounds_rows: list[tuple] = []
+        self.colocated = mode != "distributed"  # fused / autoregressive: the rounds run here (nodes.colocated)
+        self.local = ColocatedRounds(self, scenario) if self.colocated else None
         self.batcher = Batcher(spec.policy.batching)
         self.queue: list[Job] = []
         self.reqs: dict[int, TargetRequest] = {}
@@ -152,7 +121,8 @@ class TargetNode:
         EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
         hk_every = min(0.1, self.peer_timeout / 10)
         next_hk = monotonic() + hk_every
-        timers = self.timers
+        local = self.local
+        timers = local.timers if local is not None else []  # co-located drafting ends
         inf = float("inf")
         while True:
             while True:
@@ -171,7 +141,7 @@ class TargetNode:
                 else:
                     _, _, req = heapq.heappop(timers)
                     self.lateness.add(now - due_timer)
-                    self.on_drafted(req, now)
+                    local.on_drafted(req, now)
                 continue
             if not self.busy and self.queue:
                 self.try_start(now)
@@ -242,10 +212,7 @@ class TargetNode:
             self.error(ident, rid, "duplicate", "request id already active")
             return
         if self.colocated:
-            prompt_tokens = len(m["tk"]) >> 2
-            ctl = self.policy.controller(prompt_tokens, self.gamma_max)
-            prog = RequestProgress(rid, prompt_tokens, m["o"], ctl, self.gamma_max, self.speculate)
-            req = LocalRequest(rid, ident, m["tk"], m["o"], prog, peer.name)
+            req = self.local.new_request(rid, ident, m["tk"], m["o"], peer.name)
         else:
             req = TargetRequest(rid, ident, m["tk"], m["o"])
         req.t_recv = now
@@ -319,6 +286,7 @@ class TargetNode:
         tokens = 0
         enc = self.enc
         local: list[tuple[LocalRequest, int]] = []  # co-located requests: (request, accepted), applied below
+        rounds = self.local
         if batch[0].kind == PREFILL:
             for j, tok in zip(batch, out.tokens):
                 req = j.ref
@@ -334,17 +302,14 @@ class TargetNode:
                     local.append((req, -1))
             self.batches.append((self.name, "prefill", start, end, n, tokens))
         else:
-            rows = self.rounds_rows
             for j, tok, a in zip(batch, out.tokens, out.accepted):
                 req = j.ref
                 tokens += j.tokens
                 if reqs.get(req.rid) is not req:
                     continue
                 req.queued = False
-                if self.colocated:
-                    p, g = req.prog, req.gamma
-                    rows.append(round_row(p, req.edge, self.name, g, a, req.draft_start - t0, req.send - t0,
-                                          req.t_recv - t0, start, end, end, n, depth))
+                if rounds is not None:
+                    rounds.record(req, a, t0, start, end, n, depth)
                     req.produced += a + 1
                     req.token = tok
                     local.append((req, a))
@@ -353,69 +318,7 @@ class TargetNode:
                 self.send(req.owner, enc.verify_result(req.rid, a, tok, depth, req.t_recv - t0, start, end, n))
             self.batches.append((self.name, "verify", start, end, n, tokens))
         if local:
-            self.apply_local(local, now, depth, self.batch_start)
-
-    # -- co-located rounds (fused / autoregressive) -------------------------------------------------------
-    def apply_local(self, local: list[tuple["LocalRequest", int]], now: float, depth: int, b_start: float) -> None:
-        """Results of a finished batch for co-located requests (accepted = -1: the prefill's first token).
-
-        As in the simulator (and a continuous-batching server): the results are applied first, in batch
-        order; the decode steps (gamma = 0) they produce join the queue; then the next batch forms from
-        everything queued. Drafting rounds queue when their drafting time is over."""
-        new_jobs: list[LocalRequest] = []
-        for req, a in local:
-            p = req.prog
-            if a < 0:
-                done = p.first_token()
-            else:
-                g = req.gamma
-                fb = (RoundFeedback.of_round(g, a, req.draft_start, req.send, b_start, now, now, depth)
-                      if self.observes else None)
-                done = p.apply(g, a, fb)
-            if done:
-                self.finish_local(req, now, depth)
-            else:
-                self.start_local_round(req, now, new_jobs)
-        for req in new_jobs:
-            self.enqueue_local(req, now, start=False)
-        if not self.busy and self.queue:
-            self.try_start(now)
-
-    def start_local_round(self, req: "LocalRequest", now: float, new_jobs: list["LocalRequest"]) -> None:
-        p = req.prog
-        g = p.next_gamma()
-        req.gamma = g
-        req.draft_start = now
-        if g == 0:
-            req.draft = b""
-            req.send = now
-            new_jobs.append(req)
-            return
-        out = self.drafter.draft([DraftItem(req.rid, p.produced, g, p.context())])
-        req.draft = out.tokens[0]
-        req.topk = out.topk
-        req.probs = out.probs[0] if out.probs else None
-        self.seq += 1
-        heapq.heappush(self.timers, (now + out.wait_s, self.seq, req))
-
-    def on_drafted(self, req: "LocalRequest", now: float) -> None:
-        if self.reqs.get(req.rid) is not req:
-            return  # released while drafting
-        req.send = now
-        self.enqueue_local(req, now)
-
-    def enqueue_local(self, req: "LocalRequest", now: float, start: bool = True) -> None:
-        req.t_recv = now
-        req.queued = True
-        self.queue.append(verify_job(req.gamma, req.prompt_tokens + req.produced, now, req))
-        if start and not self.busy:
-            self.try_start(now)
-
-    def finish_local(self, req: "LocalRequest", now: float, depth: int) -> None:
-        p = req.prog
-        self.send(req.owner, self.enc.done(req.rid, req.token, p.produced, p.rounds, p.drafted, p.accepted, depth,
-                                           now - self.t0))
-        self.free(req)
+            rounds.apply(local, now, depth, self.batch_start)
 
     # -- state --------------------------------------------------------------------------------------------
     def free(self, req: TargetRequest) -> None:
@@ -426,8 +329,8 @@ class TargetNode:
         if req.queued and not any(j.ref is req for j in self.batch):
             self.queue[:] = [j for j in self.queue if j.ref is not req]
         self.backend.release(req.rid)
-        if self.drafter is not None:
-            self.drafter.release(req.rid)
+        if self.local is not None:
+            self.local.release(req.rid)
 
     def drop_peer(self, ident: bytes, peer: Peer, why: str) -> None:
         n = len(peer.reqs)
@@ -473,21 +376,21 @@ class TargetNode:
         if self.t0 is None and self.batches:  # cannot happen: batches need a PREFILL, which needs T0
             self.batches = []
         write_parquet(self.out / "batches.parquet", frame(BATCH_COLUMNS, self.batches))
-        if self.colocated:
-            write_parquet(self.out / "rounds.parquet", frame(ROUND_COLUMNS, self.rounds_rows))
+        if self.local is not None:
+            write_parquet(self.out / "rounds.parquet", frame(ROUND_COLUMNS, self.local.rows))
         write_json(self.out / "node.json", {
             "node": self.name, "role": "target", "pid": os.getpid(), "endpoint": self.endpoint,
             "backend": self.backend.name, "stopped_by_signal": stop.signal or None,
             "batches": len(self.batches), "mode": self.scenario.spec.run.mode,
-            "local_rounds": len(self.rounds_rows), "messages_in": dict(self.msgs_in), "messages_sent": self.sent,
+            "local_rounds": len(self.local.rows) if self.local is not None else 0, "messages_in": dict(self.msgs_in), "messages_sent": self.sent,
             "bad_messages": dict(self.bad.counts), "bad_messages_total": self.bad.total(),
             "errors_sent": dict(self.errors_sent), "requests_active_at_end": len(self.reqs),
             "requests_freed_on_timeout": self.freed_on_timeout, "dead_peers": self.dead_peers,
             "timer_lateness": self.lateness.report(),
         })
         self.backend.close()
-        if self.drafter is not None:
-            self.drafter.close()
+        if self.local is not None:
+            self.local.close()
         self.sock.close(0)
         log.info("stopped: %d batches, %d bad messages, %d requests freed on peer timeout", len(self.batches),
                  self.bad.total(), self.freed_on_timeout)

@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 from nodes import models as M  # noqa: E402
 from nodes.backends import DraftItem, TargetRequest  # noqa: E402
 from nodes.backends import hf  # noqa: E402
+from nodes.prompts import PromptSource  # noqa: E402
 
 SENTENCES = [
     "the draft proposes tokens and the target verifies them",
@@ -257,7 +258,7 @@ def test_colocated_drafter_follows_target(tiny):
 def test_prompt_source_exact_lengths(tiny):
     d, _, V = tiny
     _, tok = load(d)
-    ps = M.PromptSource(tok)
+    ps = PromptSource(tok)
     for n in (1, 2, 7, 50, 300):
         toks = ps.tokens(n, n)
         assert len(toks) == n and all(0 <= x < V for x in toks)

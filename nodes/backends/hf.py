@@ -23,7 +23,7 @@ Draft
   drafts gamma tokens one step at a time (greedy argmax; temperature > 0: a sample from the top-k
   renormalised distribution, whose float16 probabilities travel with the draft); `observe` crops the cache
   to the accepted prefix (rollback) and appends the target's token.
-- `prompt` builds a real prompt of the trace's length (nodes.models.PromptSource).
+- `prompt` builds a real prompt of the trace's length (nodes.prompts.PromptSource).
 
 Wire format of draft probabilities (VERIFY `pr`): gamma*k int32 token ids, then gamma*k float16
 probabilities, both little-endian, row-major (token position, rank): 6 bytes per entry as testbed/wire.py
@@ -44,6 +44,7 @@ import torch
 
 from nodes import models as M
 from nodes.backends import DraftBackend, DraftItem, DraftOutcome, TargetBackend, TargetOutcome, TargetRequest, tokens_array
+from nodes.prompts import PromptSource
 from nodes.protocol import TOKEN_DTYPE
 from testbed import wire
 from testbed.acceptance import uniforms
@@ -351,9 +352,9 @@ class HFDraft(DraftBackend):
         self._prompts = None
         self.context_of = context_of  # co-located: rid -> the target's committed tokens (same process)
 
-    def prompt_source(self) -> M.PromptSource:
+    def prompt_source(self) -> PromptSource:
         if self._prompts is None:
-            self._prompts = M.PromptSource(self.tok)
+            self._prompts = PromptSource(self.tok)
         return self._prompts
 
     def start(self, rid: int, prompt: bytes, output_tokens: int) -> None:

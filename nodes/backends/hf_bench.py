@@ -30,12 +30,12 @@ def _tb(xs) -> bytes:
 
 class Bench:
     def __init__(self, target_model, draft_model, tokenizer, reps: int = 3, estimator: str = "median"):
-        from nodes import models as M
         from nodes.backends.hf import HFDraft, HFTarget
+        from nodes.prompts import PromptSource
 
         self.target = HFTarget(target_model)
         self.draft = HFDraft(draft_model, tokenizer)
-        self.ps = M.PromptSource(tokenizer)
+        self.ps = PromptSource(tokenizer)
         self.reps = reps
         if estimator not in ("median", "min"):
             raise ValueError(f"estimator must be median or min, not {estimator!r}")

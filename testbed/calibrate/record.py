@@ -1,6 +1,6 @@
 """Per-request acceptance sequences of a real draft/target pair (greedy), for exact replay by the simulator.
 
-For each request: the prompt the hf draft node would send (nodes.models.PromptSource, same request id, same
+For each request: the prompt the hf draft node would send (nodes.prompts.PromptSource, same request id, same
 clipping), the target's greedy output of the request's output length (KV-cached decoding), then the draft
 run over prompt + output the way a live draft node runs it: one forward over prompt + first token (its first
 draft call), then one token per step with its KV cache. Position j is accepted when the draft's argmax after
@@ -36,12 +36,13 @@ def record(draft_name: str, target_name: str, requests: list[tuple[int, int, int
 
     from nodes import models as M
     from nodes.backends.hf import Runner, new_cache
+    from nodes.prompts import PromptSource
 
     tm, ttok, _ = M.load_model(target_name)
     dm, dtok, _ = M.load_model(draft_name)
     M.check_tokenizers(draft_name, dtok, target_name, ttok)
     tr, dr = Runner(tm), Runner(dm)
-    ps = M.PromptSource(dtok)
+    ps = PromptSource(dtok)
     seqs: dict[int, np.ndarray] = {}
     t0 = time.perf_counter()
     n_pos = n_acc = 0
@@ -75,6 +76,6 @@ def record(draft_name: str, target_name: str, requests: list[tuple[int, int, int
             progress(k + 1, len(requests))
     summary = {"draft": draft_name, "target": target_name, "requests": len(seqs), "positions": n_pos,
                "acceptance_rate": n_acc / n_pos if n_pos else None, "wall_s": round(time.perf_counter() - t0, 1),
-               "prompt_source": "nodes.models.PromptSource (pydoc_data.topics excerpts in the chat template)",
+               "prompt_source": "nodes.prompts.PromptSource (pydoc_data.topics excerpts in the chat template)",
                "max_prompt": max_prompt, "max_output": max_output, "mode": "greedy, draft stepped token by token as live"}
     return seqs, summary
