@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # loading, ...).
 CORE = ("testbed/__init__.py", "testbed/spec/", "testbed/policies/", "testbed/acceptance.py",
         "testbed/acceptance_recorded.py", "testbed/compute.py", "testbed/errors.py", "testbed/faults.py",
-        "testbed/files.py", "testbed/metrics.py", "testbed/rounds.py", "testbed/schedule.py", "testbed/tables.py",
+        "testbed/files.py", "testbed/metrics.py", "testbed/progress.py", "testbed/rounds.py", "testbed/schedule.py", "testbed/tables.py",
         "testbed/wire.py", "testbed/workload.py", "traces/")
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": CORE,

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from testbed.errors import InputError
+from testbed.progress import JobProgress
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,10 +69,10 @@ def _train(args: argparse.Namespace) -> int:
         n = args.samples or 360
         if n < 1:
             raise InputError("--samples", "must be >= 1")
-        rows, how = generate(tasks(n, args.seed), workers=args.workers, address=args.address, n_branches=args.branches,
-                             max_requests=args.max_requests,
-                             progress=lambda d, tot: print(f"\rlabelled {d}/{tot} configurations", end="", flush=True))
-        print()
+        with JobProgress("labelled configurations", n) as bar:
+            rows, how = generate(tasks(n, args.seed), workers=args.workers, address=args.address,
+                                 n_branches=args.branches, max_requests=args.max_requests,
+                                 progress=lambda d, tot: bar.update(d, total=tot))
         if not rows:
             raise InputError("--samples", "no samples were produced; use more configurations")
         df = pd.DataFrame(rows)
@@ -104,9 +105,9 @@ def _eval(args: argparse.Namespace) -> int:
     cells = grid(rtts=(5, 100), alphas=alphas) if args.quick else grid(alphas=alphas)
     seeds = tuple(range(1, (2 if args.quick else args.seeds) + 1))
     t0 = time.perf_counter()
-    rows = run_grid(cells, policies, seeds, ex, workers=args.workers, address=args.address,
-                    progress=lambda d, tot: print(f"\r{d}/{tot} runs", end="", flush=True))
-    print()
+    with JobProgress("runs", len(cells) * len(policies) * len(seeds)) as bar:
+        rows = run_grid(cells, policies, seeds, ex, workers=args.workers, address=args.address,
+                        progress=lambda d, tot: bar.update(d, total=tot))
     print(f"ran on: {rows.attrs.get('ran_on', 'serial (in this process)')}")
     rows["policy"] = rows["policy"].where(~rows["policy"].str.startswith("awc"), "awc")
     summary = summarise(rows)

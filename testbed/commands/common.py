@@ -7,9 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
 from testbed.errors import InputError
 from testbed.spec import Scenario, load_scenario
 
@@ -53,12 +50,6 @@ def out_dir(args: argparse.Namespace, scenario: Scenario) -> Path:
     if out.exists() and not out.is_dir():
         raise InputError(str(out), "--out exists and is not a directory")
     return out
-
-
-def progress_bar(description: str, console: Console | None = None) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console or Console(stderr=True),
-                    transient=False, refresh_per_second=4)
 
 
 def uncalibrated_nodes(scenario: Scenario) -> list[str]:

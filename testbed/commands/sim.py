@@ -10,7 +10,8 @@ from pathlib import Path
 from rich.console import Console
 
 from testbed.errors import InputError
-from testbed.commands.common import add_topology, out_dir, progress_bar, report_skipped, scenario_from
+from testbed.commands.common import add_topology, out_dir, report_skipped, scenario_from
+from testbed.progress import JobProgress
 from testbed.rundir import prepare, update_meta, write_results
 from testbed.sim import simulate
 from testbed.workload import build_workload
@@ -35,9 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.quiet:
         result = simulate(scenario, workload)
     else:
-        with progress_bar("simulating") as bar:
-            task = bar.add_task("simulating", total=len(workload))
-            result = simulate(scenario, workload, progress=lambda done, total: bar.update(task, completed=done))
+        with JobProgress("simulating", len(workload)) as bar:
+            result = simulate(scenario, workload, progress=lambda done, total: bar.update(done))
     write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary, result.schedule_events)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3)}})
     if not args.quiet:

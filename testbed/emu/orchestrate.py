@@ -35,6 +35,7 @@ import pandas as pd
 from testbed.emu.base import NetworkBackend
 from testbed.errors import InputError
 from testbed.metrics import summarize
+from testbed.progress import JobProgress
 from testbed.rundir import write_json, write_results
 from testbed.spec import Scenario
 from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame, unstarted_request_row
@@ -409,42 +410,9 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
     return req, rnd, bat, notes
 
 
-class _Progress:
-    """A rich progress bar on completed (ok + failed) requests; silent when disabled."""
-
-    def __init__(self, total: int, enabled: bool, name: str):
-        self.total = total
-        self.enabled = enabled
-        self.name = name
-        self.bar = None
-        self.task = None
-
-    def start(self) -> None:
-        if not self.enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("[bold]emulate[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=False)
-        self.bar.start()
-        self.task = self.bar.add_task(self.name, total=self.total, failed=0)
-
-    def update(self, ok: int, failed: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, completed=ok + failed, failed=failed)
-
-    def note(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(f"[red]{text}[/]")
-        else:
-            print(text, file=sys.stderr)
-
-    def stop(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+def _Progress(total: int, enabled: bool, name: str) -> JobProgress:
+    """Progress on completed (ok + failed) requests: a bar on a terminal, periodic lines otherwise."""
+    return JobProgress(f"emulate {name}", total, enabled)
 
 
 def check_supported(scenario: Scenario) -> None:
