@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,43 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     return resolve(spec, str(path), where)
 
 
+Fail = Callable[[tuple[Any, ...], str], SpecError]  # (location in the file, message) -> the error to raise
+
+
 def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
+    """A validated spec -> the Scenario: edge groups expanded, defaults filled, links checked, compute models,
+    routes, the recorded acceptance file and the schedule resolved. SpecError naming the place on bad input."""
     where = where or (lambda loc: source)
 
     def fail(loc: tuple[Any, ...], msg: str) -> SpecError:
         return SpecError(where(loc), f"{format_loc(loc)}: {msg}")
 
-    # 1. Expand edge groups into nodes and links, remembering where each came from.
+    nodes, node_loc, links, link_loc = _expand(spec, fail)
+    filled, by_name = _fill_defaults(spec, nodes)
+    drafts = tuple(n.name for n in filled if n.role == "draft")
+    targets = tuple(n.name for n in filled if n.role == "target")
+    if not targets:
+        raise fail(("nodes",), "no node with role 'target'")
+    if not drafts:
+        raise fail(("nodes",), "no node with role 'draft' (declare nodes or an `edges` group)")
+    _check_links(links, link_loc, by_name, fail)
+    compute, used_profiles = _compute_models(spec, filled, node_loc, fail)
+    paths, reachable = _routes(filled, links, by_name, drafts, targets, node_loc, fail)
+    models = _recorded_acceptance(spec, source, fail)
+    # the schedule: what changes during the run (testbed/spec/schedule.py)
+    base_dir = Path(source).parent if source not in ("<spec>", "<test>") else None
+    sched_spec, schedule = resolve_schedule(spec, filled, links, base_dir, fail)
+
+    resolved = spec.model_copy(update={"nodes": filled, "edges": [], "links": links, "profiles": used_profiles,
+                                       "models": models, "schedule": sched_spec})
+    return Scenario(
+        spec=resolved, source=source, nodes=tuple(filled), links=tuple(links), drafts=drafts, targets=targets,
+        paths=paths, compute=compute, reachable=reachable, schedule=schedule,
+    )
+
+
+def _expand(spec: TopologySpec, fail: Fail):
+    """Edge groups expanded into nodes and links, remembering where each came from in the file."""
     nodes: list[NodeSpec] = []
     node_loc: dict[str, tuple[Any, ...]] = {}
     links: list[LinkSpec] = []
@@ -66,8 +97,11 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
     for i, l in enumerate(spec.links):
         links.append(l)
         link_loc.append(("links", i))
+    return nodes, node_loc, links, link_loc
 
-    # 2. Fill per-node defaults.
+
+def _fill_defaults(spec: TopologySpec, nodes: list[NodeSpec]) -> tuple[list[NodeSpec], dict[str, NodeSpec]]:
+    """Per-node defaults: profile by role, the spec's models, one draft slot for real models."""
     by_name: dict[str, NodeSpec] = {}
     filled: list[NodeSpec] = []
     for n in nodes:
@@ -82,14 +116,12 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
         n = n.model_copy(update=upd) if upd else n
         filled.append(n)
         by_name[n.name] = n
-    drafts = tuple(n.name for n in filled if n.role == "draft")
-    targets = tuple(n.name for n in filled if n.role == "target")
-    if not targets:
-        raise fail(("nodes",), "no node with role 'target'")
-    if not drafts:
-        raise fail(("nodes",), "no node with role 'draft' (declare nodes or an `edges` group)")
+    return filled, by_name
 
-    # 3. Links: known ends, no self-links, no duplicates.
+
+def _check_links(links: list[LinkSpec], link_loc: list[tuple[Any, ...]], by_name: dict[str, NodeSpec],
+                 fail: Fail) -> None:
+    """Known ends, no self-links, no duplicates."""
     seen: set[frozenset[str]] = set()
     for i, l in enumerate(links):
         for end in ("a", "b"):
@@ -104,7 +136,10 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
             raise fail(link_loc[i], f"second link between {l.a!r} and {l.b!r}")
         seen.add(pair)
 
-    # 4. Compute models.
+
+def _compute_models(spec: TopologySpec, filled: list[NodeSpec], node_loc: dict[str, tuple[Any, ...]],
+                    fail: Fail) -> tuple[dict[str, ComputeModel], dict[str, ProfileSpec]]:
+    """Each draft's and target's compute model, and the profiles used (written into the resolved spec)."""
     compute: dict[str, ComputeModel] = {}
     used_profiles: dict[str, ProfileSpec] = {}
     models_by_profile: dict[str, ComputeModel] = {}  # one (immutable) model per profile, shared by its nodes
@@ -121,8 +156,13 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
             used_profiles[n.profile] = prof
             models_by_profile[n.profile] = ComputeModel.from_spec(n.profile, prof)
         compute[n.name] = models_by_profile[n.profile]
+    return compute, used_profiles
 
-    # 5. Paths between every draft and every target it can reach (switches forward; hosts do not).
+
+def _routes(filled: list[NodeSpec], links: list[LinkSpec], by_name: dict[str, NodeSpec], drafts: tuple[str, ...],
+            targets: tuple[str, ...], node_loc: dict[str, tuple[Any, ...]],
+            fail: Fail) -> tuple[PathTable, dict[str, tuple[str, ...]]]:
+    """Paths between every draft and every target it can reach (switches forward; hosts do not)."""
     adj: dict[str, list[tuple[str, int, bool]]] = {n.name: [] for n in filled}
     for i, l in enumerate(links):
         adj[l.a].append((l.b, i, True))
@@ -138,37 +178,30 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
             raise fail(node_loc[d], f"draft {d!r} reaches no target (paths may cross switches only)")
         reachable[d] = dr.routes.reach
         drafts_routes[d] = dr
-    paths = PathTable(drafts_routes)
+    return PathTable(drafts_routes), reachable
 
-    # 6. Recorded acceptance: the file, relative to the topology file, must exist and load.
+
+def _recorded_acceptance(spec: TopologySpec, source: str, fail: Fail):
+    """The models section, with a recorded acceptance file (relative to the topology file) checked to exist and
+    load, and its path made absolute."""
     models = spec.models
     acc = models.acceptance
-    if acc.kind == "recorded":
-        if not acc.path:
-            raise fail(("models", "acceptance", "path"), "kind 'recorded' needs a path (an .acceptance.npz from `testbed calibrate`)")
-        p = Path(acc.path)
-        if not p.is_absolute() and source not in ("<spec>", "<test>"):
-            p = Path(source).parent / p
-        if not p.is_file():
-            raise fail(("models", "acceptance", "path"), f"recorded acceptance file {str(p)!r} does not exist")
-        from testbed.acceptance_recorded import load_recorded
+    if acc.kind != "recorded":
+        return models
+    if not acc.path:
+        raise fail(("models", "acceptance", "path"), "kind 'recorded' needs a path (an .acceptance.npz from `testbed calibrate`)")
+    p = Path(acc.path)
+    if not p.is_absolute() and source not in ("<spec>", "<test>"):
+        p = Path(source).parent / p
+    if not p.is_file():
+        raise fail(("models", "acceptance", "path"), f"recorded acceptance file {str(p)!r} does not exist")
+    from testbed.acceptance_recorded import load_recorded
 
-        try:
-            load_recorded(str(p.resolve()))
-        except InputError as e:
-            raise fail(("models", "acceptance", "path"), str(e)) from None
-        models = models.model_copy(update={"acceptance": acc.model_copy(update={"path": str(p.resolve())})})
-
-    # 7. The schedule: what changes during the run (testbed/spec/schedule.py).
-    base_dir = Path(source).parent if source not in ("<spec>", "<test>") else None
-    sched_spec, schedule = resolve_schedule(spec, filled, links, base_dir, fail)
-
-    resolved = spec.model_copy(update={"nodes": filled, "edges": [], "links": links, "profiles": used_profiles,
-                                       "models": models, "schedule": sched_spec})
-    return Scenario(
-        spec=resolved, source=source, nodes=tuple(filled), links=tuple(links), drafts=drafts, targets=targets,
-        paths=paths, compute=compute, reachable=reachable, schedule=schedule,
-    )
+    try:
+        load_recorded(str(p.resolve()))
+    except InputError as e:
+        raise fail(("models", "acceptance", "path"), str(e)) from None
+    return models.model_copy(update={"acceptance": acc.model_copy(update={"path": str(p.resolve())})})
 
 
 def spec_to_yaml(spec: TopologySpec) -> str:
