@@ -121,6 +121,19 @@ def test_cli_bad_spec_exits_2_and_writes_nothing(tmp_path):
     assert not out.exists()
 
 
+def test_binary_topology_file_is_a_one_line_error(tmp_path):
+    p = tmp_path / "topo.yaml"
+    p.write_bytes(b"name: x\nnodes:\n" + bytes(range(128, 256)))
+    with pytest.raises(SpecError, match=r"topo.yaml:3: not a text file"):
+        load_scenario(p)
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "testbed", "sim", str(p), "--out", str(out)], capture_output=True, text=True,
+                       cwd=ROOT)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "not a text file" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
 def test_real_model_drafts_get_one_slot():
     """A real model computes one draft at a time: unlimited slots (0) resolve to 1 with the hf backend, so the
     simulator does not draft in parallel where the node cannot; an explicit value is kept."""

@@ -21,6 +21,10 @@ def read_yaml(path: Path, what: str = "topology file",
         text = path.read_text()
     except OSError as e:
         raise SpecError(str(path), f"cannot read {what}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise SpecError(f"{path}:{line}", f"not a text file: a {what} is UTF-8 YAML (byte {e.start} is not UTF-8; "
+                                          "binary file?)") from None
     try:
         node, data = _parse(text)
     except yaml.YAMLError as e:
