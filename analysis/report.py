@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from analysis import plots
 from analysis.compare import Side, compare_run, read_summary_json
 from testbed.rundir import write_json
@@ -402,6 +404,45 @@ def interference(run: Path, meta: dict[str, Any]) -> str:
                 "</th><th>ratio</th></tr>" + "".join(rows) + "</table>" + note)
 
 
+def draft_ms_per_token(rounds: pd.DataFrame) -> dict[str, float]:
+    """Median drafting time per drafted token per edge (draft_start -> send, rounds with gamma > 0 after each
+    request's first round, whose draft also prefills)."""
+    r = rounds[(rounds["gamma"] > 0) & (rounds["round"] > 0)]
+    if r.empty:
+        return {}
+    per = 1e3 * (r["send_s"] - r["draft_start_s"]) / r["gamma"]
+    return {str(e): float(v) for e, v in per.groupby(r["edge"]).median().items()}
+
+
+def runtime_section(run: Path) -> str:
+    """The node runtime of the emulation: process or docker (image, per-node limits, exit / OOM), and each draft
+    node's measured drafting time per token beside its CPU limit (a CPU limit shows up there)."""
+    s = _emu_recorded(run)
+    rt = (s.get("emulator") or {}).get("runtime")
+    if not rt:
+        return ""
+    nodes = s.get("nodes") or {}
+    rp = run / "emu" / "rounds.parquet"
+    draft = draft_ms_per_token(pd.read_parquet(rp)) if rp.is_file() else {}
+    limits = rt.get("limits") or {}
+    kv = [("runtime", rt.get("runtime"))]
+    if rt.get("runtime") == "docker":
+        lab = rt.get("labels") or {}
+        kv += [("image", rt.get("image")), ("image source version", lab.get("dsd.version")),
+               ("image size", f"{rt.get('size_mb', '?')} MB"), ("base", lab.get("dsd.base"))]
+        kv += [(k.replace("_", " "), f"{v:.2f} s") for k, v in (rt.get("timings") or {}).items()]
+    head = "".join(f"<div><b>{esc(k)}</b>{esc(v if v is not None else '–')}</div>" for k, v in kv)
+    rows = []
+    for name, info in sorted(nodes.items()):
+        lim = limits.get(name) or {}
+        rows.append(f"<tr><td class='txt'>{esc(name)}</td><td>{fmt(lim.get('cpu_share'))}</td>"
+                    f"<td>{fmt(lim.get('memory_mb'))}</td><td>{fmt(draft.get(name))}</td>"
+                    f"<td>{fmt(info.get('exit_code'))}</td><td>{'yes' if info.get('oom_killed') else 'no'}</td></tr>")
+    return ("<h2 id='runtime'>Node runtime</h2><div class='kv'>" + head + "</div>"
+            "<table id='runtime-table'><tr><th class='txt'>node</th><th>CPU limit (cores)</th><th>memory limit (MB)</th>"
+            "<th>draft ms / token (median)</th><th>exit code</th><th>OOM-killed</th></tr>" + "".join(rows) + "</table>")
+
+
 def details(run: Path, meta: dict[str, Any], doc: dict[str, Any]) -> str:
     tol = "".join(f"<tr><td class='txt'>{esc(t['statistic'])}</td><td>{_tol(t['tolerance'])}</td></tr>"
                   for t in doc["tolerance_table"])
@@ -447,10 +488,10 @@ def build(run: Path, write_compare: bool = True) -> dict[str, Any]:
     scen = meta.get("scenario") or run.name
     nav = " · ".join(f"<a href='#{i}'>{t}</a>" for i, t in
                      (("comparison", "comparison"), ("plots", "plots"), ("nodes", "per node"), ("links", "network"),
-                      ("details", "details")))
+                      ("runtime", "runtime"), ("details", "details")))
     body = "".join([header(run, meta, doc), f"<p class='sub'>{nav}</p>", status(run, doc, sim, emu),
                     headline_cards(doc), comparison_table(doc), figures(imgs), node_tables(doc), links_table(run),
-                    interference(run, meta), details(run, meta, doc)])
+                    runtime_section(run), interference(run, meta), details(run, meta, doc)])
     elapsed = time.perf_counter() - t0
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'>"

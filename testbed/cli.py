@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from testbed.errors import InputError
+from testbed.errors import EmulationError, InputError
 
 COMMANDS = {
     "sim": "simulate a topology with DSD-Sim",
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args._run(args) or 0)
-    except InputError as e:
+    except (InputError, EmulationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -16,3 +16,10 @@ class InputError(Exception):
 
 class SpecError(InputError):
     """A topology / scenario file that does not validate."""
+
+
+class EmulationError(Exception):
+    """The machine or the emulated network cannot run the experiment (e.g. a path that drops everything): one line
+    naming the cause and the fix; the CLI exits with 1 after tearing down what was built."""
+
+    exit_code = 1

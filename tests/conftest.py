@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,25 @@ def one_edge_spec(trace: Path, *, delay_ms: float = 10.0, bw_mbps: float | None 
     for k, v in extra.items():
         d[k] = v
     return d
+
+
+def wait_for(pred, timeout: float, what: str):
+    """Poll `pred` until it returns something truthy (returned); AssertionError naming `what` after `timeout` s."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_json(p: Path) -> dict:
+    """A JSON file a node is writing: {} while it is missing or half-written."""
+    try:
+        return json.loads(p.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def scenario(d: dict[str, Any]) -> Scenario:

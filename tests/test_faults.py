@@ -22,6 +22,7 @@ import msgpack
 import pandas as pd
 import zmq
 
+from conftest import read_json, wait_for
 from nodes import protocol as P
 from nodes.backends import synthetic_tokens
 from testbed.acceptance import AcceptanceModel
@@ -33,23 +34,6 @@ TOPO = str(ROOT / "topologies" / "star-4edge.yaml")
 LOAD = ["workload.trace=synthetic", "workload.synthetic.n_requests=120", "workload.synthetic.rate_rps=30",
         "workload.synthetic.output_mean=100", "workload.synthetic.prompt_mean=200", "workload.duration_s=null",
         "workload.max_output_tokens=300", "run.request_timeout_s=2", "run.drain_timeout_s=20"]
-
-
-def _wait_for(pred, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _json(p: Path) -> dict:
-    try:
-        return json.loads(p.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 # -- garbage -----------------------------------------------------------------------------------------------
@@ -65,7 +49,7 @@ def test_target_survives_garbage_and_wrong_versions(tmp_path):
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ctx = zmq.Context()
     try:
-        endpoint = _wait_for(lambda: _json(out / "ready.json").get("endpoint"), 30, "target ready")
+        endpoint = wait_for(lambda: read_json(out / "ready.json").get("endpoint"), 30, "target ready")
         # raw TCP junk (not even ZMTP): libzmq drops that connection, the node never sees it
         host, port = endpoint[6:].rsplit(":", 1)
         with socket.create_connection((host, int(port))) as s:
@@ -110,7 +94,7 @@ def test_target_survives_garbage_and_wrong_versions(tmp_path):
         rc = proc.wait(15)
         ctx.term()
     assert rc == 0, proc.stderr.read().decode()[-2000:]
-    node = _json(out / "node.json")
+    node = read_json(out / "node.json")
     bad = node["bad_messages"]
     assert bad.get("garbage", 0) >= 5 and bad.get("version", 0) == 2 and bad.get("unknown_type", 0) == 1
     assert bad.get("bad_field", 0) == 1
@@ -130,8 +114,8 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
 def _kill_when_busy(out: Path, victim: str) -> float:
     """SIGKILL `victim` once edge1 has completed a request (requests are in flight then)."""
     nodes = out / "emu" / "nodes"
-    pid = _wait_for(lambda: _json(nodes / victim / "ready.json").get("pid"), 60, f"{victim} ready")
-    _wait_for(lambda: _json(nodes / "edge1" / "progress.json").get("ok", 0) >= 2, 60, "edge1 progress")
+    pid = wait_for(lambda: read_json(nodes / victim / "ready.json").get("pid"), 60, f"{victim} ready")
+    wait_for(lambda: read_json(nodes / "edge1" / "progress.json").get("ok", 0) >= 2, 60, "edge1 progress")
     os.kill(pid, signal.SIGKILL)
     return time.monotonic()
 

@@ -26,6 +26,11 @@ def add_network(p: argparse.ArgumentParser, default: str) -> None:
                    help="mininet: emulated hosts and shaped links (needs root); none: every node a local process on "
                         f"127.0.0.1, no shaping (default: {default})")
     p.add_argument("--shaping", default="auto", help="link shaping backend for --net mininet: auto (probe), netem, userspace")
+    p.add_argument("--runtime", choices=("process", "docker"), default=None,
+                   help="process: node programs as processes on their emulated hosts; docker: each node in its own "
+                        "container that is its emulated host (default: the spec's run.runtime, process)")
+    p.add_argument("--no-image-build", dest="build_image", action="store_false",
+                   help="runtime docker: report a missing or stale node image (exit 2) instead of building it")
 
 
 def scenario_from(args: argparse.Namespace) -> Scenario:

@@ -12,7 +12,7 @@ import argparse
 from rich.console import Console
 
 from testbed.commands.common import add_network, add_topology, check_models, out_dir, report_skipped, scenario_from
-from testbed.emu.net import make_network
+from testbed.emu.emulator import make_emulator
 from testbed.emu.orchestrate import EmulateOptions, check_supported, emulate, emulation_backends
 from testbed.rundir import prepare, update_meta
 from testbed.workload import build_workload
@@ -38,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
     workload = build_workload(scenario)  # bad traces fail here, before anything starts
     report_skipped(workload)
     out = out_dir(args, scenario)
-    net = make_network(scenario, args.net, shaping=args.shaping)  # the one place backends are chosen
-    with net:
-        prepare(out, scenario, "emulate", workload, backends=emulation_backends(scenario, net))
+    # the one place backends are chosen
+    em = make_emulator(scenario, args.net, shaping=args.shaping, runtime=args.runtime, build_image=args.build_image)
+    with em:
+        prepare(out, scenario, "emulate", workload, backends=emulation_backends(scenario, em.net, em.runtime))
         opts = EmulateOptions(on_crash=args.on_crash, start_delay_s=args.start_delay_s, timeout_s=args.timeout_s,
                               progress=not args.quiet)
-        result = emulate(scenario, net, out, out / "spec.yaml", opts, workload)
+        result = emulate(scenario, em.net, out, out / "spec.yaml", opts, workload, runtime=em.runtime)
     s = result.summary
     update_meta(out, {"emu": {"partial": s["partial"], "partial_reason": s["partial_reason"],
                               "crashed_nodes": s["crashed_nodes"], "exit_code": result.exit_code}})

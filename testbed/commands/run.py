@@ -46,7 +46,7 @@ def _logger(out: Path) -> logging.Logger:
 
 
 def run(args: argparse.Namespace) -> int:
-    from testbed.emu.net import make_network
+    from testbed.emu.emulator import make_emulator
     from testbed.emu.orchestrate import EmulateOptions, check_supported
 
     console = Console(stderr=True)
@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     check_models(scenario)
     workload = build_workload(scenario)  # bad input stops here, before anything is built or written
     report_skipped(workload)
-    net = make_network(scenario, args.net, shaping=args.shaping)  # doctor: root, shaping backend, spec vs backend
+    # doctor: root, shaping backend, spec vs backend, engine and node image for docker
+    em = make_emulator(scenario, args.net, shaping=args.shaping, runtime=args.runtime, build_image=args.build_image)
+    net = em.net
     out = out_dir(args, scenario)
     out.mkdir(parents=True, exist_ok=True)
     log = _logger(out)
@@ -74,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         from testbed.emu.orchestrate import emulate, emulation_backends
 
-        with net:
-            step("network", f"built ({', '.join(f'{k}={v}' for k, v in net.backends.items())})")
-            prepare(out, scenario, "run", workload, backends=emulation_backends(scenario, net))
+        with em:
+            step("network", f"built ({', '.join(f'{k}={v}' for k, v in em.backends.items())})")
+            prepare(out, scenario, "run", workload, backends=emulation_backends(scenario, net, em.runtime))
             opts = EmulateOptions(timeout_s=args.timeout_s, progress=not args.quiet)
-            result = emulate(scenario, net, out, out / "spec.yaml", opts, workload)
+            result = emulate(scenario, net, out, out / "spec.yaml", opts, workload, runtime=em.runtime)
             exit_code = result.exit_code
             s = result.summary
             step("emulation", "partial: " + str(s.get("partial_reason")) if s.get("partial") else

@@ -144,6 +144,44 @@ def cleanup_tag(tag: str) -> None:
         _rm_cgroup(cg)
 
 
+_RULE_RE = re.compile(r"--comment " + PREFIX + r"-run-([a-z0-9]{3})\b")
+
+
+def bridged_accept_rule(tag: str) -> list[str]:
+    """The FORWARD rule that lets frames bridged by a run's switches through iptables (see MininetNetwork)."""
+    ports = f"{PREFIX}{tag}s+"
+    return ["-i", ports, "-o", ports, "-m", "comment", "--comment", f"{PREFIX}-run-{tag}", "-j", "ACCEPT"]
+
+
+def _accept_rules() -> list[tuple[str, str]]:
+    """(tag, rule as `iptables -S` prints it) of every testbed FORWARD rule."""
+    r = subprocess.run(["iptables", "-w", "-S", "FORWARD"], capture_output=True, text=True)
+    out = []
+    for line in r.stdout.splitlines() if r.returncode == 0 else []:
+        m = _RULE_RE.search(line)
+        if m and line.startswith("-A "):
+            out.append((m.group(1), line))
+    return out
+
+
+def remove_accept_rules(tags: set[str] | None = None) -> int:
+    """Delete the FORWARD ACCEPT rules of these runs (all testbed rules when None)."""
+    n = 0
+    for tag, line in _accept_rules():
+        if tags is None or tag in tags:
+            subprocess.run(["iptables", "-w", "-D", *line.split()[1:]], capture_output=True)
+            n += 1
+    return n
+
+
+def _containers(dead) -> list[str]:
+    try:
+        from testbed.emu.runtime.docker import list_containers
+    except ImportError:
+        return []
+    return [c["name"] for c in list_containers() if dead(c["owner"])]
+
+
 def find_leftovers(include_live: bool = False) -> dict[str, Any]:
     states = read_states()
     live = {t for t, s in states.items() if pid_alive(s.get("pid"))} if not include_live else set()
@@ -178,8 +216,11 @@ def find_leftovers(include_live: bool = False) -> dict[str, Any]:
         netns.append(n)
     cgroups = [str(c) for c in _cgroups() if dead(c.name[len(PREFIX) + 1:])]
     stale_states = [t for t in states if t not in live]
+    rules = sorted({t for t, _ in _accept_rules() if dead(t)})
+    containers = _containers(lambda owner: include_live or not pid_alive(owner))
     return {"shells": shells, "delaylines": delaylines, "processes_in_namespaces": inside, "links": links,
-            "netns": netns, "cgroups": cgroups, "states": stale_states, "live_runs": sorted(live)}
+            "netns": netns, "cgroups": cgroups, "states": stale_states, "forward_rules": rules,
+            "containers": containers, "live_runs": sorted(live)}
 
 
 def count(leftovers: dict[str, Any]) -> int:
@@ -189,6 +230,10 @@ def count(leftovers: dict[str, Any]) -> int:
 def cleanup(include_live: bool = False) -> dict[str, Any]:
     """Remove every leftover (of dead runs, or of all runs with include_live). Returns what was found."""
     found = find_leftovers(include_live)
+    if found["containers"]:
+        from testbed.emu.runtime.docker import remove_containers
+
+        remove_containers(owner_alive=None if include_live else pid_alive)
     _kill(found["processes_in_namespaces"])
     _kill([p for p, _ in found["delaylines"]])
     _kill([p for p, _ in found["shells"]])
@@ -199,6 +244,8 @@ def cleanup(include_live: bool = False) -> dict[str, Any]:
         subprocess.run(["ip", "link", "del", name], capture_output=True)
     for cg in found["cgroups"]:
         _rm_cgroup(Path(cg))
+    if found["forward_rules"]:
+        remove_accept_rules(set(found["forward_rules"]))
     for t in found["states"]:
         remove_state(t)
     return found

@@ -4,20 +4,31 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from typing import Any
 
 from testbed.emu.net.probe import ROOT_HINT, is_root, probe_all, probe_mininet, shaping_support
 
 
 def _docker() -> tuple[bool, str]:
-    if not shutil.which("docker"):
-        return False, "docker CLI not installed (apt-get install docker.io); needed only for the docker runtime"
-    r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}} {{.Driver}} cgroup{{.CgroupVersion}}"],
-                       capture_output=True, text=True, timeout=20)
-    if r.returncode != 0:
-        return False, "docker engine not running (start dockerd); needed only for the docker runtime"
-    return True, f"engine {r.stdout.strip()}"
+    from testbed.emu.runtime.engine import engine_status
+
+    ok, why = engine_status()
+    if not ok:
+        return False, why + "; needed only for the docker runtime"
+    from testbed.emu.runtime.engine import client
+    from testbed.emu.runtime.image import find_image, image_ref
+
+    ref, stale = find_image(client())
+    img = f"node image {ref}" if ref else (f"node image stale (built for {stale}): `make image` rebuilds it" if stale else
+                                          f"node image {image_ref()} not built yet (`make image`; a run builds it)")
+    return True, f"{why}; {img}"
+
+
+def _filtering() -> tuple[bool, str]:
+    from testbed.emu.runtime.engine import filtering_problem
+
+    problem = filtering_problem()
+    return (problem is None), (problem or "bridged traffic is not filtered by the host's iptables")
 
 
 def _bridges() -> tuple[bool, str]:
@@ -45,13 +56,14 @@ def diagnose() -> dict[str, Any]:
     checks["bridges"] = _bridges()
     checks["cgroups"] = _cgroups()
     checks["docker"] = _docker()
+    checks["filtering"] = _filtering()
     support = shaping_support() if is_root() else {}
     for name, v in support.items():
         checks[f"shaping:{name}"] = v
     chosen = next((n for n in ("netem", "userspace") if support.get(n, (False,))[0]), None)
     net_ok = checks["root"][0] and checks["mininet"][0] and checks["netns"][0] and chosen is not None
     would_use = {"network": "mininet" if net_ok else "none (loopback: --net none)",
-                 "shaping": chosen or "none", "runtime": "process" + (" | docker" if checks["docker"][0] else "")}
+                 "shaping": chosen or "none", "runtime": "process" + (" | docker" if checks["docker"][0] else "")}  # only runtimes that exist
     if chosen == "userspace":
         try:
             from testbed.emu.net.shaping.userspace import calibrate

@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.emu.base import NetworkBackend
+from testbed.emu.runtime import NodeHandle, NodeRuntime
 from testbed.errors import InputError
 from testbed.metrics import summarize
 from testbed.progress import JobProgress
@@ -59,7 +59,7 @@ class EmulateOptions:
 class NodeProc:
     name: str
     role: str
-    proc: Any
+    proc: NodeHandle
     dir: Path
     log: Path
     stopped: bool = False  # we sent it SIGTERM / SIGKILL
@@ -107,21 +107,31 @@ class _Interrupt:
             signal.signal(s, h)
 
 
-def emulation_backends(scenario: Scenario, net: NetworkBackend) -> dict[str, str]:
+def emulation_backends(scenario: Scenario, net: NetworkBackend, runtime: NodeRuntime | None = None) -> dict[str, str]:
     """What an emulation runs on, for meta.json: the network's backends, the node runtime, the model backend."""
-    return {**net.backends, "runtime": "process", "model": scenario.spec.models.backend}
+    return {**net.backends, "runtime": runtime.name if runtime else "process", "model": scenario.spec.models.backend}
 
 
 def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
-            opts: EmulateOptions | None = None, workload: Workload | None = None) -> EmulateResult:
-    """Run the scenario's nodes inside `net` (already built); write DIR/emu/; return the result."""
+            opts: EmulateOptions | None = None, workload: Workload | None = None,
+            runtime: NodeRuntime | None = None) -> EmulateResult:
+    """Run the scenario's nodes inside `net` (already built) with `runtime` (default: processes on the network's
+    hosts); write DIR/emu/; return the result."""
     opts = opts or EmulateOptions()
+    if runtime is None:
+        from testbed.emu.runtime.process import ProcessRuntime
+
+        runtime = ProcessRuntime(scenario)
+    runtime.attach(net)
+    out = Path(out).resolve()  # node programs may run in containers: every path they are given is absolute
+    spec_path = Path(spec_path).resolve()
     emu = out / "emu"
     if emu.exists():
         shutil.rmtree(emu)
     (emu / "logs").mkdir(parents=True)
     wl = workload if workload is not None else build_workload(scenario)
-    run = _Run(scenario, net, emu, spec_path, opts, len(wl))
+    runtime.bind_run(out, wl.trace.source)
+    run = _Run(scenario, net, runtime, emu, spec_path, opts, len(wl))
     reason = run.execute(_time_limit(scenario, wl, opts))
     return _finish(run, wl, reason)
 
@@ -147,10 +157,11 @@ def _node_env(scenario: Scenario) -> dict[str, str]:
 class _Run:
     """One emulation's node processes: launch, readiness, T0, the watch loop with progress, stopping."""
 
-    def __init__(self, scenario: Scenario, net: NetworkBackend, emu: Path, spec_path: Path, opts: EmulateOptions,
-                 total: int):
+    def __init__(self, scenario: Scenario, net: NetworkBackend, runtime: NodeRuntime, emu: Path, spec_path: Path,
+                 opts: EmulateOptions, total: int):
         self.scenario = scenario
         self.net = net
+        self.runtime = runtime
         self.emu = emu
         self.logs = emu / "logs"
         self.nodes_dir = emu / "nodes"
@@ -208,10 +219,7 @@ class _Run:
         log = self.logs / f"{name}.log"
         argv = [sys.executable, "-m", f"nodes.{role}", "--spec", str(self.spec_path), "--node", name,
                 "--peers", str(peers_file), "--t0", f"file:{self.t0_file}", "--out", str(d), *self.opts.node_args]
-        with open(log, "wb") as f:
-            p = self.net.popen(name, argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               env=self.env, cwd=os.getcwd(), start_new_session=True)
-        self.procs[name] = NodeProc(name, role, p, d, log)
+        self.procs[name] = NodeProc(name, role, self.runtime.start(name, argv, self.env, log, os.getcwd()), d, log)
 
     def wait_ready(self, names: list[str], found: dict[str, str], key: str) -> str:
         """Wait for every node's ready.json (with `key`); '' or why not."""
@@ -278,14 +286,14 @@ class _Run:
         live = [p for p in self.procs.values() if p.poll() is None]
         for p in live:
             p.stopped = True
-            _signal(p, signal.SIGTERM)
+            p.proc.signal(signal.SIGTERM)
         end = time.monotonic() + self.opts.stop_grace_s
         while time.monotonic() < end and any(p.poll() is None for p in live):
             time.sleep(0.05)
         for p in live:
             if p.poll() is None:
-                _signal(p, signal.SIGKILL)
-                p.proc.wait()
+                p.proc.signal(signal.SIGKILL)
+                p.proc.wait(30)
                 p.poll()
 
 
@@ -306,12 +314,16 @@ def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
     for name, p in procs.items():
         info = _read_json(p.dir / "node.json")
         info["exit_code"] = p.rc
+        info.update(p.proc.exit_info())
         node_info[name] = info
         if p.role == "draft" and info.get("ready_s") is not None and info["ready_s"] > 0:
             late.append(name)
     summary["nodes"] = node_info
-    summary["emulator"] = {"network": run.net.backends, "start_delay_s": run.start_delay, "late_start_nodes": late,
-                           "t0_monotonic": run.t0}
+    summary["emulator"] = {"network": run.net.backends, "runtime": run.runtime.describe(),
+                           "start_delay_s": run.start_delay, "late_start_nodes": late, "t0_monotonic": run.t0}
+    oom = [n for n, i in node_info.items() if i.get("oom_killed")]
+    if oom:
+        notes.append(f"OOM-killed (memory_mb too small): {', '.join(oom)}")
     write_results(emu, req, rounds, batches, summary)
     try:
         write_json(emu / "links.json", run.net.links_report())
@@ -323,16 +335,6 @@ def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
     elif crashed or reason:
         exit_code = 1
     return EmulateResult(summary, exit_code, req, rounds, batches)
-
-
-def _signal(p: NodeProc, sig: int) -> None:
-    try:
-        os.killpg(p.proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        try:
-            p.proc.send_signal(sig)
-        except ProcessLookupError:
-            pass
 
 
 def _read_json(path: Path) -> dict[str, Any]:

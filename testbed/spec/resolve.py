@@ -89,7 +89,8 @@ def _expand(spec: TopologySpec, fail: Fail):
                 raise fail(("edges", g_i, "count"), f"generated name {name!r} is longer than 10 characters; use a shorter prefix")
             if name in node_loc:
                 raise fail(("edges", g_i, "prefix"), f"generated node {name!r} collides with an existing node")
-            nodes.append(NodeSpec(name=name, role=g.role, profile=g.profile, model=g.model, cpu_share=g.cpu_share, draft_slots=g.draft_slots))
+            nodes.append(NodeSpec(name=name, role=g.role, profile=g.profile, model=g.model, cpu_share=g.cpu_share,
+                                   memory_mb=g.memory_mb, draft_slots=g.draft_slots))
             node_loc[name] = ("edges", g_i)
             params = g.link.model_dump(exclude={"to"})
             links.append(LinkSpec(a=name, b=g.link.to, **params))

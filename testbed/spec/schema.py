@@ -42,7 +42,8 @@ class NodeSpec(Frozen):
     role: Literal["draft", "target", "switch"] = Field(description="draft (edge device running the draft model), target (cloud verifier) or switch")
     profile: str | None = Field(None, description="Compute profile name (testbed/profiles/*.yaml or the spec's `profiles`); default: edge-cpu for drafts, cloud-gpu for targets")
     model: str | None = Field(None, description="Model this node runs (hf backend); default: models.draft / models.target")
-    cpu_share: float | None = Field(None, gt=0, le=64, description="CPU limit in cores for the node's process (emulation); null = no limit")
+    cpu_share: float | None = Field(None, gt=0, le=64, description="CPU limit in cores for the node's process or container (emulation); null = no limit")
+    memory_mb: int | None = Field(None, ge=16, le=4_194_304, description="Memory limit in MB of the node's container (runtime docker; no swap, a node over it is OOM-killed and reported); null = no limit")
     draft_slots: int = Field(0, ge=0, le=4096, description="Drafting jobs a draft node runs at once (0 = one per request, no contention; with a real-model backend 0 resolves to 1: one model computes one draft at a time)")
 
 
@@ -53,6 +54,7 @@ class EdgeGroupSpec(Frozen):
     profile: str | None = Field(None, description="Compute profile of each generated node")
     model: str | None = Field(None, description="Model of each generated node")
     cpu_share: float | None = Field(None, gt=0, le=64, description="CPU limit in cores of each generated node")
+    memory_mb: int | None = Field(None, ge=16, le=4_194_304, description="Memory limit in MB of each generated node's container (runtime docker)")
     draft_slots: int = Field(0, ge=0, le=4096, description="Drafting jobs each node runs at once (0 = unlimited; with a real-model backend 0 resolves to 1)")
     link: EdgeLinkSpec = Field(description="The link from each generated node to `link.to`")
 
@@ -134,6 +136,7 @@ class ProfileSpec(Frozen):
 
 
 class RunSpec(Frozen):
+    runtime: Literal["process", "docker"] = Field("process", description="How node programs run in emulation: process (a program on its emulated host) or docker (a container that is the emulated host); --runtime overrides")
     mode: Literal["distributed", "autoregressive", "fused"] = Field("distributed", description="distributed: DSD; autoregressive: target decodes alone; fused: draft co-located with the target")
     request_timeout_s: float = Field(120.0, gt=0, description="A request with no reply from its target for this long is marked failed (testbed/faults.py)")
     peer_timeout_s: float | None = Field(None, gt=0, description="A draft declares a target dead after this long without hearing from it, and re-routes its requests (testbed/faults.py); null = request_timeout_s")

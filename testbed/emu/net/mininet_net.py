@@ -54,8 +54,10 @@ def _sigterm(signum, frame):  # noqa: ARG001
 
 class MininetNetwork(NetworkBackend):
     def __init__(self, scenario: Scenario, shaping: str | None = None, verify: str = "quick",
-                 cpu_limits: bool = True, tag: str | None = None, shaping_options: dict[str, Any] | None = None):
+                 cpu_limits: bool = True, tag: str | None = None, shaping_options: dict[str, Any] | None = None,
+                 netns: dict[str, int] | None = None):
         super().__init__(scenario)
+        self.netns = netns  # host -> pid whose network namespace the host uses (docker runtime); None: new ones
         self.requested_shaping = shaping
         self.verify_mode = verify
         self.cpu_limits = cpu_limits
@@ -110,8 +112,15 @@ class MininetNetwork(NetworkBackend):
                              waitConnected=False)
         self.net = net
         nodes: dict[str, Any] = {}
+        host_kw: dict[str, Any] = {}
+        if self.netns:
+            from testbed.emu.net.nshost import netns_host_class
+
+            host_kw["cls"] = netns_host_class(mn.node)
         for h in plan.hosts:
-            nodes[h] = net.addHost(plan.labels[h], ip=f"{plan.addresses[h]}/32")
+            if self.netns:
+                host_kw["netns_pid"] = self.netns[h]
+            nodes[h] = net.addHost(plan.labels[h], ip=f"{plan.addresses[h]}/32", **host_kw)
         for j, (s, br) in enumerate(plan.switches.items()):
             nodes[s] = net.addSwitch(br, cls=mn.nodelib.LinuxBridge, dpid=f"{j + 1:016x}")
         for i, l in enumerate(sc.links):
@@ -120,6 +129,7 @@ class MininetNetwork(NetworkBackend):
         net.build()
         net.start()
         self.hosts = {h: nodes[h] for h in plan.hosts}
+        self._accept_bridged()
         self.timings["mininet_s"] = time.monotonic() - t0
         self._configure_hosts()
         self.timings["addressing_s"] = time.monotonic() - t0 - self.timings["mininet_s"]
@@ -163,6 +173,19 @@ class MininetNetwork(NetworkBackend):
                     except OSError:
                         pass
 
+    def _accept_bridged(self) -> None:
+        """Where bridged frames go through iptables (br_netfilter, bridge-nf-call-iptables = 1), an ACCEPT rule for
+        this run's bridges, so that a FORWARD policy of DROP (a Docker engine with its defaults sets one) cannot cut
+        the emulated network. Owned by the run: removed at teardown, and by `testbed cleanup` after a crash."""
+        from testbed.emu.cleanup import bridged_accept_rule
+
+        if not bridge_nf_call_iptables():
+            return
+        rule = bridged_accept_rule(self.tag)
+        r = subprocess.run(["iptables", "-w", "-I", "FORWARD", "1", *rule], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.warnings.append(f"could not add the FORWARD ACCEPT rule for this run's bridges: {r.stderr.strip()}")
+
     def teardown(self) -> None:
         if self._torn_down:
             return
@@ -181,8 +204,9 @@ class MininetNetwork(NetworkBackend):
         if self.cgroups:
             _quiet(self.cgroups.remove_all)
         if self.tag:
-            from testbed.emu.cleanup import cleanup_tag
+            from testbed.emu.cleanup import cleanup_tag, remove_accept_rules
 
+            _quiet(remove_accept_rules, {self.tag})
             _quiet(cleanup_tag, self.tag)
             remove_state(self.tag)
         if self._old_sigterm is not None:
@@ -252,6 +276,14 @@ class MininetNetwork(NetworkBackend):
         for key, lines in batches.items():
             if lines:
                 self.run_in(key, ["tc", "-batch", "-"], input="\n".join(lines) + "\n")
+
+
+def bridge_nf_call_iptables() -> bool:
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
 
 
 def _kill_group(p: subprocess.Popen) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.emu.net.shaping import path_params
+from testbed.errors import EmulationError
 
 if TYPE_CHECKING:
     from testbed.emu.net.mininet_net import MininetNetwork
@@ -129,6 +130,20 @@ def measure_rate(net: "MininetNetwork", src: str, dst: str, duration: float, war
     return res
 
 
+def _stop_on_dead_paths(paths: list[dict[str, Any]]) -> None:
+    """A path that returned no probe at all (and is not configured to lose nearly everything) cannot carry a run:
+    stop before any node starts, with the likeliest cause."""
+    dead = [e for e in paths if not e["measured"].get("samples") and e["configured"]["rtt_loss_pct"] < 90]
+    if not dead:
+        return
+    from testbed.emu.runtime.engine import filtering_problem
+
+    names = ", ".join(f"{e['src']}->{e['dst']}" for e in dead[:4]) + (f" and {len(dead) - 4} more" if len(dead) > 4 else "")
+    cause = filtering_problem() or "check `python -m testbed doctor` and the host's iptables FORWARD chain"
+    raise EmulationError(f"path verification: {len(dead)} of {len(paths)} paths dead (every probe lost: {names}); "
+                         f"nothing was started. Likely cause: {cause}")
+
+
 def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dict[str, Any]:
     sc = net.scenario
     count, interval, rate_s = (200, 0.01, 3.0) if mode == "full" else (50, 0.02, 1.5)
@@ -171,6 +186,7 @@ def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dic
             entry["problems"] = problems
             paths.append(entry)
     t_rtt = time.monotonic() - t0
+    _stop_on_dead_paths(paths)
     if rate:
         classes: dict[tuple, dict[str, Any]] = {}
         for e in paths:
