@@ -90,3 +90,20 @@ def check_models(scenario: Scenario) -> None:
         pairs |= {(scenario.spec.models.draft, scenario.node(t).model) for t in scenario.targets}
     for draft, target in sorted(pairs):
         check_pair(draft, target)
+    _check_memory_limits(scenario)
+
+
+def _check_memory_limits(scenario: Scenario) -> None:
+    """Real models under a container memory limit (memory_mb): the limit must hold the program and its model."""
+    from nodes.models import param_count, resolve
+    from testbed.emu.runtime.docker import NODE_BASE_MB
+
+    for n in scenario.nodes:
+        if n.role == "switch" or n.memory_mb is None or not n.model:
+            continue
+        params = param_count(resolve(n.model, materialise=False)) or 0
+        need = NODE_BASE_MB + int(params * 4 / 1e6)  # float32 weights once loaded
+        if n.memory_mb < need:
+            raise InputError(f"{scenario.source}: node {n.name}: memory_mb",
+                             f"{n.memory_mb} MB is below what the node needs with model {n.model} (about {need} MB); "
+                             "raise memory_mb or drop it")

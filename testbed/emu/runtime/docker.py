@@ -154,15 +154,13 @@ class DockerRuntime(NodeRuntime):
         self.tag = self.tag or new_tag()
 
     def check_memory(self) -> None:
-        need = NODE_BASE_MB
+        """A node program needs NODE_BASE_MB before any model (real models: commands.common.check_models adds
+        the model's size)."""
         for n in self.scenario.nodes:
-            if n.role == "switch" or n.memory_mb is None:
-                continue
-            want = need + (_model_mb(self.scenario, n) if self.models else 0)
-            if n.memory_mb < want:
+            if n.role != "switch" and n.memory_mb is not None and n.memory_mb < NODE_BASE_MB:
                 raise InputError(f"{self.scenario.source}: node {n.name}: memory_mb",
-                                 f"{n.memory_mb} MB is below what the node needs (about {want} MB"
-                                 f"{' with its model' if self.models else ''}); raise memory_mb or drop it")
+                                 f"{n.memory_mb} MB is below what a node program needs (about {NODE_BASE_MB} MB before "
+                                 "any model); raise memory_mb or drop it")
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def _labels(self, node: str, kind: str) -> dict[str, str]:
@@ -256,17 +254,6 @@ class DockerRuntime(NodeRuntime):
         if starts:
             out["timings"]["node_start_mean_s"] = sum(starts) / len(starts)
         return out
-
-
-def _model_mb(scenario: Scenario, node) -> int:
-    """Memory a node's real model needs (parameters in float32), from the model's files; 0 when unknown."""
-    try:
-        from nodes.models import param_count, resolve
-
-        n = param_count(resolve(node.model, materialise=False))
-        return int((n or 0) * 4 / 1e6)
-    except Exception:  # noqa: BLE001 - an estimate only
-        return 0
 
 
 def remove_containers(tags_alive: set[str] | None = None, owner_alive=None) -> list[str]:
