@@ -92,3 +92,12 @@ def test_atomic_writes(tmp_path):
     files.write_parquet(tmp_path / "t.parquet", pd.DataFrame({"a": [1, 2]}))
     assert list(pd.read_parquet(tmp_path / "t.parquet")["a"]) == [1, 2]
     assert sorted(f.name for f in tmp_path.iterdir()) == ["t.parquet", "x.json"]  # no temporary file left
+
+
+def test_doctor_reports_only_runtimes_that_exist():
+    from testbed.emu.doctor import _usable_runtimes
+    from testbed.emu.runtime import RUNTIMES
+
+    assert _usable_runtimes({"docker": (True, "engine 27")}) == [r for r in RUNTIMES if r in ("process", "docker")]
+    assert _usable_runtimes({"docker": (False, "engine not running")}) == ["process"]
+    assert _usable_runtimes({"docker": (True, ""), "kubernetes": (True, "")}) == ["process", "docker"]

@@ -47,6 +47,13 @@ def _cgroups() -> tuple[bool, str]:
     return True, f"cgroups {root[1]} cpu controller at {root[0]}"
 
 
+def _usable_runtimes(checks: dict[str, tuple[bool, str]]) -> list[str]:
+    """Node runtimes that exist (testbed.emu.runtime.RUNTIMES) and whose check passed (process needs none)."""
+    from testbed.emu.runtime import RUNTIMES
+
+    return [r for r in RUNTIMES if r == "process" or checks.get(r, (False,))[0]]
+
+
 def diagnose() -> dict[str, Any]:
     checks: dict[str, tuple[bool, str]] = {"root": (is_root(), "running as root" if is_root() else ROOT_HINT)}
     caps = probe_all()
@@ -63,7 +70,7 @@ def diagnose() -> dict[str, Any]:
     chosen = next((n for n in ("netem", "userspace") if support.get(n, (False,))[0]), None)
     net_ok = checks["root"][0] and checks["mininet"][0] and checks["netns"][0] and chosen is not None
     would_use = {"network": "mininet" if net_ok else "none (loopback: --net none)",
-                 "shaping": chosen or "none", "runtime": "process" + (" | docker" if checks["docker"][0] else "")}  # only runtimes that exist
+                 "shaping": chosen or "none", "runtime": " | ".join(_usable_runtimes(checks))}
     if chosen == "userspace":
         try:
             from testbed.emu.net.shaping.userspace import calibrate
