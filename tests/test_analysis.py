@@ -222,8 +222,9 @@ def test_report_sim_and_emu(sim_runs, tmp_path):
     assert "<td class='pass'" in page  # errors highlighted
     doc = json.loads((run / "compare.json").read_text())
     assert doc["verdict"]["judged"] > 0
-    if doc["verdict"]["failed"]:
-        assert "<td class='fail'" in page
+    # seed 2 against seed 1 on 40 requests: some metrics inside tolerance, some outside (deterministic simulations)
+    assert doc["verdict"]["failed"] and doc["verdict"]["passed"] > 0
+    assert page.count("<td class='fail'") >= len(doc["verdict"]["failed"])
     assert "id='links-table'" in page and "edge1 → cloud0" in page and "RTT p50 25.000 ms" in page
     assert "mininet" in page  # the backends of the as-built network
 

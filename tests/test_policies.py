@@ -72,10 +72,15 @@ def test_routing():
     jsq = Router("jsq", ["a", "b"], 0, "e0")
     assert jsq.choose({"a": 3, "b": 1}, {}) == "b"
     assert jsq.choose({"a": 1, "b": 1}, {"a": 2, "b": 0}) == "b"
-    r1 = [Router("random", ["a", "b"], 5, "e0").choose({}, {}) for _ in range(1)]
-    seq1 = (lambda r: [r.choose({}, {}) for _ in range(50)])(Router("random", ["a", "b"], 5, "e0"))
-    seq2 = (lambda r: [r.choose({}, {}) for _ in range(50)])(Router("random", ["a", "b"], 5, "e0"))
-    assert seq1 == seq2 and set(seq1) == {"a", "b"} and r1
+    def draws(seed: int, draft: str, n: int = 200) -> list[str]:
+        r = Router("random", ["a", "b"], seed, draft)
+        return [r.choose({}, {}) for _ in range(n)]
+
+    seq1 = draws(5, "e0")
+    assert seq1 == draws(5, "e0")  # a function of (seed, draft): simulator and emulator draw the same choices
+    assert draws(6, "e0") != seq1 and draws(5, "e1") != seq1  # ... and of both
+    assert 60 <= seq1.count("a") <= 140  # both targets, roughly uniform (binomial(200, 0.5): p < 1e-8 outside)
+    assert jsq.choose({"a": 0, "b": 0}, {"a": 0, "b": 0}) == "a"  # a tie goes to the first listed target
     with pytest.raises(ValueError):
         Router("nope", ["a"], 0, "e0")
 
