@@ -71,9 +71,10 @@ sweep: $(STAMP)
 	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=path/to/sweep.yaml [ADDRESS=...] [WORKERS=N]"; exit 2; }
 	$(PY) -m testbed sweep $(SWEEP) $(if $(ADDRESS),--address $(ADDRESS)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(SWEEP_OUT),--out $(SWEEP_OUT))
 
-## make validate: fidelity of emulation vs simulation across the shipped topologies at two loads
+## make validate [DURATION_S=60]: fidelity of emulation vs simulation across the shipped topologies at two loads
+## (60 s of trace per run, ~15 min); exits 1 when a judged metric is outside tolerance
 validate: $(STAMP)
-	$(PY) bench/validate.py
+	$(PY) bench/validate.py $(if $(DURATION_S),--duration $(DURATION_S))
 
 ## make hf-fidelity: real models (make models) emulated vs simulated, 1 and 2 edges, calibrated first (~15 min)
 hf-fidelity: models
@@ -83,9 +84,10 @@ hf-fidelity: models
 awc-eval: $(STAMP)
 	$(PY) bench/bench_awc.py --seeds 3
 
-## make awc-emu: gains over static gamma=4 simulated vs emulated per scenario (~20 min; report in runs/awc-emu-check)
+## make awc-emu [FULL=1]: gains over static gamma=4 simulated vs emulated per scenario (32 emulations, ~20 min;
+## FULL=1: the README's 126, ~80 min; report in runs/awc-emu-check); exits 1 when a gain is outside 5 points
 awc-emu: $(STAMP)
-	$(PY) bench/awc_emu_check.py
+	$(PY) bench/awc_emu_check.py $(if $(FULL),--full)
 
 ## make bench: the simulator's speed benchmark (whole Azure conv trace, 32 edges / 4 targets)
 bench: bench-sim

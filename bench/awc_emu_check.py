@@ -3,7 +3,10 @@ static gamma = 4, simulated and emulated on the same resolved specs (same seed =
 acceptance), per scenario, with 95 % CIs over seeds, and the difference in points (goal: emulated gains
 within 5 points of the simulated ones). A selection of the `make awc-eval` grid, because emulation runs in
 real time: by default a light and a saturating cell of each draft speed, 2 seeds, 40 requests per light run
-and 120 per saturating run (~32 emulations, ~20 min on a 2-core machine).
+and 120 per saturating run (4 cells x 4 policies x 2 seeds = 32 emulations, ~20 min on a 2-core machine); the
+README's figures came from the larger selection FULL_CELLS x FULL_POLICIES x seeds 1 2 3 (`--full`, `make awc-emu
+FULL=1`: 126 emulations, ~80 min). Exit status 1 when a judged gain is outside the
+tolerance or a run failed.
 
 Measurement only: every run is appended to DIR/result.json as it completes (`--resume` skips the runs already
 there); the validation table and DIR/report.html come from result.json through `analysis.awc_report` (which
@@ -29,6 +32,8 @@ from testbed.awc.evaluate import EmuExecutor, SimExecutor, cell_spec, grid  # no
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ("awc", "static:2", "static:4", "static:8")
 CELLS = ("rtt5-saturating-slow-a0.8", "rtt100-saturating-fast-a0.8", "rtt20-light-slow-a0.8", "rtt100-light-fast-a0.8")
+FULL_CELLS = CELLS + ("rtt20-saturating-slow-a0.6", "rtt100-saturating-fast-a0.95")
+FULL_POLICIES = ("awc", "static:2", "static:4", "static:6", "static:8", "hf", "specdec")
 N_BY_LOAD = {"light": 40, "saturating": 120}  # requests per run: 20 s resp. 7.5 s of Poisson arrivals
 
 
@@ -63,7 +68,11 @@ def main() -> int:
                     help="largest |emulated - simulated gain| that passes, in points")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/awc-emu-check")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in DIR/result.json")
+    ap.add_argument("--full", action="store_true",
+                    help="the README's selection: 6 cells x 7 policies x seeds 1 2 3 (overrides --cells/--policies/--seeds)")
     args = ap.parse_args()
+    if args.full:
+        args.cells, args.policies, args.seeds = list(FULL_CELLS), list(FULL_POLICIES), [1, 2, 3]
     cells = {c.name: c for c in grid()}
     unknown = [c for c in args.cells if c not in cells]
     if unknown:
@@ -120,7 +129,10 @@ def main() -> int:
     out = awc_report.build(args.out)
     print(out["table"])
     print(f"-> {res_path}, {out['report']}")
-    return 0
+    failed_runs = [r for r in runs if r.get("error")]
+    if failed_runs:
+        print(f"{len(failed_runs)} runs failed", file=sys.stderr)
+    return 1 if out["verdict"]["failed"] or failed_runs or not out["verdict"]["judged"] else 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@
    so the comparison is of compute and network timing).
 3. Prints request throughput, mean TPOT and mean TTFT errors (emulated vs simulated; goal: throughput and
    TPOT within 10 %) with the compute interference measured in each run (analysis.compute_overlap), and
-   writes OUT/summary.json.
+   writes OUT/summary.json. Exit status 1 when a run failed or throughput / mean TPOT is outside 10 %.
 
 Needs `make models`. Timing-sensitive: run it on a quiet machine (or under the same lock as other
 measurements).
@@ -91,7 +91,9 @@ def main() -> int:
               + f"  {'–' if iv is None else f'{iv:.2f}'} / {'–' if idr is None else f'{idr:.2f}'}")
     (args.out / "summary.json").write_text(json.dumps({"profile": str(profile), "goal": GOAL, "runs": rows}, indent=1) + "\n")
     print(f"\nsummary in {args.out / 'summary.json'}; goal: throughput and mean TPOT within 10 % (✔ / ✘)")
-    return 0
+    missed = [row for row in rows if "error" in row or any(
+        row[m]["rel_error"] is None or abs(row[m]["rel_error"]) > g for m, g in GOAL.items())]
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Fidelity benchmark (`make validate`): every shipped topology at two load levels, emulated in the Mininet
 network with the profiled backend and simulated on the as-built spec; prints the relative error of request
 throughput, mean TTFT, mean TPOT (goal <= 5 %) and p99 TTFT / TPOT (goal <= 15 %), and writes
-runs/validate/validate.json. Runs take real time (the trace is replayed in real time): about a minute each."""
+runs/validate/validate.json. Runs take real time (the trace is replayed in real time): 60 s of trace by default
+(the README's table), about 1.5 minutes each. Exit status: 0 when every judged cell is within tolerance and every
+run produced a comparison, 1 otherwise (the cells outside are listed)."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ METRICS = ["request_throughput_rps", "ttft_ms.mean", "tpot_ms.mean", "ttft_ms.p9
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--topologies", nargs="*", default=TOPOLOGIES)
-    ap.add_argument("--duration", type=float, default=30.0, help="seconds of trace per run")
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of trace per run")
     ap.add_argument("--net", default="mininet")
     ap.add_argument("--trace", default="azure-conv")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/validate")
@@ -54,7 +56,19 @@ def main() -> int:
             continue
         print(f"{row['topology']:<14}{row['load']:<7}" + "".join(
             f"{_pct(row[k]) + (' ok' if row[k + '.ok'] else ' !!'):>24}" for k in METRICS))
-    return 0
+    return verdict(rows)
+
+
+def verdict(rows: list[dict]) -> int:
+    """Exit status of the benchmark: 1 when a run failed or a judged metric is outside its tolerance."""
+    failed = [f"{r['topology']} {r['load']}: run failed" for r in rows if "error" in r]
+    failed += [f"{r['topology']} {r['load']}: {k} {_pct(r[k])}" for r in rows if "error" not in r
+               for k in METRICS if not r[f"{k}.ok"]]
+    judged = sum(len(METRICS) for r in rows if "error" not in r)
+    print(f"\n{judged - len([f for f in failed if 'run failed' not in f])} of {judged} judged cells within tolerance")
+    for f in failed:
+        print(f"  outside: {f}")
+    return 1 if failed else 0
 
 
 def _pct(e) -> str:
