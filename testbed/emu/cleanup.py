@@ -199,7 +199,7 @@ def find_leftovers(include_live: bool = False) -> dict[str, Any]:
             if dead(m.group(1)):
                 shells.append((p, m.group(1)))
             continue
-        if os.path.basename(cmd.split("\x00", 1)[0]) == "dsd-delayline":
+        if os.path.basename(cmd.split("\x00", 1)[0]).startswith("dsd-delayline"):  # dsd-delayline-<source hash>
             t = _TAG_ARG_RE.search(cmd)
             if dead(t.group(1) if t else None):
                 delaylines.append((p, t.group(1) if t else None))

@@ -6,7 +6,7 @@ per distinct (bottleneck rate, delay, loss) class, one at a time (shared links w
 converted from goodput to the L2 rate htb enforces ((MSS + 66) / MSS). A path outside tolerance gets a
 warning (printed and recorded), not an error: the numbers are in the report either way.
 
-mode: "quick" (50 RTT samples 20 ms apart, 1.5 s rate runs, a representative path per class), "full" (200 samples,
+mode: "quick" (100 RTT samples 20 ms apart, 1.5 s rate runs, a representative path per class), "full" (200 samples,
 3 s rate runs), "off".
 """
 
@@ -146,7 +146,7 @@ def _stop_on_dead_paths(paths: list[dict[str, Any]]) -> None:
 
 def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dict[str, Any]:
     sc = net.scenario
-    count, interval, rate_s = (200, 0.01, 3.0) if mode == "full" else (50, 0.02, 1.5)
+    count, interval, rate_s = (200, 0.01, 3.0) if mode == "full" else (100, 0.02, 1.5)
     pairs = {d: list(sc.reachable.get(d, ())) for d in sc.drafts if sc.reachable.get(d)}
     # Probes of one path far apart compared with its jitter: jitter never reorders, so close probes would queue
     # behind each other and shrink the measured spread.

@@ -7,6 +7,12 @@
  * of the NFQUEUE round trip), but never before the previous packet of the same source: jitter does not
  * reorder. Loss: dropped with the configured probability. A per-source cap on held packets bounds memory.
  *
+ * On a busy host (issue 17): `arrival` is the packet's kernel receive timestamp when the kernel has one (the
+ * wall-clock skb stamp, converted to CLOCK_MONOTONIC), not the moment this process got the CPU to read it, so
+ * a late wake-up does not lengthen the delay; and the process asks for real-time scheduling (SCHED_FIFO,
+ * falling back to nice -15 where that is not allowed), so releases are not queued behind the node processes.
+ * The scheduling class obtained and the release lateness are in the exit counters.
+ *
  * usage: dsd-delayline --queue N [--comp-us C] [--spin-us S] [--tag T] [--seed S] [--max-pkts M] SRC,DELAY_US,JITTER_US,LOSS_PROB ...
  * Prints "ready" on stdout once bound; on SIGTERM/SIGINT prints one JSON line of counters on stderr.
  * Build: cc -O2 -o dsd-delayline delayline.c -lnetfilter_queue
@@ -23,7 +29,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +72,8 @@ static volatile sig_atomic_t stop_flag;
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint64_t n_late, n_released, n_unknown;
 static int64_t late_sum_ns, late_max_ns;
+static uint64_t n_late_1ms, n_kernel_stamp;
+static const char *sched_name = "other";
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -135,9 +146,23 @@ static flow_t *flow_find(uint32_t src) {
     return NULL;
 }
 
+static int64_t real_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
 static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *nfmsg, struct nfq_data *nfa, void *data) {
     (void)nfmsg; (void)data;
     int64_t arrival = now_ns();
+    struct timeval tv;
+    if (nfq_get_timestamp(nfa, &tv) == 0 && tv.tv_sec > 0) { /* kernel receive time, wall clock */
+        int64_t waited = real_ns() - ((int64_t)tv.tv_sec * 1000000000ll + (int64_t)tv.tv_usec * 1000ll);
+        if (waited > 0 && waited < 1000000000ll) { /* sane: between 0 and 1 s ago (clock steps are ignored) */
+            arrival -= waited;
+            n_kernel_stamp++;
+        }
+    }
     struct nfqnl_msg_packet_hdr *ph = nfq_get_msg_packet_hdr(nfa);
     if (!ph) return 0;
     uint32_t id = ntohl(ph->packet_id);
@@ -207,6 +232,12 @@ int main(int argc, char **argv) {
     if (queue < 0) usage();
     qsort(flows, nflows, sizeof(flow_t), flow_cmp);
     prctl(PR_SET_TIMERSLACK, 1000ul, 0, 0, 0);
+    /* kernel receive timestamps on every packet: the kernel stamps skbs only while some socket asks for it */
+    int stamp_sock = socket(AF_INET, SOCK_DGRAM, 0), on = 1;
+    if (stamp_sock >= 0) setsockopt(stamp_sock, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on));
+    struct sched_param sp = {.sched_priority = 10};
+    if (sched_setscheduler(0, SCHED_FIFO, &sp) == 0) sched_name = "fifo";
+    else if (setpriority(PRIO_PROCESS, 0, -15) == 0) sched_name = "nice-15";
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     signal(SIGPIPE, SIG_IGN);
@@ -237,6 +268,7 @@ int main(int argc, char **argv) {
             late_sum_ns += late;
             if (late > late_max_ns) late_max_ns = late;
             if (late > 100000) n_late++;
+            if (late > 1000000) n_late_1ms++;
             n_released++;
             flows[it.flow].held--;
             nfq_set_verdict(qh, it.id, NF_ACCEPT, 0, NULL);
@@ -271,10 +303,12 @@ int main(int argc, char **argv) {
     uint64_t pk = 0, lo = 0, ov = 0;
     for (int i = 0; i < nflows; i++) { pk += flows[i].pkts; lo += flows[i].lost; ov += flows[i].overflow; }
     fprintf(stderr, "{\"packets\": %llu, \"lost\": %llu, \"overflow\": %llu, \"unknown\": %llu, \"released\": %llu, "
-            "\"late_over_100us\": %llu, \"late_mean_us\": %.1f, \"late_max_us\": %.1f, \"held_at_exit\": %zu}\n",
+            "\"late_over_100us\": %llu, \"late_over_1ms\": %llu, \"late_mean_us\": %.1f, \"late_max_us\": %.1f, "
+            "\"held_at_exit\": %zu, \"kernel_stamped\": %llu, \"sched\": \"%s\"}\n",
             (unsigned long long)pk, (unsigned long long)lo, (unsigned long long)ov, (unsigned long long)n_unknown,
-            (unsigned long long)n_released, (unsigned long long)n_late,
-            n_released ? late_sum_ns / 1000.0 / n_released : 0.0, late_max_ns / 1000.0, heap_n);
+            (unsigned long long)n_released, (unsigned long long)n_late, (unsigned long long)n_late_1ms,
+            n_released ? late_sum_ns / 1000.0 / n_released : 0.0, late_max_ns / 1000.0, heap_n,
+            (unsigned long long)n_kernel_stamp, sched_name);
     nfq_destroy_queue(qh);
     nfq_close(h);
     return 0;

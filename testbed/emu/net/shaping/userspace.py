@@ -9,6 +9,7 @@ more jitter under load (DESIGN.md), the C one ~0.1 ms, which is then measured an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -41,7 +42,9 @@ def cache_dir() -> Path:
 
 
 def binary_path() -> Path:
-    return Path(os.environ.get("DSD_DELAYLINE") or cache_dir() / "dsd-delayline")
+    """One binary per version of the source (worktrees and checkouts of different versions never share one)."""
+    digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
+    return Path(os.environ.get("DSD_DELAYLINE") or cache_dir() / f"dsd-delayline-{digest}")
 
 
 def build_delayline(force: bool = False) -> Path:
