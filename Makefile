@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-nodes bench-net validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-nodes bench-net bench-sweep validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -101,6 +101,10 @@ bench-docker: $(STAMP)
 
 bench-nodes: $(STAMP)
 	$(PY) bench/bench_nodes.py
+
+## make bench-sweep: sweep throughput, serial vs local Ray (simulation trials per minute, per-trial overhead)
+bench-sweep: $(STAMP)
+	mkdir -p runs && $(PY) bench/bench_sweep.py --json runs/bench-sweep.json
 
 bench-net: $(STAMP)
 	mkdir -p runs && $(PY) bench/bench_net.py --json runs/bench-net.json

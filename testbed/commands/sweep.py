@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"sweep {sweep.name}: {len(sweep.trials)} trials, {len(records)} finished earlier, {len(todo)} to run -> {out}")
 
     emulations = [t for t in todo if t.mode != "sim"]
-    t0 = time.perf_counter()
     interrupted = False
+    t_start = time.perf_counter()
     with Runner(RunnerConfig(address=args.address, workers=args.workers)) as runner:
-        print(f"running on: {runner.mode}")
+        print(f"running on: {runner.mode} (started in {time.perf_counter() - t_start:.1f} s)")
         _write_sweep_json(out, sweep, jobs, runner.mode)
         slots, emu_cpus = runner.emulation_slots()
         if emulations and slots == 0:
@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             return {"CPU": max(emu_cpus, 1), EMULATION_RESOURCE: 1}
 
         progress = SweepProgress(len(todo), args.progress_every)
+        t0 = time.perf_counter()  # the trials' part: without the runner's start-up and the table / report
         try:
             for outcome in runner.map(run_trial, [jobs[t.id] for t in todo], resources):
                 trial = todo[outcome.index]
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             interrupted = True
         finally:
             progress.close()
-    wall = time.perf_counter() - t0
+            wall = time.perf_counter() - t0
     df = table(sweep, records)
     path = write_table(out, df)
     report = None
