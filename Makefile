@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-nodes bench-net bench-sweep validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-nodes bench-net bench-sweep bench-two-hosts validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -105,6 +105,10 @@ bench-nodes: $(STAMP)
 ## make bench-sweep: sweep throughput, serial vs local Ray (simulation trials per minute, per-trial overhead)
 bench-sweep: $(STAMP)
 	mkdir -p runs && $(PY) bench/bench_sweep.py --json runs/bench-sweep.json
+
+## make bench-two-hosts: star-4edge on two emulated hosts joined by a VXLAN tunnel vs one host (root, ~3 min)
+bench-two-hosts: $(STAMP)
+	mkdir -p runs && $(PY) bench/bench_two_hosts.py --json runs/bench-two-hosts.json
 
 bench-net: $(STAMP)
 	mkdir -p runs && $(PY) bench/bench_net.py --json runs/bench-net.json

@@ -31,6 +31,18 @@ def add_network(p: argparse.ArgumentParser, default: str) -> None:
                         "container that is its emulated host (default: the spec's run.runtime, process)")
     p.add_argument("--no-image-build", dest="build_image", action="store_false",
                    help="runtime docker: report a missing or stale node image (exit 2) instead of building it")
+    p.add_argument("--second-host", default=None, metavar="NODE,NODE",
+                   help="--net mininet: place these nodes on a second emulated host that shares nothing with the first "
+                        "but a VXLAN tunnel (the one-machine step of docs/MULTIHOST.md)")
+
+
+def network_options(args: argparse.Namespace) -> dict:
+    """make_network() options of --net / --shaping / --second-host."""
+    if not args.second_host:
+        return {}
+    if args.net != "mininet":
+        raise InputError("--second-host", "needs --net mininet")
+    return {"second_host": tuple(n.strip() for n in args.second_host.split(",") if n.strip())}
 
 
 def scenario_from(args: argparse.Namespace) -> Scenario:

@@ -11,7 +11,8 @@ import argparse
 
 from rich.console import Console
 
-from testbed.commands.common import add_network, add_topology, check_models, out_dir, report_skipped, scenario_from
+from testbed.commands.common import (add_network, add_topology, check_models, network_options, out_dir,
+                                     report_skipped, scenario_from)
 from testbed.emu.emulator import make_emulator
 from testbed.emu.orchestrate import EmulateOptions, check_supported, emulate, emulation_backends
 from testbed.rundir import prepare, update_meta
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     report_skipped(workload)
     out = out_dir(args, scenario)
     # the one place backends are chosen
-    em = make_emulator(scenario, args.net, shaping=args.shaping, runtime=args.runtime, build_image=args.build_image)
+    em = make_emulator(scenario, args.net, shaping=args.shaping, runtime=args.runtime, build_image=args.build_image,
+                       **network_options(args))
     with em:
         prepare(out, scenario, "emulate", workload, backends=emulation_backends(scenario, em.net, em.runtime))
         opts = EmulateOptions(on_crash=args.on_crash, start_delay_s=args.start_delay_s, timeout_s=args.timeout_s,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from testbed.commands.common import add_network, add_topology, check_models, out_dir, report_skipped, scenario_from
+from testbed.commands.common import (add_network, add_topology, check_models, network_options, out_dir,
+                                     report_skipped, scenario_from)
 from testbed.rundir import prepare, update_meta, write_json, write_results
 from testbed.workload import build_workload
 
@@ -56,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     workload = build_workload(scenario)  # bad input stops here, before anything is built or written
     report_skipped(workload)
     # doctor: root, shaping backend, spec vs backend, engine and node image for docker
-    em = make_emulator(scenario, args.net, shaping=args.shaping, runtime=args.runtime, build_image=args.build_image)
+    em = make_emulator(scenario, args.net, shaping=args.shaping, runtime=args.runtime, build_image=args.build_image,
+                       **network_options(args))
     net = em.net
     out = out_dir(args, scenario)
     out.mkdir(parents=True, exist_ok=True)

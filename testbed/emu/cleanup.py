@@ -136,6 +136,9 @@ def _netns_named() -> list[str]:
 
 def cleanup_tag(tag: str) -> None:
     """Remove the root-namespace links, bridges and cgroups of one run (after its namespaces are gone)."""
+    for ns in _netns_named():  # a two-host run's machine namespaces (testbed/emu/net/tunnel.py)
+        if ns.startswith(PREFIX + tag) and not ns.startswith(PREFIX + "probe"):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     mine = [n for n in _links() if n.startswith(PREFIX + tag)]
     for name in sorted(mine, key=_is_bridge):  # ports first, then bridges
         subprocess.run(["ip", "link", "set", name, "down"], capture_output=True)
@@ -212,6 +215,8 @@ def find_leftovers(include_live: bool = False) -> dict[str, Any]:
     for n in _netns_named():
         m = re.match(PREFIX + r"probe(\d+)", n)
         if not include_live and m and pid_alive(int(m.group(1))):
+            continue
+        if not m and not dead(n[len(PREFIX):len(PREFIX) + 3]):  # a live run's namespace (two-host runs)
             continue
         netns.append(n)
     cgroups = [str(c) for c in _cgroups() if dead(c.name[len(PREFIX) + 1:])]

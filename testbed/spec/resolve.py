@@ -10,13 +10,7 @@ import yaml
 
 from testbed.compute import ComputeModel, resolve_profile
 from testbed.errors import InputError, SpecError
-from testbed.spec.loader import (
-    apply_overrides,
-    format_loc,
-    locator,
-    read_yaml,
-    validate,
-)
+from testbed.spec.loader import apply_overrides, format_loc, locator, read_yaml, validate
 from testbed.spec.paths import DraftRoutes, PathTable, RouteFinder
 from testbed.spec.scenario import Scenario
 from testbed.spec.schedule import resolve_schedule

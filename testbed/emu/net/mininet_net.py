@@ -54,7 +54,7 @@ def _sigterm(signum, frame):  # noqa: ARG001
 class MininetNetwork(NetworkBackend):
     def __init__(self, scenario: Scenario, shaping: str | None = None, verify: str = "quick",
                  cpu_limits: bool = True, tag: str | None = None, shaping_options: dict[str, Any] | None = None,
-                 netns: dict[str, int] | None = None):
+                 netns: dict[str, int] | None = None, second_host: tuple[str, ...] = ()):
         super().__init__(scenario)
         self.netns = netns  # host -> pid whose network namespace the host uses (docker runtime); None: new ones
         self.requested_shaping = shaping
@@ -73,11 +73,16 @@ class MininetNetwork(NetworkBackend):
         self.timings: dict[str, float] = {}
         self._old_sigterm = None
         self._torn_down = False
+        self.second_host = frozenset(second_host)  # nodes on a second emulated host, joined by a tunnel (tunnel.py)
+        self.split = None
 
     # ---- NetworkBackend -------------------------------------------------------------------------------
     @property
     def backends(self) -> dict[str, str]:
-        return {"network": "mininet", "shaping": self.shaping.name if self.shaping else (self.requested_shaping or "auto")}
+        out = {"network": "mininet", "shaping": self.shaping.name if self.shaping else (self.requested_shaping or "auto")}
+        if self.second_host:
+            out["hosts"] = "two emulated hosts, vxlan tunnel"
+        return out
 
     def check(self) -> None:
         """Everything that can fail before anything is built: root, tools, the spec against the backend."""
@@ -89,6 +94,10 @@ class MininetNetwork(NetworkBackend):
         self.warnings = self.shaping.check(self.scenario)
         self.tag = self.tag or new_tag()
         self.plan = make_plan(self.scenario, self.tag)
+        if self.second_host:
+            from testbed.emu.net.tunnel import crossing_links
+
+            crossing_links(self.scenario, self.second_host)
         for w in self.warnings:
             log.warning(w)
             print(f"warning: {w}", file=sys.stderr)
@@ -131,6 +140,11 @@ class MininetNetwork(NetworkBackend):
         self._accept_bridged()
         self.timings["mininet_s"] = time.monotonic() - t0
         self._configure_hosts()
+        if self.second_host:
+            from testbed.emu.net.tunnel import TwoHosts
+
+            self.split = TwoHosts(self.second_host, self.tag)
+            self.split.build(self)
         self.timings["addressing_s"] = time.monotonic() - t0 - self.timings["mininet_s"]
         t1 = time.monotonic()
         self.shaping.apply(self)
@@ -202,6 +216,8 @@ class MininetNetwork(NetworkBackend):
             _quiet(self._stop_mininet)
         if self.cgroups:
             _quiet(self.cgroups.remove_all)
+        if self.split is not None:
+            _quiet(self.split.teardown)
         if self.tag:
             from testbed.emu.cleanup import cleanup_tag, remove_accept_rules
 
@@ -248,6 +264,8 @@ class MininetNetwork(NetworkBackend):
         out.setdefault("backends", self.backends)
         out["shaping_detail"] = self.shaping.describe() if self.shaping else {}
         out["timings"] = dict(self.timings)
+        if self.split is not None:
+            out["two_hosts"] = self.split.describe()
         out["warnings"] = list(self.warnings) + list(self.report.get("warnings", []))
         return out
 
