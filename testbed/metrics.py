@@ -35,57 +35,198 @@ def latencies(requests: pd.DataFrame) -> pd.DataFrame:
 
 
 def dist(x: pd.Series | np.ndarray) -> dict[str, float | None]:
-    a = np.asarray(x, dtype=np.float64)
-    a = a[~np.isnan(a)]
-    if a.size == 0:
-        return {"mean": None, "p50": None, "p90": None, "p99": None}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {"mean": float(a.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+    q = Quantiles()
+    q.add(x)
+    return q.result()
+
+
+class Quantiles:
+    """Mean and p50 / p90 / p99 of a stream of values (NaN ignored).
+
+    Exact (numpy's percentile over every value) up to EXACT_LIMIT values. Beyond that the values go into a
+    histogram of logarithmic bins, RELATIVE_ERROR wide: each quantile is then within RELATIVE_ERROR of the
+    exact one (relative to its value; values <= 0 are counted in one bin at 0), so memory stays flat however
+    long the run. The mean stays exact (a running sum, to rounding).
+    """
+
+    EXACT_LIMIT = 1_000_000
+    RELATIVE_ERROR = 0.001
+    _LOG_STEP = math.log1p(2 * RELATIVE_ERROR)  # bin i holds (e^(i*step), e^((i+1)*step)]; its middle is within 0.1 %
+
+    def __init__(self) -> None:
+        self.chunks: list[np.ndarray] = []
+        self.n = 0
+        self.total = 0.0
+        self.bins: dict[int, int] | None = None  # histogram mode
+        self.zeros = 0
+
+    def add(self, x: pd.Series | np.ndarray) -> None:
+        a = np.asarray(x, dtype=np.float64)
+        a = a[~np.isnan(a)]
+        if a.size == 0:
+            return
+        self.n += a.size
+        self.total += float(a.sum())
+        if self.bins is None:
+            self.chunks.append(a)
+            if self.n > self.EXACT_LIMIT:
+                self.bins = {}
+                for c in self.chunks:
+                    self._bin(c)
+                self.chunks = []
+        else:
+            self._bin(a)
+
+    def _bin(self, a: np.ndarray) -> None:
+        pos = a[a > 0]
+        self.zeros += int(a.size - pos.size)
+        idx, counts = np.unique(np.floor(np.log(pos) / self._LOG_STEP).astype(np.int64), return_counts=True)
+        bins = self.bins
+        for i, c in zip(idx.tolist(), counts.tolist()):
+            bins[i] = bins.get(i, 0) + c
+
+    def result(self) -> dict[str, float | None]:
+        if self.n == 0:
+            return {"mean": None, "p50": None, "p90": None, "p99": None}
+        if self.bins is None:
+            a = self.chunks[0] if len(self.chunks) == 1 else np.concatenate(self.chunks)
+            p50, p90, p99 = np.percentile(a, [50, 90, 99])
+            return {"mean": float(a.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+        keys = sorted(self.bins)
+        cum = np.cumsum([self.zeros] + [self.bins[k] for k in keys])
+        mids = [0.0] + [math.exp((k + 0.5) * self._LOG_STEP) for k in keys]
+        out: dict[str, float | None] = {"mean": self.total / self.n}
+        for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
+            rank = q * (self.n - 1)  # numpy's linear definition, to the bin holding that rank
+            out[name] = float(mids[int(np.searchsorted(cum, rank, side="right"))])
+        return out
 
 
 def _f(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+class SummaryBuilder:
+    """The summary of a run, from its tables given in any number of chunks (rows in table order): the one
+    implementation behind `summarize` (whole DataFrames) and `summarize_dir` (parquet files read in row
+    groups, memory independent of the run's length)."""
+
+    def __init__(self) -> None:
+        self.total = self.ok = self.failed = self.unfinished = self.good = self.tokens_out = 0
+        self.last_finish = self.last_arrival = float("nan")
+        self.lat = {k: Quantiles() for k in ("ttft_ms", "tpot_ms", "e2e_ms")}
+        self.good_by_slo: tuple[float, float] | None = None
+        self.rounds = self.gained = self.spec_rounds = self.drafted = self.accepted = 0
+        self.verify_batches = self.verify_reqs = 0
+        self.targets: dict[str, list] = {}  # name -> [busy_s, batches, verify batches, verify requests]
+
+    def add_requests(self, requests: pd.DataFrame, slo_ttft_ms: float, slo_tpot_ms: float) -> None:
+        status = requests["status"]
+        ok = status == "ok"
+        done = requests[ok]
+        lat = latencies(done)
+        self.total += len(requests)
+        self.ok += int(ok.sum())
+        self.failed += int((status == "failed").sum())
+        self.unfinished += int((status == "unfinished").sum())
+        if len(done):
+            self.last_finish = _nanmax(self.last_finish, done["finish_s"].max())
+        if len(requests):
+            self.last_arrival = _nanmax(self.last_arrival, requests["arrival_s"].max())
+        tpot_ok = lat["tpot_ms"].fillna(0.0) <= slo_tpot_ms
+        self.good += int(((lat["ttft_ms"] <= slo_ttft_ms) & tpot_ok).sum())
+        self.tokens_out += int(done["output_tokens"].sum())
+        for k, q in self.lat.items():
+            q.add(lat[k])
+
+    def add_rounds(self, rounds: pd.DataFrame) -> None:
+        spec = rounds[rounds["gamma"] > 0]
+        self.rounds += len(rounds)
+        self.gained += int(rounds["gained"].sum())
+        self.spec_rounds += len(spec)
+        self.drafted += int(spec["gamma"].sum())
+        self.accepted += int(spec["accepted"].sum())
+
+    def add_batches(self, batches: pd.DataFrame) -> None:
+        for t, b in batches.groupby("target", sort=True):
+            vb = b[b["kind"] == "verify"]
+            acc = self.targets.setdefault(str(t), [0.0, 0, 0, 0])
+            acc[0] += float((b["end_s"] - b["start_s"]).sum())
+            acc[1] += len(b)
+            acc[2] += len(vb)
+            acc[3] += int(vb["size"].sum())
+            self.verify_batches += len(vb)
+            self.verify_reqs += int(vb["size"].sum())
+
+    def result(self, slo_ttft_ms: float, slo_tpot_ms: float) -> dict[str, Any]:
+        ends = [0.0 if self.ok == 0 else self.last_finish, 0.0 if self.total == 0 else self.last_arrival]
+        duration = float(max(e for e in ends if not math.isnan(e)) if any(not math.isnan(e) for e in ends) else 0.0)
+        dur = duration if duration > 0 else float("nan")
+        per_target = {
+            t: {"utilisation": _f(busy / dur), "batches": int(n), "mean_verify_batch": _f(vreqs / nv) if nv else None}
+            for t, (busy, n, nv, vreqs) in sorted(self.targets.items())
+        }
+        return {
+            "requests_total": int(self.total),
+            "requests_completed": int(self.ok),
+            "requests_failed": int(self.failed),
+            "requests_unfinished": int(self.unfinished),
+            "duration_s": duration,
+            "request_throughput_rps": _f(self.ok / dur),
+            "output_token_throughput_tps": _f(float(self.tokens_out) / dur),
+            "goodput_rps": _f(self.good / dur),
+            "slo": {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms},
+            "ttft_ms": self.lat["ttft_ms"].result(),
+            "tpot_ms": self.lat["tpot_ms"].result(),
+            "e2e_ms": self.lat["e2e_ms"].result(),
+            "acceptance_rate": _f(self.accepted / self.drafted) if self.drafted else None,
+            "tokens_per_round": _f(self.gained / self.rounds) if self.rounds else None,
+            "mean_gamma": _f(self.drafted / self.spec_rounds) if self.spec_rounds else None,
+            "rounds": int(self.rounds),
+            "target_batch_size": _f(self.verify_reqs / self.verify_batches) if self.verify_batches else None,
+            "targets": per_target,
+        }
+
+
+def _nanmax(a: float, b: float) -> float:
+    b = float(b)
+    if math.isnan(a):
+        return b
+    return a if math.isnan(b) or a >= b else b
+
+
 def summarize(requests: pd.DataFrame, rounds: pd.DataFrame, batches: pd.DataFrame,
               slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, slo_tpot_ms: float = DEFAULT_SLO_TPOT_MS) -> dict[str, Any]:
-    ok = requests["status"] == "ok"
-    done = requests[ok]
-    lat = latencies(done)
-    ends = [done["finish_s"].max() if len(done) else 0.0, requests["arrival_s"].max() if len(requests) else 0.0]
-    duration = float(max(e for e in ends if not pd.isna(e)) if any(not pd.isna(e) for e in ends) else 0.0)
-    dur = duration if duration > 0 else float("nan")
-    tpot_ok = lat["tpot_ms"].fillna(0.0) <= slo_tpot_ms
-    good = int(((lat["ttft_ms"] <= slo_ttft_ms) & tpot_ok).sum())
-    spec = rounds[rounds["gamma"] > 0]
-    drafted = int(spec["gamma"].sum())
-    verify = batches[batches["kind"] == "verify"]
-    per_target = {}
-    for t, b in batches.groupby("target", sort=True):
-        busy = float((b["end_s"] - b["start_s"]).sum())
-        vb = b[b["kind"] == "verify"]
-        per_target[str(t)] = {
-            "utilisation": _f(busy / dur),
-            "batches": int(len(b)),
-            "mean_verify_batch": _f(vb["size"].mean()) if len(vb) else None,
-        }
-    return {
-        "requests_total": int(len(requests)),
-        "requests_completed": int(ok.sum()),
-        "requests_failed": int((requests["status"] == "failed").sum()),
-        "requests_unfinished": int((requests["status"] == "unfinished").sum()),
-        "duration_s": duration,
-        "request_throughput_rps": _f(len(done) / dur),
-        "output_token_throughput_tps": _f(float(done["output_tokens"].sum()) / dur),
-        "goodput_rps": _f(good / dur),
-        "slo": {"ttft_ms": slo_ttft_ms, "tpot_ms": slo_tpot_ms},
-        "ttft_ms": dist(lat["ttft_ms"]),
-        "tpot_ms": dist(lat["tpot_ms"]),
-        "e2e_ms": dist(lat["e2e_ms"]),
-        "acceptance_rate": _f(spec["accepted"].sum() / drafted) if drafted else None,
-        "tokens_per_round": _f(rounds["gained"].mean()) if len(rounds) else None,
-        "mean_gamma": _f(spec["gamma"].mean()) if len(spec) else None,
-        "rounds": int(len(rounds)),
-        "target_batch_size": _f(verify["size"].mean()) if len(verify) else None,
-        "targets": per_target,
-    }
+    b = SummaryBuilder()
+    b.add_requests(requests, slo_ttft_ms, slo_tpot_ms)
+    b.add_rounds(rounds)
+    b.add_batches(batches)
+    return b.result(slo_ttft_ms, slo_tpot_ms)
+
+
+SUMMARY_COLUMNS = {
+    "requests": ["status", "arrival_s", "first_token_s", "finish_s", "output_tokens"],
+    "rounds": ["gamma", "accepted", "gained"],
+    "batches": ["target", "kind", "start_s", "end_s", "size"],
+}
+
+
+def summarize_dir(d, slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, slo_tpot_ms: float = DEFAULT_SLO_TPOT_MS,
+                  batch_rows: int = 1 << 20) -> dict[str, Any]:
+    """`summarize` over a run directory's parquet tables, read in batches of rows: memory independent of the
+    number of rows (beyond Quantiles.EXACT_LIMIT requests the latency quantiles are within 0.1 %)."""
+    import pyarrow.parquet as pq
+    from pathlib import Path
+
+    b = SummaryBuilder()
+    for name, cols in SUMMARY_COLUMNS.items():
+        f = pq.ParquetFile(Path(d) / f"{name}.parquet")
+        for rb in f.iter_batches(batch_size=batch_rows, columns=cols):
+            df = rb.to_pandas()
+            if name == "requests":
+                b.add_requests(df, slo_ttft_ms, slo_tpot_ms)
+            elif name == "rounds":
+                b.add_rounds(df)
+            else:
+                b.add_batches(df)
+    return b.result(slo_ttft_ms, slo_tpot_ms)

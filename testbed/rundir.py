@@ -56,10 +56,12 @@ def update_meta(out: Path, fields: dict[str, Any]) -> None:
     write_json(p, meta)
 
 
-def write_results(d: Path, requests: pd.DataFrame, rounds: pd.DataFrame, batches: pd.DataFrame, summary: dict[str, Any],
-                  events: pd.DataFrame | None = None) -> None:
+def write_results(d: Path, requests: pd.DataFrame | None, rounds: pd.DataFrame | None, batches: pd.DataFrame | None,
+                  summary: dict[str, Any], events: pd.DataFrame | None = None) -> None:
+    """The tables (None: already streamed there by the executor), the events and summary.json."""
     d.mkdir(parents=True, exist_ok=True)
-    write_tables(d, requests, rounds, batches)
+    if requests is not None and rounds is not None and batches is not None:
+        write_tables(d, requests, rounds, batches)
     if events is not None:
         write_events(d, events)
     write_json(d / "summary.json", summary)

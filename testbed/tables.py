@@ -6,6 +6,7 @@ as tuples in column order (cheap on the hot path) and turned into typed DataFram
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,48 @@ def frame(columns: dict[str, tuple[str, str]], rows: list[tuple],
         data = {n: np.asarray(c) for n, c in zip(names, zip(*rows))}
     df = pd.DataFrame(data, columns=names)
     return df.astype({n: t for n, (t, _) in columns.items()})
+
+
+class ParquetSink:
+    """A table streamed to its parquet file in chunks of rows (one row group each), so a long run never holds
+    all its rows. The file is written under a hidden temporary name and renamed by `close` (readers never see
+    a partial table); `abort` removes it. Read back, it equals `frame(columns, all rows, codes)`."""
+
+    def __init__(self, path: Path, columns: dict[str, tuple[str, str]], codes: dict[str, list[str]] | None = None):
+        import pyarrow.parquet as pq
+
+        self._pq = pq
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.columns = columns
+        self.codes = codes
+        self.rows = 0
+        self._writer = None
+        self._schema: pa.Schema | None = None
+
+    def write(self, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        table = pa.Table.from_pandas(frame(self.columns, rows, self.codes), schema=self._schema, preserve_index=False)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._schema = table.schema
+            self._writer = self._pq.ParquetWriter(self.tmp, table.schema)
+        self._writer.write_table(table)
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        if self._writer is None:  # no rows: the empty table
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            frame(self.columns, []).to_parquet(self.tmp, index=False)
+        else:
+            self._writer.close()
+        self.tmp.replace(self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def check_schema(df: pd.DataFrame, table: str, path: str = "") -> None:

@@ -138,7 +138,7 @@ def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step
             sim_scenario = resolve(sim_scenario.spec.model_copy(update={"models": sim_scenario.spec.models.model_copy(
                 update={"acceptance": acc})}), f"{sim_scenario.source} (as-built acceptance)")
             note += "; as-built acceptance (the emulation's rounds, replayed)"
-    result = simulate(sim_scenario, workload)
+    result = simulate(sim_scenario, workload, out=out / "sim")
     write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary, result.schedule_events)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3), "links": note}})
     step("simulation", f"{result.summary['requests_completed']} requests, {note}")

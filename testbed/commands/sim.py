@@ -34,10 +34,10 @@ def run(args: argparse.Namespace) -> int:
     out = out_dir(args, scenario)
     prepare(out, scenario, "sim", workload, backends={"executor": "dsd-sim"})
     if args.quiet:
-        result = simulate(scenario, workload)
+        result = simulate(scenario, workload, out=out / "sim")
     else:
         with JobProgress("simulating", len(workload)) as bar:
-            result = simulate(scenario, workload, progress=lambda done, total: bar.update(done))
+            result = simulate(scenario, workload, progress=lambda done, total: bar.update(done), out=out / "sim")
     write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary, result.schedule_events)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3)}})
     if not args.quiet:

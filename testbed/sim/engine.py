@@ -25,8 +25,10 @@ class EventLoop:
         """Schedule handler(arg) at absolute time t >= now (callers guarantee it: delays are never negative)."""
         heapq.heappush(self.heap, (t, next(self._seq), handler, arg))
 
-    def run(self, until: float = float("inf"), on_step: Callable[[], bool] | None = None) -> None:
-        """Run events with time <= until. `on_step`, if given, is called every 65,536 events; return True to stop."""
+    def run(self, until: float = float("inf"), on_step: Callable[[], bool] | None = None, every: int = 0x10000) -> None:
+        """Run events with time <= until. `on_step`, if given, is called every `every` events (a power of two,
+        65,536 by default); return True to stop."""
+        mask = every - 1
         heap = self.heap
         pop = heapq.heappop
         n = self.events
@@ -37,6 +39,6 @@ class EventLoop:
             self.now = t
             handler(arg)
             n += 1
-            if on_step is not None and not n & 0xFFFF and on_step():
+            if on_step is not None and not n & mask and on_step():
                 break
         self.events = n
