@@ -32,7 +32,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.report import draft_ms_per_token  # noqa: E402
 from bench_net import load, star_yaml, table  # noqa: E402
-from testbed.emu.cleanup import inventory  # noqa: E402
+from testbed.emu.cleanup import find_leftovers  # noqa: E402
 from testbed.emu.emulator import make_emulator  # noqa: E402
 from testbed.emu.net.probe import require_root  # noqa: E402
 
@@ -45,7 +45,6 @@ def scale(sizes: list[int], tmp: Path) -> tuple[list[dict], bool]:
     for n in sizes:
         sc = load(star_yaml(n), tmp, f"star{n}")
         for rt in ("process", "docker"):
-            before = inventory()
             em = make_emulator(sc, "mininet", runtime=rt, verify="off")
             t0 = time.monotonic()
             try:
@@ -55,13 +54,23 @@ def scale(sizes: list[int], tmp: Path) -> tuple[list[dict], bool]:
                 t1 = time.monotonic()
                 em.__exit__(None, None, None)
                 t_down = time.monotonic() - t1
-            after = inventory()
-            left = sum(max(0, after[k] - before.get(k, 0)) for k in after)
+            left = _leftovers(em.net.tag, getattr(em.runtime, "tag", None))
             ok &= left == 0
             holders = em.runtime.timings.get("holders_s") if rt == "docker" else None
             rows.append({"edges": n, "runtime": rt, "build_s": t_build, "teardown_s": t_down, "leftovers": left,
                          "holder_per_host_s": holders / (n + 1) if holders else None})
     return rows, ok
+
+
+def _leftovers(net_tag: str, rt_tag: str | None) -> int:
+    """Objects of this run (its tags) still on the machine; other runs on a shared machine are not counted."""
+    f = find_leftovers(include_live=True)
+    n = sum(1 for k in ("shells", "delaylines") for x in f[k] if x[1] == net_tag)
+    n += sum(1 for x in f["links"] if x.startswith("dsd" + net_tag)) + (net_tag in f["forward_rules"])
+    n += sum(1 for c in f["cgroups"] if c.endswith("dsd-" + net_tag))
+    if rt_tag:
+        n += sum(1 for c in f["containers"] if c.startswith(f"dsd{rt_tag}-"))
+    return n
 
 
 def _run(topo: str, out: Path, runtime: str, sets: list[str]) -> dict:
@@ -86,7 +95,7 @@ def _metric(s: dict, name: str, stat: str | None) -> float:
     return float(v[stat] if stat else v)
 
 
-def same_spec(duration: float) -> tuple[dict, bool]:
+def same_spec(duration: float, repeats: int) -> tuple[dict, bool]:
     from traces import find_trace
 
     try:
@@ -96,10 +105,15 @@ def same_spec(duration: float) -> tuple[dict, bool]:
         trace = "synthetic"
     sets = [f"workload.trace={trace}", f"workload.duration_s={duration}", "seed=1"]
     topo = str(ROOT / "topologies" / "star-4edge.yaml")
-    res = {rt: _run(topo, OUT / f"star-4edge-{rt}", rt, sets) for rt in ("process", "docker")}
+    runs: dict[str, list[dict]] = {"process": [], "docker": []}
+    for i in range(repeats):  # alternated, so that a change of the machine's load hits both runtimes alike
+        for rt in (("process", "docker") if i % 2 == 0 else ("docker", "process")):
+            runs[rt].append(_run(topo, OUT / f"star-4edge-{rt}-{i}", rt, sets))
+    res = {rt: r[-1] for rt, r in runs.items()}
     rows, ok = [], True
     for name, stat in METRICS:
-        p, d = _metric(res["process"]["emu"], name, stat), _metric(res["docker"]["emu"], name, stat)
+        p = sum(_metric(r["emu"], name, stat) for r in runs["process"]) / repeats
+        d = sum(_metric(r["emu"], name, stat) for r in runs["docker"]) / repeats
         err = d / p - 1 if p else float("nan")
         good = abs(err) <= 0.03
         ok &= good
@@ -107,7 +121,7 @@ def same_spec(duration: float) -> tuple[dict, bool]:
                      "goal_ok": good})
     fid_ok = res["docker"]["passed"] >= res["process"]["passed"]
     ok &= fid_ok
-    return {"trace": trace, "duration_s": duration, "rows": rows,
+    return {"trace": trace, "duration_s": duration, "repeats": repeats, "rows": rows,
             "fidelity": {rt: {k: res[rt][k] for k in ("judged", "passed", "failed_metrics", "wall_s")} for rt in res},
             "fidelity_goal_ok": fid_ok, "node_start_mean_s": res["docker"]["node_start_mean_s"]}, ok
 
@@ -142,6 +156,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scale", default="4,16,64")
     ap.add_argument("--duration", type=float, default=60.0, help="trace seconds of the same-spec comparison")
+    ap.add_argument("--repeats", type=int, default=2, help="runs per runtime in the same-spec comparison (alternated)")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: scale, compare, cpu")
     a = ap.parse_args()
     require_root("bench-docker")
@@ -159,10 +174,11 @@ def main() -> int:
               [[r["edges"], r["runtime"], f"{r['build_s']:.2f}", f"{r['teardown_s']:.2f}",
                 f"{r['holder_per_host_s']:.3f}" if r["holder_per_host_s"] else "-", r["leftovers"]] for r in rows])
     if "compare" not in skip:
-        res, good = same_spec(a.duration)
+        res, good = same_spec(a.duration, a.repeats)
         ok &= good
         result["same_spec"] = res
-        table(f"star-4edge, {res['trace']}, {res['duration_s']:g} s: process vs docker (goal: within 3 %)",
+        table(f"star-4edge, {res['trace']}, {res['duration_s']:g} s, mean of {res['repeats']} runs each: process vs "
+              "docker (goal: within 3 %)",
               ["metric", "process", "docker", "diff", "ok"],
               [[r["metric"], f"{r['process']:.3f}", f"{r['docker']:.3f}", f"{100 * r['rel_diff']:+.2f} %", r["goal_ok"]]
                for r in res["rows"]])

@@ -192,7 +192,23 @@ def build_image(client, models: bool = False, say: Callable[[str], None] = print
         except Exception as e:  # noqa: BLE001 - docker.errors.BuildError carries the build log
             log = "".join(ch.get("stream", "") for ch in getattr(e, "build_log", []) or [])
             raise InputError("make image", f"docker build failed: {e}; {log.strip()[-400:]}") from None
+    remove_stale(client, models, keep=ref)
     return ref
+
+
+def remove_stale(client, models: bool, keep: str) -> list[str]:
+    """Remove node images of older source versions (the layers they share with `keep` stay); images that a
+    container still uses are left."""
+    gone = []
+    for im in client.images.list(name=REPO):
+        if keep in im.tags or (im.labels or {}).get("dsd.models") != str(models).lower():
+            continue
+        try:
+            client.images.remove(im.id)
+            gone.extend(im.tags)
+        except Exception:  # noqa: BLE001 - in use, or removed meanwhile
+            pass
+    return gone
 
 
 def find_image(client, models: bool = False) -> tuple[str | None, str | None]:
