@@ -19,6 +19,22 @@ Tolerances (relative, |error| <= tolerance passes; the fidelity goals of the pro
 
 Missing values: both None -> no error, not judged; one None -> no error, fails (one side could not produce it);
 reference 0 -> relative error 0 if the other is 0 too, otherwise undefined (None) and it fails.
+
+Which verdict means what (issue 17; compare.json):
+
+- "verdict": the vLLM-named metrics above, over every request. What a user of vLLM's benchmark would see; one
+  tail request (the last completion sets the duration) or a sub-millisecond routing race (JSQ between targets)
+  can move a metric of a single run on its own.
+- "robust_verdict": the same tolerances on versions such events cannot dominate: throughput over the arrival
+  window (completions and output tokens finishing between the first and the last arrival, per second of that
+  window: the steady state, not the drain), and TTFT / TPOT / E2E (mean, p50, p99) over the routing-matched
+  subset (requests completed on both sides at the same target). A run that fails "verdict" but passes this one
+  differs in its tail or its routing, not in how each request was served.
+- "predictions": with an as-built correction, the configured network's prediction (sim-configured/) judged
+  against the same emulation, next to the as-built one: what the correction changed.
+- Several seeds with confidence intervals: `seed_verdict` over several runs' compare.json (bench/validate_random.py
+  --seeds): the mean relative error per metric with its 95 % Student-t interval; a metric passes when the mean is
+  within tolerance.
 """
 
 from __future__ import annotations
@@ -310,11 +326,109 @@ def compare_sides(a: Side | None, b: Side | None, names: tuple[str, str] = ("sim
     }
 
 
+# ---- robust versions (see "Which verdict means what") ---------------------------------------------------------
+
+ROBUST = [("window_throughput_rps", "throughput"), ("window_output_tps", "throughput")] + [
+    (f"matched.{k}.{s}", s) for k in ("ttft_ms", "tpot_ms", "e2e_ms") for s in ("mean", "p50", "p99")]
+
+
+def window_throughput(side: Side, w0: float, w1: float) -> dict[str, float | None]:
+    """Completions and output tokens finishing in [w0, w1], per second of the window."""
+    r = side.requests
+    if w1 <= w0:
+        return {"window_throughput_rps": None, "window_output_tps": None}
+    done = r[(r["status"] == "ok") & (r["finish_s"] >= w0) & (r["finish_s"] <= w1)]
+    return {"window_throughput_rps": len(done) / (w1 - w0),
+            "window_output_tps": float(done["output_tokens"].sum()) / (w1 - w0)}
+
+
+def matched(a: Side, b: Side) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """Latency distributions of the requests completed on both sides at the same target; (a's, b's, count)."""
+    cols = ["request_id", "target", "status", "arrival_s", "first_token_s", "finish_s", "output_tokens"]
+    ra, rb = a.requests[cols], b.requests[cols]
+    j = ra.merge(rb, on="request_id", suffixes=("_a", "_b"))
+    j = j[(j["status_a"] == "ok") & (j["status_b"] == "ok") & (j["target_a"] == j["target_b"])]
+    out = []
+    for sfx in ("_a", "_b"):
+        part = j[[c + sfx for c in cols[1:]]].rename(columns=lambda c: c[:-2])
+        lat = latencies(part)
+        out.append({k: dist(lat[k]) for k in ("ttft_ms", "tpot_ms", "e2e_ms")})
+    return out[0], out[1], len(j)
+
+
+def robust_rows(a: Side, b: Side, names: tuple[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows of the robust metrics (same shape as metric_rows') and facts about them (window, matched count)."""
+    arr = pd.concat([a.requests["arrival_s"], b.requests["arrival_s"]])
+    w0, w1 = (float(arr.min()), float(arr.max())) if len(arr) else (0.0, 0.0)
+    va, vb = window_throughput(a, w0, w1), window_throughput(b, w0, w1)
+    ma, mb, n = matched(a, b)
+    va["matched"], vb["matched"] = ma, mb
+    rows = []
+    for key, kind in ROBUST:
+        m = Metric(key, key.replace("_", " "), "", "robust", kind)
+        x, y = m.get(va), m.get(vb)
+        err, ok, note = judge(x, y, m.tolerance)
+        rows.append({"metric": key, "label": m.label, "unit": "", "group": "robust", names[0]: x, names[1]: y,
+                     "abs_error": (y - x) if x is not None and y is not None else None,
+                     "rel_error": err, "tolerance": m.tolerance, "pass": ok, "note": note})
+    done_a = int((a.requests["status"] == "ok").sum())
+    return rows, {"window_s": [w0, w1], "matched_requests": n, "completed_reference": done_a,
+                  "matched_fraction": n / done_a if done_a else None}
+
+
+def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    judged = [r for r in rows if r["pass"] is not None]
+    failed = [r["metric"] for r in judged if not r["pass"]]
+    return {"judged": len(judged), "passed": len(judged) - len(failed), "failed": failed,
+            "all_within_tolerance": (not failed) if judged else None}
+
+
+def seed_verdict(docs: list[dict[str, Any]], section: str = "metrics") -> list[dict[str, Any]]:
+    """Per metric over several runs' compare.json (e.g. seeds of one spec): mean relative error, 95 % Student-t
+    half-width, n, tolerance, pass (|mean| <= tolerance; None when not judged or no run has a value)."""
+    from testbed.awc.stats import ci95
+
+    by: dict[str, list[float]] = {}
+    tol: dict[str, float | None] = {}
+    for d in docs:
+        for r in d.get(section) or []:
+            tol[r["metric"]] = r.get("tolerance")
+            if r.get("rel_error") is not None:
+                by.setdefault(r["metric"], []).append(float(r["rel_error"]))
+    out = []
+    for k, t in tol.items():
+        xs = by.get(k, [])
+        mean = sum(xs) / len(xs) if xs else None
+        half = ci95(xs) if len(xs) >= 2 else None
+        out.append({"metric": k, "mean_rel_error": mean, "ci95": half, "n": len(xs), "tolerance": t,
+                    "pass": None if t is None or mean is None else bool(abs(mean) <= t + 1e-12)})
+    return out
+
+
 def compare_run(run: Path) -> tuple[dict[str, Any], Side | None, Side | None]:
-    """Simulated vs emulated results of one run directory (emu judged against sim)."""
+    """Simulated vs emulated results of one run directory (emu judged against sim), with the robust verdict and,
+    when the run has one, the configured network's prediction next to the as-built one."""
     sim, emu = load_run(run)
     doc = compare_sides(sim, emu, ("sim", "emu"), "sim-vs-emu")
     doc["run"] = str(run)
+    if emu is not None:
+        from analysis.disturbance import assess
+
+        doc["disturbance"] = assess(Path(run))
+    if sim is not None and emu is not None:
+        rows, facts = robust_rows(sim, emu, ("sim", "emu"))
+        doc["robust"] = rows
+        doc["robust_facts"] = facts
+        doc["robust_verdict"] = _verdict(rows)
+        alt_dir = Path(run) / "sim-configured"
+        if has_results(alt_dir):
+            alt = load_side(alt_dir, "sim-configured", sim.summary.get("slo"))
+            alt_rows = metric_rows(alt.summary, emu.summary, ("sim", "emu"))
+            doc["predictions"] = {
+                "as-built": {"verdict": doc["verdict"],
+                             "rel_error": {r["metric"]: r["rel_error"] for r in doc["metrics"]}},
+                "configured": {"verdict": _verdict(alt_rows), "rel_error": {r["metric"]: r["rel_error"] for r in alt_rows},
+                               "sim": {r["metric"]: r["sim"] for r in alt_rows}}}
     return doc, sim, emu
 
 

@@ -266,6 +266,63 @@ def comparison_table(doc: dict[str, Any]) -> str:
     return f"<h2 id='comparison'>Comparison</h2>{note}<table id='comparison-table'>{head}{''.join(rows)}</table>"
 
 
+KEY_METRICS = ["request_throughput_rps", "ttft_ms.mean", "tpot_ms.mean", "e2e_ms.mean", "ttft_ms.p99", "tpot_ms.p99"]
+
+
+def fidelity_views(doc: dict[str, Any]) -> str:
+    """Disturbance banner, the robust verdict, and configured vs as-built predictions side by side."""
+    out = []
+    dist = doc.get("disturbance")
+    if dist:
+        if dist["warnings"]:
+            out.append("<div class='banner warn' id='disturbance'><b>This run was disturbed; the comparison is not to be "
+                       "trusted as a verdict on the simulator:</b><ul>"
+                       + "".join(f"<li>{esc(w)}</li>" for w in dist["warnings"]) + "</ul></div>")
+        h = dist.get("host_load") or {}
+        dl = dist.get("delay_line") or {}
+        items = [f"host: {fmt(h.get('runnable_mean'))} runnable tasks on average (p90 {fmt(h.get('runnable_p90'))}) on "
+                 f"{h.get('cores', '?')} cores, CPU {fmt(100 * h['cpu_busy_frac']) if h.get('cpu_busy_frac') is not None else '–'} % busy",
+                 f"delay line: {dl.get('late_over_1ms', 0)} of {dl.get('released', 0)} packets over 1 ms late, mean "
+                 f"{fmt(dl.get('late_mean_us'))} µs, max {fmt(dl.get('late_max_us'))} µs ({esc(', '.join(dl.get('sched') or []) or '–')})",
+                 f"node timers: worst p99 lateness {fmt((dist.get('node_timers_worst_p99_us') or 0) / 1e3)} ms "
+                 f"({esc(dist.get('node_timers_worst') or '–')})"]
+        for p in dist.get("probes") or []:
+            items.append(f"path {esc(p['path'])}: RTT residual {p['before_ms']:+.2f} ms before, {p['after_ms']:+.2f} ms after "
+                         f"(std {fmt(p.get('std_before_ms'))} / {fmt(p.get('std_after_ms'))} ms)")
+        out.append("<h3 id='disturbance-record'>Disturbance record</h3><ul class='sub'>"
+                   + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
+    rob = doc.get("robust")
+    if rob:
+        vd, facts = doc["robust_verdict"], doc.get("robust_facts") or {}
+        rows = []
+        for r in rob:
+            cls = "na" if r["pass"] is None else ("pass" if r["pass"] else "fail")
+            rows.append(f"<tr><td>{esc(r['metric'])}</td><td>{fmt(r['sim'])}</td><td>{fmt(r['emu'])}</td>"
+                        f"<td class='{cls}'>{fmt_err(r['rel_error'])}</td><td class='na'>{_tol(r['tolerance'])}</td></tr>")
+        w = facts.get("window_s") or [0, 0]
+        out.append("<h3 id='robust'>Robust verdict</h3><p class='sub'>Throughput over the arrival window "
+                   f"({w[0]:.1f}–{w[1]:.1f} s: the steady state, not the drain) and latencies over the routing-matched "
+                   f"subset ({facts.get('matched_requests', 0)} of {facts.get('completed_reference', 0)} simulated "
+                   f"completions at the same target on both sides): {vd['passed']} of {vd['judged']} within tolerance. "
+                   "What each verdict means: <code>analysis/compare.py</code>.</p><table id='robust-table'><tr><th>metric</th>"
+                   "<th class='sim'>sim</th><th class='emu'>emu</th><th>rel. error</th><th>tolerance</th></tr>"
+                   + "".join(rows) + "</table>")
+    pred = doc.get("predictions")
+    if pred:
+        conf, built = pred["configured"], pred["as-built"]
+        rows = []
+        for k in KEY_METRICS:
+            ec, eb = conf["rel_error"].get(k), built["rel_error"].get(k)
+            rows.append(f"<tr><td>{esc(k)}</td><td>{fmt_err(ec)}</td><td>{fmt_err(eb)}</td></tr>")
+        out.append("<h3 id='predictions'>Configured vs as-built prediction</h3><p class='sub'>The same emulation judged "
+                   "against the simulation of the configured links and of the as-built ones (residuals both path probes "
+                   f"agree on, <code>testbed/spec/asbuilt.py</code>): {conf['verdict']['passed']} / "
+                   f"{built['verdict']['passed']} of {built['verdict']['judged']} metrics within tolerance.</p>"
+                   "<table id='predictions-table'><tr><th>metric</th><th>error vs configured</th><th>error vs as-built</th></tr>"
+                   + "".join(rows) + "</table>")
+    return "".join(out)
+
+
 def figures(imgs: dict[str, bytes]) -> str:
     out = ["<h2 id='plots'>Plots</h2>"]
     for name, png in imgs.items():
@@ -490,7 +547,7 @@ def build(run: Path, write_compare: bool = True) -> dict[str, Any]:
                      (("comparison", "comparison"), ("plots", "plots"), ("nodes", "per node"), ("links", "network"),
                       ("runtime", "runtime"), ("details", "details")))
     body = "".join([header(run, meta, doc), f"<p class='sub'>{nav}</p>", status(run, doc, sim, emu),
-                    headline_cards(doc), comparison_table(doc), figures(imgs), node_tables(doc), links_table(run),
+                    headline_cards(doc), comparison_table(doc), fidelity_views(doc), figures(imgs), node_tables(doc), links_table(run),
                     runtime_section(run), interference(run, meta), details(run, meta, doc)])
     elapsed = time.perf_counter() - t0
     page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

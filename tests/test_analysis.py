@@ -227,6 +227,7 @@ def test_report_sim_and_emu(sim_runs, tmp_path):
     assert page.count("<td class='fail'") >= len(doc["verdict"]["failed"])
     assert "id='links-table'" in page and "edge1 → cloud0" in page and "RTT p50 25.000 ms" in page
     assert "mininet" in page  # the backends of the as-built network
+    assert "id='robust-table'" in page and doc["robust_verdict"]["judged"] == len(doc["robust"])
 
 
 def test_report_partial_run(sim_runs, tmp_path):

@@ -14,7 +14,7 @@ from rich.console import Console
 from testbed.commands.common import (add_network, add_topology, check_models, network_options, out_dir,
                                      report_skipped, scenario_from)
 from testbed.emu.emulator import make_emulator
-from testbed.emu.orchestrate import EmulateOptions, check_supported, emulate, emulation_backends
+from testbed.emu.orchestrate import EmulateOptions, check_supported, emulate, emulation_backends, record_teardown
 from testbed.rundir import prepare, update_meta
 from testbed.workload import build_workload
 
@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         opts = EmulateOptions(on_crash=args.on_crash, start_delay_s=args.start_delay_s, timeout_s=args.timeout_s,
                               progress=not args.quiet)
         result = emulate(scenario, em.net, out, out / "spec.yaml", opts, workload, runtime=em.runtime)
+    record_teardown(out, em.net)
     s = result.summary
     update_meta(out, {"emu": {"partial": s["partial"], "partial_reason": s["partial_reason"],
                               "crashed_nodes": s["crashed_nodes"], "exit_code": result.exit_code}})

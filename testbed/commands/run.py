@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. emulation (network built and torn down by the context manager, also on errors and Ctrl-C)
     try:
-        from testbed.emu.orchestrate import emulate, emulation_backends
+        from testbed.emu.orchestrate import emulate, emulation_backends, record_teardown
 
         with em:
             step("network", f"built ({', '.join(f'{k}={v}' for k, v in em.backends.items())})")
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
             s = result.summary
             step("emulation", "partial: " + str(s.get("partial_reason")) if s.get("partial") else
                  f"completed {s['requests_completed']}/{s['requests_total']} requests")
+        record_teardown(out, net)
         step("teardown", "done")
     except KeyboardInterrupt:
         exit_code = 130
@@ -106,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         res = build(out, write_compare=True)
         step("report", str(res["report"]))
+        dist = json.loads((out / "compare.json").read_text()).get("disturbance")
+        if dist:
+            update_meta(out, {"disturbance": dist})
+            for w in dist["warnings"]:
+                console.print(f"[yellow]warning: disturbed run: {w}[/yellow]")
     except (ValueError, FileNotFoundError) as e:
         step("report", f"failed: {e}")
         exit_code = exit_code or 1
@@ -120,7 +127,9 @@ def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step
     from testbed.spec.asbuilt import as_built_spec, loopback_spec
 
     links_path = out / "emu" / "links.json"
+    shutil.rmtree(out / "sim-configured", ignore_errors=True)  # a previous run's, in a reused directory
     sim_scenario = scenario
+    configured = None  # the configured network, simulated too when the as-built one differs from it
     note = "configured links"
     if sim_links == "measured" and net_kind == "none":
         sim_scenario = resolve(loopback_spec(scenario), f"{scenario.source} (loopback)")
@@ -129,17 +138,25 @@ def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step
         report = json.loads(links_path.read_text())
         if report.get("paths"):
             spec, changes = as_built_spec(scenario, report)
+            if changes:
+                configured = scenario
             sim_scenario = resolve(spec, f"{scenario.source} (as built)")
             write_json(out / "sim_links.json", {"mode": "measured", "changes": changes})
             note = f"as-built links ({len(changes)} access links adjusted by the measured residual)"
     if sim_acceptance == "as-built" and scenario.spec.models.backend != "profiled":
         acc = _as_built_acceptance(sim_scenario, out)
         if acc is not None:
-            sim_scenario = resolve(sim_scenario.spec.model_copy(update={"models": sim_scenario.spec.models.model_copy(
-                update={"acceptance": acc})}), f"{sim_scenario.source} (as-built acceptance)")
+            def with_acc(sc):
+                return resolve(sc.spec.model_copy(update={"models": sc.spec.models.model_copy(update={"acceptance": acc})}),
+                               f"{sc.source} (as-built acceptance)")
+            sim_scenario = with_acc(sim_scenario)
+            configured = with_acc(configured) if configured is not None else None
             note += "; as-built acceptance (the emulation's rounds, replayed)"
     result = simulate(sim_scenario, workload, out=out / "sim")
     write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary, result.schedule_events)
+    if configured is not None:  # the prediction from the configured links, shown next to the as-built one
+        alt = simulate(configured, workload)
+        write_results(out / "sim-configured", alt.requests, alt.rounds, alt.batches, alt.summary, alt.schedule_events)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3), "links": note}})
     step("simulation", f"{result.summary['requests_completed']} requests, {note}")
 

@@ -50,6 +50,9 @@ class NetworkBackend(ABC):
         """As-built link table with measurements; empty when there is no emulated network."""
         return {}
 
+    def probe_after(self) -> None:
+        """Measure the paths once more after the run (into links_report()["after"]); nothing to do without a network."""
+
     def __enter__(self) -> "NetworkBackend":
         try:
             self.build()

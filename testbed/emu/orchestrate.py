@@ -32,6 +32,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.emu.base import NetworkBackend
+from testbed.emu.hostload import HostLoad
 from testbed.emu.runtime import NodeHandle, NodeRuntime
 from testbed.errors import InputError
 from testbed.metrics import summarize
@@ -175,6 +176,7 @@ class _Run:
         self.t0 = float("nan")
         self.progress = _Progress(total, opts.progress, scenario.spec.name)
         self.intr = _Interrupt()
+        self.host_load = HostLoad()
 
     def execute(self, limit: float) -> str:
         """Launch, wait, watch, stop every node; '' when the run ended by itself, or why it was stopped."""
@@ -254,6 +256,7 @@ class _Run:
         """Progress and a watch on every child until the drafts end; '' or why the run must stop."""
         procs, crashed, progress = self.procs, self.crashed, self.progress
         progress.start()
+        self.host_load.start()
         drafts = [procs[d] for d in self.scenario.drafts]
         reason = ""
         while True:
@@ -262,6 +265,7 @@ class _Run:
                     crashed.append(p.name)
                     progress.note(f"node {p.name} died (exit {p.rc}); log: {p.log}")
             progress.update(*_count(drafts))
+            self.host_load.sample()
             if self.intr.hit:
                 reason = "interrupted"
                 break
@@ -320,12 +324,15 @@ def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
             late.append(name)
     summary["nodes"] = node_info
     summary["emulator"] = {"network": run.net.backends, "runtime": run.runtime.describe(),
-                           "start_delay_s": run.start_delay, "late_start_nodes": late, "t0_monotonic": run.t0}
+                           "start_delay_s": run.start_delay, "late_start_nodes": late, "t0_monotonic": run.t0,
+                           "host_load": run.host_load.report()}
     oom = [n for n, i in node_info.items() if i.get("oom_killed")]
     if oom:
         notes.append(f"OOM-killed (memory_mb too small): {', '.join(oom)}")
     write_results(emu, req, rounds, batches, summary)
     try:
+        if reason != "interrupted":
+            run.net.probe_after()  # the paths once more: was the network during the run what verification saw?
         write_json(emu / "links.json", run.net.links_report())
     except Exception as e:  # a report failure must not lose the results
         write_json(emu / "links.json", {"error": str(e)})
@@ -335,6 +342,17 @@ def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
     elif crashed or reason:
         exit_code = 1
     return EmulateResult(summary, exit_code, req, rounds, batches)
+
+
+def record_teardown(out: Path, net: NetworkBackend) -> None:
+    """After the network is torn down: what only teardown yields (the delay lines' exit counters: packets, release
+    lateness) goes into DIR/emu/links.json."""
+    p = Path(out) / "emu" / "links.json"
+    doc = _read_json(p)
+    detail = net.links_report().get("shaping_detail")
+    if doc and detail:
+        doc["shaping_detail"] = detail
+        write_json(p, doc)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -5,6 +5,14 @@ path's measured RTT p50 (emu/links.json) minus its configured RTT is the residua
 stack, delay line, bridges). Half of it per direction is added to the draft's access link (the first hop of
 its paths), averaged over the targets the draft reaches; links shared by several drafts keep their
 configured delay. Rates, jitter and loss stay as configured (verification checks them within tolerance).
+
+The rule against a moment of contention (issue 17): the paths are probed before the run (verification) and
+after it (links.json "after"). A path's residual is the part both probes agree on: the one of smaller
+magnitude when both have the same sign, none when they disagree in sign (a residual that the network really
+has shows in both; host contention during one probe shows in that one only, and is never baked into the
+simulated links). Without an after-probe (an older run, or verification off) the before-probe's residual is
+used alone, as before. Why not "what the run itself measured": the run's message times include queueing at
+shared links and the receivers' wake-ups, which the simulator models or which are not a property of the links.
 """
 
 from __future__ import annotations
@@ -16,15 +24,35 @@ from testbed.spec.scenario import Scenario
 from testbed.spec.schema import TopologySpec
 
 
-def as_built_spec(scenario: Scenario, links_report: dict[str, Any]) -> tuple[TopologySpec, list[dict[str, Any]]]:
-    """(spec with measured delays, list of the adjustments made: link, configured, as-built, residual)."""
-    residuals: dict[str, list[float]] = defaultdict(list)
+def agreed(before: float, after: float | None) -> float:
+    """The residual both probes agree on: the smaller in magnitude when of the same sign, else 0."""
+    if after is None:
+        return before
+    if before * after <= 0:
+        return 0.0
+    return before if abs(before) <= abs(after) else after
+
+
+def path_residuals(links_report: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(draft, target, RTT residual in ms) per measured path, by the rule in the module docstring."""
+    after = {(p["src"], p["dst"]): p.get("rtt_error_ms") for p in (links_report.get("after") or {}).get("paths", [])}
+    out = []
     for p in links_report.get("paths", []):
         meas = p.get("measured") or {}
         conf = p.get("configured") or {}
         if meas.get("rtt_p50_ms") is None or conf.get("rtt_ms") is None:
             continue
-        residuals[p["src"]].append((meas["rtt_p50_ms"] - conf["rtt_ms"]) / 2.0)
+        before = meas["rtt_p50_ms"] - conf["rtt_ms"]
+        key = (p["src"], p["dst"])
+        out.append((p["src"], p["dst"], agreed(before, after.get(key)) if key in after else before))
+    return out
+
+
+def as_built_spec(scenario: Scenario, links_report: dict[str, Any]) -> tuple[TopologySpec, list[dict[str, Any]]]:
+    """(spec with measured delays, list of the adjustments made: link, configured, as-built, residual)."""
+    residuals: dict[str, list[float]] = defaultdict(list)
+    for src, _dst, r in path_residuals(links_report):
+        residuals[src].append(r / 2.0)
     access_users: dict[int, list[str]] = defaultdict(list)
     for d in scenario.drafts:
         firsts = {scenario.paths[(d, t)][0].link for t in scenario.reachable[d]}
@@ -37,6 +65,8 @@ def as_built_spec(scenario: Scenario, links_report: dict[str, Any]) -> tuple[Top
             continue
         r = residuals[drafts[0]]
         res = sum(r) / len(r)
+        if res == 0:
+            continue
         old = links[li]
         new_delay = max(0.0, old.delay_ms + res)
         links[li] = old.model_copy(update={"delay_ms": round(new_delay, 4)})

@@ -259,6 +259,14 @@ class MininetNetwork(NetworkBackend):
         self.procs.append(p)
         return p
 
+    def probe_after(self) -> None:
+        """RTT probes once more after the run (emu/links.json "after"), unless verification is off."""
+        if self.verify_mode == "off" or not self.report.get("paths"):
+            return
+        from testbed.emu.net.verify import probe_after
+
+        self.report["after"] = probe_after(self, self.verify_mode)
+
     def links_report(self) -> dict[str, Any]:
         out = dict(self.report)
         out.setdefault("backends", self.backends)

@@ -6,6 +6,10 @@ per distinct (bottleneck rate, delay, loss) class, one at a time (shared links w
 converted from goodput to the L2 rate htb enforces ((MSS + 66) / MSS). A path outside tolerance gets a
 warning (printed and recorded), not an error: the numbers are in the report either way.
 
+After the run, `probe_after` measures the RTTs once more (no rate test: nothing queues behind it), so a residual
+seen only in one of the two probes is known for a moment of contention, not a property of the network
+(testbed/spec/asbuilt.py uses both), and the report shows the spread before vs after.
+
 mode: "quick" (100 RTT samples 20 ms apart, 1.5 s rate runs, a representative path per class), "full" (200 samples,
 3 s rate runs), "off".
 """
@@ -144,14 +148,44 @@ def _stop_on_dead_paths(paths: list[dict[str, Any]]) -> None:
                          f"nothing was started. Likely cause: {cause}")
 
 
-def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dict[str, Any]:
-    sc = net.scenario
+def _probe_plan(sc, mode: str) -> tuple[dict[str, list[str]], int, float, float]:
+    """(draft -> targets, RTT probes per path, probe interval, rate-test seconds) of a verification mode."""
     count, interval, rate_s = (200, 0.01, 3.0) if mode == "full" else (100, 0.02, 1.5)
     pairs = {d: list(sc.reachable.get(d, ())) for d in sc.drafts if sc.reachable.get(d)}
     # Probes of one path far apart compared with its jitter: jitter never reorders, so close probes would queue
     # behind each other and shrink the measured spread.
     max_jitter_s = max((path_params(sc, d, t)[1] / 1e3 for d, ts in pairs.items() for t in ts), default=0.0)
-    interval = max(interval, 8 * max_jitter_s)
+    return pairs, count, max(interval, 8 * max_jitter_s), rate_s
+
+
+def rtt_stats(m: dict[str, Any]) -> dict[str, Any]:
+    """p50 / p99 / mean / std (ms), samples and loss of one path's probes (measure_rtts' entry)."""
+    xs = [x / 1e3 for x in m["rtt_us"]]
+    return {"rtt_p50_ms": pct(xs, 0.5), "rtt_p99_ms": pct(xs, 0.99), "rtt_mean_ms": sum(xs) / len(xs) if xs else None,
+            "rtt_std_ms": std(xs), "samples": len(xs), "lost": m["lost"],
+            "loss_pct": 100 * m["lost"] / max(1, m["lost"] + len(xs))}
+
+
+def probe_after(net: "MininetNetwork", mode: str = "quick") -> dict[str, Any]:
+    """The RTT probes of `verify` once more (after the run): {"paths": [{src, dst, measured, rtt_error_ms}], ...}."""
+    sc = net.scenario
+    pairs, count, interval, _ = _probe_plan(sc, mode)
+    t0 = time.monotonic()
+    rtts = measure_rtts(net, pairs, count, interval)
+    paths = []
+    for (d, t), m in sorted(rtts.items()):
+        if "error" in m or not m.get("rtt_us"):
+            paths.append({"src": d, "dst": t, "measured": {}, "error": m.get("error", "no RTT sample came back")})
+            continue
+        meas = rtt_stats(m)
+        paths.append({"src": d, "dst": t, "measured": meas,
+                      "rtt_error_ms": meas["rtt_p50_ms"] - expected_path(net, d, t)["rtt_ms"]})
+    return {"paths": paths, "probe_s": time.monotonic() - t0}
+
+
+def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dict[str, Any]:
+    sc = net.scenario
+    pairs, count, interval, rate_s = _probe_plan(sc, mode)
     t0 = time.monotonic()
     rtts = measure_rtts(net, pairs, count, interval)
     warnings: list[str] = []
@@ -166,12 +200,9 @@ def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dic
                 problems.append(f"RTT measurement failed: {m['error']}")
                 entry["measured"] = {}
             else:
-                xs = [x / 1e3 for x in m["rtt_us"]]
-                meas = {"rtt_p50_ms": pct(xs, 0.5), "rtt_p99_ms": pct(xs, 0.99), "rtt_mean_ms": sum(xs) / len(xs) if xs else None,
-                        "rtt_std_ms": std(xs), "samples": len(xs), "lost": m["lost"],
-                        "loss_pct": 100 * m["lost"] / max(1, m["lost"] + len(xs))}
+                meas = rtt_stats(m)
                 entry["measured"] = meas
-                if not xs:
+                if not meas["samples"]:
                     problems.append("no RTT sample came back")
                 else:
                     err = meas["rtt_p50_ms"] - exp["rtt_ms"]
