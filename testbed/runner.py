@@ -97,7 +97,8 @@ class Runner:
             temp = self.cfg.temp_dir or f"/tmp/testbed-ray-{os.getuid()}"
             env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-            ray.init(num_cpus=self.cfg.workers, resources={EMULATION_RESOURCE: 1}, include_dashboard=False,
+            # address="local": always a new private cluster, never one found on this machine or in RAY_ADDRESS
+            ray.init(address="local", num_cpus=self.cfg.workers, resources={EMULATION_RESOURCE: 1}, include_dashboard=False,
                      _node_ip_address="127.0.0.1", _temp_dir=temp, logging_level="WARNING", log_to_driver=False,
                      configure_logging=True, runtime_env={"env_vars": env})
             self.mode = f"ray local ({self.cfg.workers} CPUs, 127.0.0.1)"
