@@ -58,7 +58,7 @@ def order(values) -> list[Any]:
 
 
 def _label(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def line_plot(df: pd.DataFrame, x: str, metrics: list[str], by: str | None) -> bytes:
