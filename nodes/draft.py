@@ -10,9 +10,12 @@ Co-located modes (run.mode fused / autoregressive, as the simulator): the rounds
 draft sends PREFILL, records the first token (PREFILL_DONE) and the finish (DONE, which carries the round
 counts); the target writes the rounds table and frees the request itself.
 
-Failures: a request whose target has not answered for run.request_timeout_s, whose target is declared dead
-(silent beyond the peer timeout; heartbeats keep an idle connection alive) or answers ERROR is marked
-'failed'. After the last arrival + run.drain_timeout_s, or on SIGTERM, what is left is 'unfinished'.
+Failures (the rules of testbed/faults.py): a request whose target has not answered for run.request_timeout_s
+fails. A target silent beyond the peer timeout (heartbeats keep an idle connection alive) is declared dead and
+its requests are re-routed to another live target (a new PREFILL of the prompt plus the tokens produced so far),
+or fail when there is none; heartbeats go on, and a dead target that answers is alive again. A target that
+answers 'unknown_request' (it restarted) gets the request re-routed at once; other ERRORs fail it. After the
+last arrival + run.drain_timeout_s, or on SIGTERM, what is left is 'unfinished'.
 
 Writes DIR/ready.json (after every target answered HELLO), DIR/progress.json (a few times a second), and
 at the end DIR/requests.parquet, DIR/rounds.parquet (the simulator's schema) and DIR/node.json.
@@ -72,7 +75,7 @@ class Req:
 
 
 def _active(req: Req) -> bool:
-    return not req.status  # a request that failed while it waited for a draft slot gives its turn away
+    return not req.status and req.state == WAIT_SLOT  # a request that failed while it waited for a draft slot gives its turn away
 
 
 class TargetLink:
@@ -146,7 +149,8 @@ class DraftNode:
         self.fail_reasons: Counter[str] = Counter()
         self.lateness = Lateness()  # timers: arrivals and drafting ends
         self.rounds_rows: list[tuple] = []
-        self.n_ok = self.n_failed = 0
+        self.n_ok = self.n_failed = self.n_rerouted = 0
+        self.events: list[tuple[float, str, str]] = []  # (s since T0, kind, detail): emu/events.parquet
         self.ready_at: float | None = None
         self.sent = 0
         self.send_dropped = 0
@@ -322,11 +326,8 @@ class DraftNode:
         req.probs = out.probs[0] if out.probs else None
 
     def on_drafted(self, req: Req, now: float) -> None:
-        if not req.status:  # the finished draft goes out first, then the slot passes on
-            if not self.links[req.target].alive:
-                self.fail(req, "target_dead")
-            else:
-                self.send_verify(req)
+        if not req.status and req.state == DRAFTING:  # the finished draft goes out first, then the slot passes on
+            self.send_verify(req)  # (a request re-routed while drafting already sent its new PREFILL)
         nxt = self.slots.release(_active)
         if nxt is not None:
             self.begin_draft(nxt, monotonic())
@@ -348,6 +349,9 @@ class DraftNode:
             return
         link.last_heard = now
         t = m["t"]
+        if not link.alive and t != P.BYE:  # heard again: the link is back or the target restarted (rule 3)
+            link.alive = True
+            self.event(now, "target_alive", link.name)
         self.msgs_in[P.NAMES[t]] += 1
         if t == P.VERIFY_RESULT:
             self.on_result(link, m, now)
@@ -356,7 +360,8 @@ class DraftNode:
             if req is None or req.state != WAIT_PREFILL or req.target != link.name:
                 self.stale += 1
                 return
-            req.first_token = now - self.t0
+            if req.first_token != req.first_token:  # NaN: TTFT ends at the first prefill's token only
+                req.first_token = now - self.t0
             self.backend.observe(req.rid, 0, m["tok"])
             self.depth[link.name] = m["qd"]
             if self.colocated:  # the target runs the rounds; DONE follows
@@ -383,7 +388,10 @@ class DraftNode:
             req = self.active.get(m["r"])
             if req is not None and req.target == link.name:
                 log.warning("request %d: target %s answered %s: %s", req.rid, link.name, m["c"], m.get("m", ""))
-                self.fail(req, f"error_{m['c']}")
+                if m["c"] == "unknown_request" and req.state in (WAIT_PREFILL, WAIT_VERIFY):
+                    self.reroute(req, f"{link.name} does not know it")  # it restarted (faults rule 4)
+                else:
+                    self.fail(req, f"error_{m['c']}")
         elif t == P.BYE:
             self.target_dead(link, "bye")
 
@@ -441,6 +449,7 @@ class DraftNode:
         req.status = "failed"
         self.n_failed += 1
         self.fail_reasons[reason] += 1
+        self.event(monotonic(), "fail", f"request {req.rid}: {reason}")
         if req.target and req.state in WAITING and self.links[req.target].alive:
             self.send(self.links[req.target], self.enc.release(req.rid))
         req.state = 0
@@ -457,11 +466,43 @@ class DraftNode:
         if not link.alive:
             return
         link.alive = False
-        victims = [r for r in self.active.values() if r.target == link.name and r.state in WAITING]
-        log.warning("target %s %s: %d requests in flight fail", link.name,
+        self.event(monotonic(), "target_dead", link.name)
+        victims = [r for r in self.active.values() if r.target == link.name]
+        log.warning("target %s %s: %d requests re-routed", link.name,
                     "left (BYE)" if why == "bye" else f"silent for {self.peer_timeout:.1f} s, declared dead", len(victims))
         for r in victims:
-            self.fail(r, f"target_{why}")
+            if self.colocated or r.state == WAIT_DONE:
+                self.fail(r, f"target_{why}")
+            else:
+                self.reroute(r, f"{link.name} declared dead")
+
+    def reroute(self, req: Req, why: str) -> None:
+        """Faults rule 2: the request starts again at another live target with a PREFILL of its prompt plus the
+        tokens produced so far; with none alive it fails."""
+        old = req.target
+        self.own_active[old] -= 1
+        req.target = ""
+        target = self.route()
+        if target is None:
+            req.target = old
+            self.own_active[old] += 1
+            self.fail(req, "no_live_target")
+            return
+        req.target = target
+        self.own_active[target] += 1
+        self.n_rerouted += 1
+        self.event(monotonic(), "reroute", f"request {req.rid}: {old} -> {target} ({why}) at {req.prog.produced} tokens")
+        p = req.prog
+        data = self.enc.prefill(req.rid, p.output_tokens, self.backend.prompt(req.rid, p.context()), p.produced)
+        req.state = WAIT_PREFILL
+        now = monotonic()
+        req.waiting_since = now
+        if not self.send(self.links[target], data):
+            self.fail(req, "send_blocked")
+
+    def event(self, now: float, kind: str, detail: str) -> None:
+        if self.t0 is not None:
+            self.events.append((now - self.t0, kind, detail))
 
     def read_all(self, links: list[TargetLink]) -> None:
         """Handle every message waiting on the target links (non-blocking)."""
@@ -476,12 +517,9 @@ class DraftNode:
 
     def housekeeping(self, now: float) -> None:
         for link in self.links.values():
-            if not link.alive:
-                continue
-            if now - link.last_heard > self.peer_timeout:
+            if link.alive and now - link.last_heard > self.peer_timeout:
                 self.target_dead(link, "dead")
-                continue
-            if now - link.last_sent >= self.heartbeat:
+            if now - link.last_sent >= self.heartbeat:  # dead ones too: an answer brings them back
                 self.send(link, self.enc.heartbeat(self.name))
         # (co-located modes: a request waiting for DONE progresses at the target, unseen; it fails when the target
         # is declared dead, or at the drain timeout)
@@ -526,6 +564,7 @@ class DraftNode:
             "messages_in": dict(self.msgs_in), "messages_sent": self.sent, "send_dropped": self.send_dropped,
             "stale_messages": self.stale, "bad_messages": dict(self.bad.counts),
             "dead_targets": [l.name for l in self.links.values() if not l.alive],
+            "rerouted": self.n_rerouted, "events": self.events,
             "timer_lateness": self.lateness.report(),
         })
         for link in self.links.values():

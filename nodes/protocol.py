@@ -51,7 +51,7 @@ FIELDS: dict[int, tuple[tuple[str, type, bool], ...]] = {
     HELLO: (("n", _STR, True), ("hb", _FLOAT, False), ("qd", _INT, False)),
     BYE: (("n", _STR, True),),
     HEARTBEAT: (("n", _STR, False), ("qd", _INT, False)),
-    PREFILL: (("r", _INT, True), ("o", _INT, True), ("tk", _BYTES, True)),
+    PREFILL: (("r", _INT, True), ("o", _INT, True), ("tk", _BYTES, True), ("pd", _INT, False)),
     PREFILL_DONE: (("r", _INT, True), ("tok", _INT, True), ("qd", _INT, True), ("tr", _FLOAT, True),
                    ("bs", _FLOAT, True), ("be", _FLOAT, True), ("bn", _INT, True)),
     VERIFY: (("r", _INT, True), ("p", _INT, True), ("tk", _BYTES, True), ("k", _INT, False), ("pr", _BYTES, False)),
@@ -129,6 +129,9 @@ def decode(frame: bytes, accept: frozenset[int] | None = None) -> dict:
     elif t == PREFILL:
         if msg["o"] < 1:
             raise ProtocolError("bad_field", f"PREFILL.o = {msg['o']}")
+        pd = msg.get("pd") or 0
+        if pd < 0 or pd >= msg["o"] or pd > len(msg["tk"]) // TOKEN_BYTES:
+            raise ProtocolError("bad_field", f"PREFILL.pd = {pd}")
     elif t == VERIFY_RESULT:
         if msg["a"] < 0 or msg["bn"] < 1:
             raise ProtocolError("bad_field", "VERIFY_RESULT.a / bn out of range")
@@ -170,7 +173,10 @@ class Encoder:
             m["qd"] = queue_depth
         return self._pack(m)
 
-    def prefill(self, rid: int, output_tokens: int, prompt: bytes) -> bytes:
+    def prefill(self, rid: int, output_tokens: int, prompt: bytes, produced: int = 0) -> bytes:
+        """`produced` > 0: a re-routed request (testbed/faults.py rule 2): `prompt` ends with its produced tokens."""
+        if produced:
+            return self._pack({"v": VERSION, "t": PREFILL, "r": rid, "o": output_tokens, "tk": prompt, "pd": produced})
         return self._pack({"v": VERSION, "t": PREFILL, "r": rid, "o": output_tokens, "tk": prompt})
 
     def prefill_done(self, rid: int, token: int, depth: int, t_recv: float, b_start: float, b_end: float,

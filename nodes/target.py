@@ -214,12 +214,12 @@ class TargetNode:
         if self.colocated:
             req = self.local.new_request(rid, ident, m["tk"], m["o"], peer.name)
         else:
-            req = TargetRequest(rid, ident, m["tk"], m["o"])
+            req = TargetRequest(rid, ident, m["tk"], m["o"], m.get("pd") or 0)
         req.t_recv = now
         req.queued = True
         self.reqs[rid] = req
         peer.reqs.add(rid)
-        self.queue.append(Job(PREFILL, req.prompt_tokens, 0, now, req))
+        self.queue.append(Job(PREFILL, req.prompt_tokens + req.produced, 0, now, req))
 
     def on_verify(self, ident: bytes, peer: Peer, m: dict, now: float) -> None:
         rid = m["r"]
@@ -294,7 +294,7 @@ class TargetNode:
                 if reqs.get(req.rid) is not req:
                     continue  # freed while running
                 req.queued = False
-                req.produced = 1
+                req.produced += 1
                 req.prompt = b""
                 self.send(req.owner, enc.prefill_done(req.rid, tok, depth, req.t_recv - t0, start, end, n))
                 if self.colocated:

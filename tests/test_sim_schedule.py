@@ -59,7 +59,7 @@ def test_outage_holds_messages_until_a_retransmission_after_the_link_is_back(tmp
     r = simulate(scenario(d))
     rd = r.rounds.sort_values("send_s")
     assert (r.requests.status == "ok").all()
-    rto = rto_s(0.020)
+    rto = rto_s(0.020)  # 200 ms + RTT
     down = lambda t: 3.0 <= t < 4.5  # noqa: E731
     hit = rd[(rd.send_s >= 3.0) & (rd.send_s < 4.5)]
     assert len(hit) >= 1

@@ -35,13 +35,13 @@ class TargetRequest:
     __slots__ = ("rid", "owner", "prompt", "prompt_tokens", "output_tokens", "produced", "draft", "t_recv",
                  "queued", "topk", "probs")
 
-    def __init__(self, rid: int, owner: bytes, prompt: bytes, output_tokens: int):
+    def __init__(self, rid: int, owner: bytes, prompt: bytes, output_tokens: int, produced_before: int = 0):
         self.rid = rid
         self.owner = owner  # the draft's ZeroMQ identity
         self.prompt = prompt  # int32 bytes; dropped (b"") after the prefill
-        self.prompt_tokens = len(prompt) // 4
+        self.prompt_tokens = len(prompt) // 4 - produced_before
         self.output_tokens = output_tokens
-        self.produced = 0  # output tokens that exist (0 until the prefill ran)
+        self.produced = produced_before  # output tokens that exist (a re-routed request brings some: PREFILL.pd)
         self.draft = b""  # the pending VERIFY's draft tokens (int32 bytes)
         self.t_recv = 0.0  # when the pending job's message arrived
         self.queued = False  # a job of this request is queued or running

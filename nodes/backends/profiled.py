@@ -31,7 +31,7 @@ class ProfiledTarget(TargetBackend):
         acc, seed = self.acceptance, self.seed
         for r in items:
             runs[r.rid] = acc.runs(seed, r.rid, r.output_tokens)
-        wait = self.compute.prefill_time([r.prompt_tokens for r in items])
+        wait = self.compute.prefill_time([r.prompt_tokens + r.produced for r in items])  # (re-routed: + pd)
         return TargetOutcome([_token(r.rid, 0) for r in items], [], wait)
 
     def verify_batch(self, items: list[TargetRequest]) -> TargetOutcome:

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     scenario = scenario_from(args)
-    check_supported(scenario)
+    check_supported(scenario, args.net)
     check_models(scenario)
     workload = build_workload(scenario)  # bad traces fail here, before anything starts
     report_skipped(workload)

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     scenario = scenario_from(args)
-    check_supported(scenario)
+    check_supported(scenario, args.net)
     check_models(scenario)
     workload = build_workload(scenario)  # bad input stops here, before anything is built or written
     report_skipped(workload)

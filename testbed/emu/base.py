@@ -46,6 +46,13 @@ class NetworkBackend(ABC):
     def popen(self, node: str, argv: list[str], **kwargs: Any) -> subprocess.Popen:
         """Start a program inside the node's host (kwargs as for subprocess.Popen)."""
 
+    def set_t0(self, t0_monotonic: float) -> None:
+        """The run's start: scheduled changes and capacity traces count from it."""
+
+    def apply_changes(self, changes: list) -> float:
+        """Make scheduled link changes (testbed.schedule.Change) real now; CLOCK_MONOTONIC when they took effect."""
+        raise NotImplementedError("this network cannot change links during a run")
+
     def links_report(self) -> dict[str, Any]:
         """As-built link table with measurements; empty when there is no emulated network."""
         return {}

@@ -34,12 +34,13 @@ import pandas as pd
 from testbed.emu.base import NetworkBackend
 from testbed.emu.hostload import HostLoad
 from testbed.emu.runtime import NodeHandle, NodeRuntime
+from testbed.emu.schedule import LiveSchedule
 from testbed.errors import InputError
 from testbed.metrics import summarize
 from testbed.progress import JobProgress
 from testbed.rundir import write_json, write_results
 from testbed.spec import Scenario
-from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame, unstarted_request_row
+from testbed.tables import BATCH_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame, unstarted_request_row
 from testbed.workload import Workload, build_workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -177,6 +178,9 @@ class _Run:
         self.progress = _Progress(total, opts.progress, scenario.spec.name)
         self.intr = _Interrupt()
         self.host_load = HostLoad()
+        self.endpoints: dict[str, str] = {}
+        self.past_lives: list[NodeProc] = []  # processes of nodes the schedule killed (and restarted)
+        self.schedule = LiveSchedule(scenario, net, self.kill_node, self.restart_node)
 
     def execute(self, limit: float) -> str:
         """Launch, wait, watch, stop every node; '' when the run ended by itself, or why it was stopped."""
@@ -186,11 +190,14 @@ class _Run:
                 reason = self.launch_all()
                 if not reason:
                     self.publish_t0()
+                    self.schedule.start(self.t0)
                     reason = self.watch(limit)
             except BaseException:
+                self.schedule.stop()
                 self.stop_all()
                 self.progress.stop()
                 raise
+            self.schedule.stop()
             self.stop_all()
             self.progress.stop()
             for p in self.procs.values():
@@ -205,7 +212,7 @@ class _Run:
         write_json(tpeers, {t: f"tcp://{self.net.address(t)}:0" for t in scenario.targets})
         for t in scenario.targets:
             self.start(t, "target", tpeers)
-        endpoints: dict[str, str] = {}
+        endpoints = self.endpoints
         reason = self.wait_ready(scenario.targets, endpoints, "endpoint")
         if reason:
             return reason
@@ -215,10 +222,27 @@ class _Run:
             self.start(d, "draft", dpeers)
         return self.wait_ready(scenario.drafts, {}, "pid")
 
-    def start(self, name: str, role: str, peers_file: Path) -> None:
-        d = self.nodes_dir / name
+    def kill_node(self, name: str) -> None:
+        """The schedule's crash: SIGKILL, expected (not a failure of the run)."""
+        p = self.procs[name]
+        p.stopped = True
+        p.proc.signal(signal.SIGKILL)
+
+    def restart_node(self, name: str) -> None:
+        """The schedule's restart: a new process of the node, same address and port, nothing of its state."""
+        old = self.procs[name]
+        old.proc.wait(30)
+        old.poll()
+        self.past_lives.append(old)
+        life = sum(1 for p in self.past_lives if p.name == name) + 1
+        peers = self.emu / f"peers-{name}-life{life}.json"
+        write_json(peers, {name: self.endpoints[name]})
+        self.start(name, old.role, peers, f"{name}.life{life}")
+
+    def start(self, name: str, role: str, peers_file: Path, life: str | None = None) -> None:
+        d = self.nodes_dir / (life or name)
         d.mkdir(parents=True, exist_ok=True)
-        log = self.logs / f"{name}.log"
+        log = self.logs / f"{life or name}.log"
         argv = [sys.executable, "-m", f"nodes.{role}", "--spec", str(self.spec_path), "--node", name,
                 "--peers", str(peers_file), "--t0", f"file:{self.t0_file}", "--out", str(d), *self.opts.node_args]
         self.procs[name] = NodeProc(name, role, self.runtime.start(name, argv, self.env, log, os.getcwd()), d, log)
@@ -329,7 +353,16 @@ def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
     oom = [n for n, i in node_info.items() if i.get("oom_killed")]
     if oom:
         notes.append(f"OOM-killed (memory_mb too small): {', '.join(oom)}")
-    write_results(emu, req, rounds, batches, summary)
+    events = None
+    if run.scenario.schedule.active:
+        rows = list(run.schedule.rows)
+        for d in run.scenario.drafts:  # each draft's detections, re-routes, failures (rules of testbed/faults.py)
+            rows += [(t, t, 0.0, kind, "", d, detail) for t, kind, detail in node_info.get(d, {}).get("events", [])]
+        events = frame(EVENT_COLUMNS, sorted(rows, key=lambda r: (r[1], r[0])))
+        summary["requests_rerouted"] = sum(int(node_info.get(d, {}).get("rerouted", 0)) for d in run.scenario.drafts)
+        if run.schedule.error:
+            notes.append(f"the schedule stopped being applied: {run.schedule.error}")
+    write_results(emu, req, rounds, batches, summary, events)
     try:
         if reason != "interrupted":
             run.net.probe_after()  # the paths once more: was the network during the run what verification saw?
@@ -435,13 +468,20 @@ def _Progress(total: int, enabled: bool, name: str) -> JobProgress:
     return JobProgress(f"emulate {name}", total, enabled)
 
 
-def check_supported(scenario: Scenario) -> None:
+def check_supported(scenario: Scenario, net_kind: str | None = None) -> None:
     """What the node programs cannot run yet: an InputError before anything starts."""
     spec = scenario.spec
     if spec.models.backend != "profiled" and not (PROJECT_ROOT / "nodes" / "backends" / f"{spec.models.backend}.py").is_file():
         raise InputError(scenario.source, f"models.backend: {spec.models.backend!r} is not available in the nodes yet")
     if not scenario.targets:
         raise InputError(scenario.source, "the scenario has no target node")
-    if scenario.schedule.active:
-        raise InputError(scenario.source, "schedule: the emulator does not apply schedules yet (issue 12); "
-                                          "`testbed sim` does")
+    sched = scenario.schedule
+    drafts_crash = sorted(n for n in sched.crashed if n in scenario.drafts)
+    if drafts_crash:
+        raise InputError(scenario.source, f"schedule: the emulator cannot crash drafts yet ({', '.join(drafts_crash)}); "
+                                          "`testbed sim` can")
+    if sched.crashed and spec.run.mode != "distributed":
+        raise InputError(scenario.source, f"schedule: node crashes need run.mode distributed (not {spec.run.mode})")
+    if net_kind == "none" and (sched.traces or sched.steps or sched.down):
+        raise InputError(scenario.source, "schedule: link changes need an emulated network (--net mininet); "
+                                          "--net none has no links")

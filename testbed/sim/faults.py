@@ -71,6 +71,10 @@ class DraftFaults:
         """False: the computation belongs to a life of the draft that crashed (its slots were reset)."""
         return req.draft_epoch == self.epoch
 
+    def slot_usable(self, req: SimRequest) -> bool:
+        """A round waiting for a draft slot that was not re-routed or failed meanwhile (as the draft node)."""
+        return req.round_gen == req.gen
+
     def round_is_stale(self, req: SimRequest) -> bool:
         return req.round_gen != req.gen
 

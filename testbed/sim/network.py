@@ -42,6 +42,7 @@ from testbed.schedule import LinkState, TraceServer, merge_intervals
 from testbed.sim.engine import EventLoop
 from testbed.spec import Scenario
 
+LOSS_RTO_MIN_S = 0.2
 ETH_BYTES = 14  # of wire.HEADER_BYTES per segment: not part of the IP packet a capacity trace carries
 
 
@@ -106,7 +107,7 @@ class Path:
     def __init__(self, hops: list[LinkDir], down: tuple[tuple[float, float], ...] = ()):
         self.hops = hops
         rtt = 2.0 * sum(h.delay for h in hops)
-        self.rto = rto_s(rtt)
+        self.rto = max(LOSS_RTO_MIN_S, 2.0 * rtt)  # the loss model's timeout (outages: faults.rto_s)
         self.last_arrival = 0.0
         self.sched = any(h.steps is not None or h.trace is not None for h in hops) or bool(down)
         self.lossy = any(h.loss > 0.0 for h in hops)
@@ -170,7 +171,12 @@ class Path:
         Transit(self, nbytes, handler, arg).start(loop, t)
 
     def rto_at(self, t: float) -> float:
+        """Outages (faults rule 1): the first retransmission timeout with the path's RTT at t."""
         return rto_s(2.0 * sum(h.state_at(t)[0] for h in self.hops))
+
+    def loss_rto_at(self, t: float) -> float:
+        """The loss model's timeout (as self.rto) with the path's RTT at t."""
+        return max(LOSS_RTO_MIN_S, 4.0 * sum(h.state_at(t)[0] for h in self.hops))
 
     def cross_sched(self, t: float, nbytes: int, i: int, j: int, t0: float) -> float:
         """As cross(), with each hop's delay / jitter / loss in force at t0 (the message entered the path) and
@@ -187,7 +193,7 @@ class Path:
                     bt = h.state_at(t)[3]
                 start = h.free_at if h.free_at > t else t
                 if start - t > h.queue_pkts * (wire.MSS + wire.HEADER_BYTES) * bt:
-                    t += self.rto_at(t0)  # drop-tail: retransmitted after a timeout
+                    t += self.loss_rto_at(t0)  # drop-tail: retransmitted after a timeout
                     start = h.free_at if h.free_at > t else t
                 t = start + nbytes * bt
                 h.free_at = t
@@ -195,7 +201,7 @@ class Path:
                 segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
                 p_msg = 1.0 - (1.0 - loss) ** segs
                 while h.rng.random() < p_msg:
-                    t += self.rto_at(t0)
+                    t += self.loss_rto_at(t0)
             if jitter:
                 d = delay + h.jitter_draw(jitter)
                 t = t + d if d > 0.0 else t

@@ -145,7 +145,7 @@ class SimDraft:
     def on_drafted(self, req: SimRequest) -> None:
         if self.faults is not None and not self.faults.drafted(req):
             return
-        nxt = self.slots.release()
+        nxt = self.slots.release() if self.faults is None else self.slots.release(self.faults.slot_usable)
         if nxt is not None:
             self.begin_draft(nxt)
         self.send_verify(req)

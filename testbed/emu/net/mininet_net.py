@@ -267,6 +267,14 @@ class MininetNetwork(NetworkBackend):
 
         self.report["after"] = probe_after(self, self.verify_mode)
 
+    def set_t0(self, t0_monotonic: float) -> None:
+        assert self.shaping
+        self.shaping.set_t0(t0_monotonic)
+
+    def apply_changes(self, changes: list) -> float:
+        assert self.shaping
+        return self.shaping.apply_changes(self, changes)
+
     def links_report(self) -> dict[str, Any]:
         out = dict(self.report)
         out.setdefault("backends", self.backends)

@@ -46,6 +46,14 @@ class ShapingBackend(ABC):
     @abstractmethod
     def apply(self, net: "MininetNetwork") -> None: ...
 
+    def set_t0(self, t0_monotonic: float) -> None:
+        """The run's start (schedule times and capacity traces count from it)."""
+
+    def apply_changes(self, net: "MininetNetwork", changes: list) -> float:
+        """Make scheduled link changes (testbed.schedule.Change) real now; return CLOCK_MONOTONIC when they took
+        effect. Backends that cannot change links live refuse schedules in check()."""
+        raise NotImplementedError(f"the {self.name} shaping backend cannot change links during a run")
+
     def teardown(self) -> None:
         """Stop what apply() started outside the namespaces (qdiscs and rules go with interfaces and namespaces)."""
 
@@ -110,12 +118,14 @@ def apply_rate_limits(net, leaf_for=None) -> None:
     net.tc_batches(tc)
 
 
-def path_params(scenario: Scenario, src: str, dst: str) -> tuple[float, float, float]:
-    """(one-way delay ms, jitter std ms, loss probability) of the path src -> dst."""
+def path_params(scenario: Scenario, src: str, dst: str, states: dict | None = None) -> tuple[float, float, float]:
+    """(one-way delay ms, jitter std ms, loss probability) of the path src -> dst; `states`: link index ->
+    testbed.schedule.LinkState in force now (links not in it: as configured)."""
     hops = scenario.paths[(src, dst)]
-    delay = sum(scenario.links[h.link].delay_ms for h in hops)
-    jitter = math.sqrt(sum(scenario.links[h.link].jitter_ms ** 2 for h in hops))
+    links = [(states or {}).get(h.link) or scenario.links[h.link] for h in hops]
+    delay = sum(l.delay_ms for l in links)
+    jitter = math.sqrt(sum(l.jitter_ms ** 2 for l in links))
     keep = 1.0
-    for h in hops:
-        keep *= 1 - scenario.links[h.link].loss_pct / 100
+    for l in links:
+        keep *= 1 - l.loss_pct / 100
     return delay, jitter, 1 - keep

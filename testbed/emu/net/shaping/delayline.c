@@ -13,8 +13,24 @@
  * falling back to nice -15 where that is not allowed), so releases are not queued behind the node processes.
  * The scheduling class obtained and the release lateness are in the exit counters.
  *
- * usage: dsd-delayline --queue N [--comp-us C] [--spin-us S] [--tag T] [--seed S] [--max-pkts M] SRC,DELAY_US,JITTER_US,LOSS_PROB ...
+ * usage: dsd-delayline --queue N [--comp-us C] [--spin-us S] [--tag T] [--seed S] [--max-pkts M] [--control]
+ *                      [--trace ID=PATH:OFFSET_MS ...] SRC,DELAY_US,JITTER_US,LOSS_PROB[,TRACE_ID,PRE_US] ...
  * Prints "ready" on stdout once bound; on SIGTERM/SIGINT prints one JSON line of counters on stderr.
+ *
+ * Live changes (the schedule, testbed/emu/schedule.py), with --control: commands on stdin, one per line, each acknowledged on
+ * stdout with "ok N T_NS" (N = commands so far, T_NS = CLOCK_MONOTONIC when it took effect):
+ *   t0 NS                               the run's start (capacity traces count time from it)
+ *   flow SRC DELAY_US JITTER_US LOSS    new parameters for packets that arrive from now on; packets already
+ *                                       held keep their release times (nothing is dropped or reset) and a
+ *                                       source's packets still never overtake each other
+ *   down SRC 0|1                        1: the path from SRC is down, its packets are dropped on arrival;
+ *                                       0: up again (held packets were never touched)
+ * Capacity traces (Mahimahi packet-delivery format, testbed/schedule.py TraceServer is the same rule): a flow
+ * with TRACE_ID >= 0 enters that trace's FIFO PRE_US after it arrives (the delay of the hops before the traced
+ * one); each opportunity (a line: a millisecond since t0, looped with the last line as period) carries 1500
+ * bytes of IP packets, a packet leaves at the opportunity carrying its last byte (never before it entered),
+ * then takes the rest of the delay. Before t0 is known trace flows are not rate-limited.
+ * --selftest-trace PATH OFFSET_MS: read "T_S BYTES" lines on stdin, print the departure time (s) of each.
  * Build: cc -O2 -o dsd-delayline delayline.c -lnetfilter_queue
  */
 #define _GNU_SOURCE
@@ -50,8 +66,78 @@ typedef struct {
     double loss;
     int64_t last_release;  /* no reordering within a source */
     uint32_t held;
-    uint64_t pkts, lost, overflow;
+    uint64_t pkts, lost, overflow, dropped_down;
+    int down;              /* the path is down: drop on arrival */
+    int trace;             /* index into traces, or -1 */
+    int64_t pre_ns;        /* delay before the traced hop */
 } flow_t;
+
+#define OPPORTUNITY_BYTES 1500
+typedef struct {
+    int64_t *t;            /* opportunity times (ms), non-decreasing, t[n-1] = the loop period */
+    size_t n, i;           /* i: next unused opportunity of loop k */
+    int64_t period, offset, k, left, cur_ms;
+    int id;
+} trace_t;
+
+static trace_t traces[16];
+static int ntraces;
+static int64_t t0_ns = -1;
+
+static int64_t op_time(const trace_t *tr) { return tr->t[tr->i] + tr->k * tr->period - tr->offset; }
+
+/* The first unused opportunity at millisecond >= m (earlier ones are skipped: lost), consumed. */
+static int64_t trace_take(trace_t *tr, int64_t m) {
+    if (op_time(tr) < m) {
+        int64_t k2 = (m + tr->offset) / tr->period, base = m + tr->offset - k2 * tr->period;
+        size_t lo = 0, hi = tr->n;  /* lower bound of base in t (base < period = t[n-1]: found) */
+        while (lo < hi) { size_t mid = (lo + hi) / 2; if (tr->t[mid] < base) lo = mid + 1; else hi = mid; }
+        if (k2 > tr->k || (k2 == tr->k && lo > tr->i)) { tr->k = k2; tr->i = lo; }
+        while (op_time(tr) < m) { if (++tr->i == tr->n) { tr->i = 0; tr->k++; } }
+    }
+    int64_t v = op_time(tr);
+    if (++tr->i == tr->n) { tr->i = 0; tr->k++; }
+    return v;
+}
+
+/* Departure (ns since t0) of a packet of `bytes` that entered the trace's queue at `entry` (ns since t0 >= 0). */
+static int64_t trace_depart(trace_t *tr, int64_t entry, int64_t bytes) {
+    int64_t m = entry / 1000000;
+    int64_t need = bytes;
+    if (tr->left && tr->cur_ms >= m) {
+        int64_t use = need < tr->left ? need : tr->left;
+        tr->left -= use;
+        need -= use;
+    }
+    while (need > 0) {
+        tr->cur_ms = trace_take(tr, m);
+        int64_t use = need < OPPORTUNITY_BYTES ? need : OPPORTUNITY_BYTES;
+        need -= use;
+        tr->left = OPPORTUNITY_BYTES - use;
+    }
+    int64_t out = tr->cur_ms * 1000000;
+    return out > entry ? out : entry;
+}
+
+static int load_trace(trace_t *tr, const char *path, int64_t offset_ms) {
+    FILE *f = fopen(path, "r");
+    if (!f) { perror(path); return -1; }
+    size_t cap = 1 << 16;
+    tr->t = malloc(cap * sizeof(int64_t));
+    tr->n = 0;
+    long long v;
+    while (fscanf(f, "%lld", &v) == 1) {
+        if (tr->n == cap) { cap *= 2; tr->t = realloc(tr->t, cap * sizeof(int64_t)); }
+        tr->t[tr->n++] = v;
+    }
+    fclose(f);
+    if (!tr->n || tr->t[tr->n - 1] <= 0) { fprintf(stderr, "%s: empty trace or last time <= 0\n", path); return -1; }
+    tr->period = tr->t[tr->n - 1];
+    tr->offset = offset_ms % tr->period;
+    tr->k = 0; tr->i = 0; tr->left = 0; tr->cur_ms = -1;
+    while (op_time(tr) < 0) { if (++tr->i == tr->n) { tr->i = 0; tr->k++; } }
+    return 0;
+}
 
 typedef struct {
     int64_t release;
@@ -179,6 +265,10 @@ static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *nfmsg, struct nfq
         return nfq_set_verdict(qh, id, NF_ACCEPT, 0, NULL);
     }
     f->pkts++;
+    if (f->down) {
+        f->dropped_down++;
+        return nfq_set_verdict(qh, id, NF_DROP, 0, NULL);
+    }
     if (f->loss > 0 && rng_uniform() < f->loss) {
         f->lost++;
         return nfq_set_verdict(qh, id, NF_DROP, 0, NULL);
@@ -191,6 +281,12 @@ static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *nfmsg, struct nfq
     if (f->jitter_ns > 0) d += (int64_t)(rng_normal() * (double)f->jitter_ns);
     if (d < 0) d = 0;
     int64_t release = arrival + d;
+    if (f->trace >= 0 && t0_ns >= 0 && arrival + f->pre_ns >= t0_ns && len >= 4) {
+        int64_t bytes = ((int64_t)payload[2] << 8) | payload[3];  /* IPv4 total length */
+        int64_t entry = arrival + f->pre_ns - t0_ns;
+        int64_t dep = trace_depart(&traces[f->trace], entry, bytes);
+        release = t0_ns + dep + (d - f->pre_ns > 0 ? d - f->pre_ns : 0);
+    }
     if (release < f->last_release) release = f->last_release;
     f->last_release = release;
     f->held++;
@@ -201,6 +297,49 @@ static int on_packet(struct nfq_q_handle *qh, struct nfgenmsg *nfmsg, struct nfq
 
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
 
+static uint64_t n_cmds;
+static int control;  /* --control: read commands on stdin */
+
+/* One control line (see the header); acknowledged with "ok N T_NS" or "err N what". */
+static void on_command(char *line) {
+    char ip[64];
+    long long a;
+    double dus, jus, loss;
+    int on;
+    n_cmds++;
+    if (sscanf(line, "t0 %lld", &a) == 1) {
+        t0_ns = a;
+    } else if (sscanf(line, "flow %63s %lf %lf %lf", ip, &dus, &jus, &loss) == 4 ||
+               sscanf(line, "down %63s %d", ip, &on) == 2) {
+        struct in_addr ad;
+        flow_t *f = inet_pton(AF_INET, ip, &ad) == 1 ? flow_find(ad.s_addr) : NULL;
+        if (!f) { printf("err %llu unknown source %s\n", (unsigned long long)n_cmds, ip); fflush(stdout); return; }
+        if (line[0] == 'f') {
+            f->delay_ns = (int64_t)(dus * 1000.0);
+            f->jitter_ns = (int64_t)(jus * 1000.0);
+            f->loss = loss;
+        } else {
+            f->down = on;
+        }
+    } else {
+        printf("err %llu bad command\n", (unsigned long long)n_cmds);
+        fflush(stdout);
+        return;
+    }
+    printf("ok %llu %lld\n", (unsigned long long)n_cmds, (long long)now_ns());
+    fflush(stdout);
+}
+
+static int selftest_trace(const char *path, long long offset_ms) {
+    trace_t tr;
+    if (load_trace(&tr, path, offset_ms) < 0) return 1;
+    double ts;
+    long long bytes;
+    while (scanf("%lf %lld", &ts, &bytes) == 2)
+        printf("%.9f\n", trace_depart(&tr, (int64_t)llround(ts * 1e9), bytes) / 1e9);
+    return 0;
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: dsd-delayline --queue N [--comp-us C] [--spin-us S] [--tag T] [--seed S] [--max-pkts M] SRC,DELAY_US,JITTER_US,LOSS_PROB ...\n");
     exit(2);
@@ -209,8 +348,18 @@ static void usage(void) {
 int main(int argc, char **argv) {
     int queue = -1;
     flows = calloc(argc, sizeof(flow_t));
+    if (argc == 4 && !strcmp(argv[1], "--selftest-trace")) return selftest_trace(argv[2], atoll(argv[3]));
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--queue") && i + 1 < argc) queue = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--control")) control = 1;
+        else if (!strcmp(argv[i], "--trace") && i + 1 < argc) {
+            char path[4096];
+            int id;
+            long long off;
+            if (ntraces >= 16 || sscanf(argv[++i], "%d=%4095[^:]:%lld", &id, path, &off) != 3) usage();
+            if (load_trace(&traces[ntraces], path, off) < 0) return 1;
+            traces[ntraces++].id = id;
+        }
         else if (!strcmp(argv[i], "--comp-us") && i + 1 < argc) comp_ns = (int64_t)(atof(argv[++i]) * 1000.0);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc) rng_state ^= strtoull(argv[++i], NULL, 10) * 0xD1B54A32D192ED03ull;
         else if (!strcmp(argv[i], "--tag") && i + 1 < argc) i++; /* run tag: lets cleanup find us */
@@ -218,8 +367,10 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--max-pkts") && i + 1 < argc) max_pkts = (uint32_t)atoi(argv[++i]);
         else {
             char ip[64];
-            double dus, jus, loss;
-            if (sscanf(argv[i], "%63[^,],%lf,%lf,%lf", ip, &dus, &jus, &loss) != 4) usage();
+            double dus, jus, loss, pre_us = 0;
+            int tid = -1;
+            int got = sscanf(argv[i], "%63[^,],%lf,%lf,%lf,%d,%lf", ip, &dus, &jus, &loss, &tid, &pre_us);
+            if (got != 4 && got != 6) usage();
             struct in_addr a;
             if (inet_pton(AF_INET, ip, &a) != 1) usage();
             flow_t *f = &flows[nflows++];
@@ -227,6 +378,10 @@ int main(int argc, char **argv) {
             f->delay_ns = (int64_t)(dus * 1000.0);
             f->jitter_ns = (int64_t)(jus * 1000.0);
             f->loss = loss;
+            f->trace = -1;
+            f->pre_ns = (int64_t)(pre_us * 1000.0);
+            for (int k = 0; k < ntraces; k++) if (tid >= 0 && traces[k].id == tid) f->trace = k;
+            if (tid >= 0 && f->trace < 0) usage();
         }
     }
     if (queue < 0) usage();
@@ -259,7 +414,10 @@ int main(int argc, char **argv) {
     fflush(stdout);
 
     static char buf[256 * 1024] __attribute__((aligned));
-    struct pollfd pfd = {fd, POLLIN, 0};
+    static char cmd[4096];
+    size_t cmd_n = 0;
+    int stdin_open = control;
+    struct pollfd pfds[2] = {{fd, POLLIN, 0}, {0, POLLIN, 0}};
     while (!stop_flag) {
         int64_t now = now_ns();
         while (heap_n && heap[0].release <= now) {
@@ -286,13 +444,30 @@ int main(int argc, char **argv) {
             ts.tv_nsec = wait % 1000000000ll;
             tsp = &ts;
         }
-        int r = ppoll(&pfd, 1, tsp, NULL);
+        int r = ppoll(pfds, stdin_open ? 2 : 1, tsp, NULL);
         if (r < 0) {
             if (errno == EINTR) continue;
             perror("ppoll");
             break;
         }
-        if (r > 0) {
+        if (r > 0 && stdin_open && (pfds[1].revents & (POLLIN | POLLHUP))) {
+            ssize_t n = read(0, cmd + cmd_n, sizeof(cmd) - 1 - cmd_n);
+            if (n <= 0) {
+                stdin_open = 0;  /* no controller (or it closed the pipe): no more live changes */
+            } else {
+                cmd_n += (size_t)n;
+                char *start = cmd, *nl;
+                while ((nl = memchr(start, '\n', cmd + cmd_n - start))) {
+                    *nl = 0;
+                    on_command(start);
+                    start = nl + 1;
+                }
+                cmd_n -= (size_t)(start - cmd);
+                memmove(cmd, start, cmd_n);
+                if (cmd_n == sizeof(cmd) - 1) cmd_n = 0;  /* an over-long line: dropped */
+            }
+        }
+        if (r > 0 && (pfds[0].revents & POLLIN)) {
             for (int k = 0; k < 64; k++) { /* drain what is there, then release what is due */
                 ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
                 if (n <= 0) break;
@@ -300,12 +475,14 @@ int main(int argc, char **argv) {
             }
         }
     }
-    uint64_t pk = 0, lo = 0, ov = 0;
-    for (int i = 0; i < nflows; i++) { pk += flows[i].pkts; lo += flows[i].lost; ov += flows[i].overflow; }
-    fprintf(stderr, "{\"packets\": %llu, \"lost\": %llu, \"overflow\": %llu, \"unknown\": %llu, \"released\": %llu, "
+    uint64_t pk = 0, lo = 0, ov = 0, dd = 0;
+    for (int i = 0; i < nflows; i++) { pk += flows[i].pkts; lo += flows[i].lost; ov += flows[i].overflow; dd += flows[i].dropped_down; }
+    fprintf(stderr, "{\"packets\": %llu, \"lost\": %llu, \"overflow\": %llu, \"dropped_down\": %llu, \"commands\": %llu, "
+            "\"unknown\": %llu, \"released\": %llu, "
             "\"late_over_100us\": %llu, \"late_over_1ms\": %llu, \"late_mean_us\": %.1f, \"late_max_us\": %.1f, "
             "\"held_at_exit\": %zu, \"kernel_stamped\": %llu, \"sched\": \"%s\"}\n",
-            (unsigned long long)pk, (unsigned long long)lo, (unsigned long long)ov, (unsigned long long)n_unknown,
+            (unsigned long long)pk, (unsigned long long)lo, (unsigned long long)ov, (unsigned long long)dd,
+            (unsigned long long)n_cmds, (unsigned long long)n_unknown,
             (unsigned long long)n_released, (unsigned long long)n_late, (unsigned long long)n_late_1ms,
             n_released ? late_sum_ns / 1000.0 / n_released : 0.0, late_max_ns / 1000.0, heap_n,
             (unsigned long long)n_kernel_stamp, sched_name);

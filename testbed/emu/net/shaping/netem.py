@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from testbed.errors import InputError
 from testbed.spec import Scenario
 from testbed.spec.schema import LinkSpec
 
@@ -53,6 +54,10 @@ class NetemShaping(ShapingBackend):
 
     def check(self, scenario: Scenario) -> list[str]:
         warnings = super().check(scenario)
+        sched = scenario.schedule
+        if sched.traces or sched.steps or sched.down:
+            raise InputError(scenario.source, "schedule: the netem backend does not change links during a run yet; "
+                                              "use --shaping userspace")
         for i, l in enumerate(scenario.links):
             if l.bw_mbps and l.delay_ms > 0:
                 bdp_pkts = l.bw_mbps * 1e6 / 8 * l.delay_ms / 1e3 / 1514

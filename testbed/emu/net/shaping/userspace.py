@@ -24,7 +24,7 @@ from testbed.errors import InputError
 from testbed.spec import Scenario
 
 from testbed.emu.net.runstate import STATE_DIR
-from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, path_params
+from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, htb_lines, path_params
 
 if TYPE_CHECKING:
     from testbed.emu.net.mininet_net import MininetNetwork
@@ -122,11 +122,31 @@ class UserspaceShaping(ShapingBackend):
         self.spin_us = spin_us
         self.seed = seed
         self.procs: dict[str, subprocess.Popen] = {}
+        self.states: dict[int, Any] = {}  # link -> testbed.schedule.LinkState in force (scheduled links)
+        self.down: set[int] = set()  # links down now
         self.stats: dict[str, Any] = {}
         self.calibration: dict[str, Any] = {}
 
     def check(self, scenario: Scenario) -> list[str]:
         warnings = super().check(scenario)
+        trace_hosts: dict[tuple[int, bool], set[str]] = {}
+        for (src, dst), hops in scenario.paths.items():
+            traced = [h for h in hops if (h.link, h.forward) in scenario.schedule.traces]
+            if len(traced) > 1:
+                raise InputError(scenario.source, f"schedule: the path {src} -> {dst} crosses {len(traced)} links with a "
+                                 "capacity trace; the userspace delay line replays one per path")
+            for h in traced:
+                trace_hosts.setdefault((h.link, h.forward), set()).add(dst)
+        for (li, fwd), hosts in trace_hosts.items():
+            l = scenario.links[li]
+            a, b = (l.a, l.b) if fwd else (l.b, l.a)
+            if len(hosts) > 1:
+                raise InputError(scenario.source, f"schedule: the capacity trace on {a} -> {b} carries traffic to "
+                                 f"{len(hosts)} hosts ({', '.join(sorted(hosts))}); the userspace delay line replays a "
+                                 "trace in the one receiving host's delay line")
+            if l.bw_mbps is not None:
+                warnings.append(f"link {a}-{b}: bw_mbps={l.bw_mbps:g} still limits the direction {a} -> {b}, which "
+                                "follows a capacity trace")
         for i, l in enumerate(scenario.links):
             if l.bw_mbps and l.bw_mbps > MAX_RATE_MBPS and (l.delay_ms > 0 or l.jitter_ms > 0 or l.loss_pct > 0):
                 warnings.append(f"link {i} ({l.a}-{l.b}): {l.bw_mbps:g} Mbit/s is above what the user-space delay line "
@@ -138,13 +158,27 @@ class UserspaceShaping(ShapingBackend):
         return warnings
 
     def flows(self, scenario: Scenario, addresses: dict[str, str]) -> dict[str, list[str]]:
-        """host -> delay-line rules 'SRC,DELAY_US,JITTER_US,LOSS' for every source whose path to it is shaped."""
+        """host -> delay-line rules 'SRC,DELAY_US,JITTER_US,LOSS[,TRACE_ID,PRE_US]' for every source whose path
+        to it is shaped or scheduled to change."""
+        sched = scenario.schedule
+        trace_ids = {key: k for k, key in enumerate(sorted(sched.traces))}
         out: dict[str, list[str]] = {}
-        for (src, dst) in scenario.paths:
+        for (src, dst), hops in scenario.paths.items():
             delay, jitter, loss = path_params(scenario, src, dst)
-            if delay > 0 or jitter > 0 or loss > 0:
-                out.setdefault(dst, []).append(f"{addresses[src]},{delay * 1e3:.1f},{jitter * 1e3:.1f},{loss:.9f}")
+            rule = f"{addresses[src]},{delay * 1e3:.1f},{jitter * 1e3:.1f},{loss:.9f}"
+            pre = 0.0
+            for h in hops:
+                if (h.link, h.forward) in trace_ids:
+                    rule += f",{trace_ids[(h.link, h.forward)]},{pre * 1e3:.1f}"
+                    break
+                pre += scenario.links[h.link].delay_ms
+            if delay > 0 or jitter > 0 or loss > 0 or any(sched.link_scheduled(h.link) for h in hops):
+                out.setdefault(dst, []).append(rule)
         return out
+
+    def trace_args(self, scenario: Scenario) -> list[str]:
+        return [arg for k, key in enumerate(sorted(scenario.schedule.traces)) for arg in
+                ("--trace", f"{k}={scenario.schedule.traces[key].path}:{scenario.schedule.traces[key].offset_ms}")]
 
     def apply(self, net: "MininetNetwork") -> None:
         if self.comp_us is None:
@@ -152,11 +186,18 @@ class UserspaceShaping(ShapingBackend):
             self.comp_us = self.calibration["overhead_us"]
         binary = build_delayline()
         apply_rate_limits(net)
+        for li, _ in net.scenario.schedule.traces:  # Mahimahi counts MTU-sized packets: no 64 KB super-packets
+            for node in (net.scenario.links[li].a, net.scenario.links[li].b):
+                dev = net.plan.intf(li, node, net.scenario)
+                net.run_in(net.ns_key(node), ["sh", "-c", f"ethtool -K {dev} tso off gso off gro off >/dev/null 2>&1 || true"])
         flows = self.flows(net.scenario, net.plan.addresses)
+        traces = self.trace_args(net.scenario)
         for k, (host, rules) in enumerate(sorted(flows.items())):
             argv = [str(binary), "--queue", str(QUEUE_NUM), "--tag", net.plan.tag, "--comp-us", f"{self.comp_us:.1f}",
-                    "--spin-us", f"{self.spin_us:.1f}", "--seed", str(self.seed * 1000 + k), *rules]
-            self.procs[host] = net.popen_raw(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                    "--spin-us", f"{self.spin_us:.1f}", "--seed", str(self.seed * 1000 + k), "--control", *traces, *rules]
+            self.procs[host] = net.popen_raw(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.net = net
         for host, proc in self.procs.items():
             _wait_ready(proc, host)
         for host, rules in flows.items():
@@ -167,6 +208,59 @@ class UserspaceShaping(ShapingBackend):
                              f"-j NFQUEUE --queue-num {QUEUE_NUM} --queue-bypass")
             lines.append("COMMIT")
             net.run_in(host, ["iptables-restore", "--noflush"], input="\n".join(lines) + "\n")
+
+    # -- live changes (the schedule; testbed/emu/schedule.py calls these) ----------------------------------
+    def _command(self, cmds: dict[str, list[str]]) -> float:
+        """Send control lines to delay lines (host -> lines); wait for every acknowledgement; the latest one's
+        CLOCK_MONOTONIC time (s)."""
+        for host, lines in cmds.items():
+            self.procs[host].stdin.write("".join(line + "\n" for line in lines))
+            self.procs[host].stdin.flush()
+        applied = time.monotonic()
+        for host, lines in cmds.items():
+            for _ in lines:
+                ack = self.procs[host].stdout.readline().split()
+                if not ack or ack[0] != "ok":
+                    raise RuntimeError(f"dsd-delayline on {host}: {' '.join(ack) or 'no answer (exited?)'}")
+                applied = max(applied, int(ack[2]) / 1e9)
+        return applied
+
+    def set_t0(self, t0_monotonic: float) -> None:
+        if self.procs:
+            self._command({h: [f"t0 {int(round(t0_monotonic * 1e9))}"] for h in self.procs})
+
+    def apply_changes(self, net: "MininetNetwork", changes: list) -> float:
+        sc = net.scenario
+        addresses = net.plan.addresses
+        touched: set[int] = set()
+        for c in changes:
+            if c.kind == "link_params":
+                old = self.states.get(c.link) or sc.links[c.link]
+                self.states[c.link] = c.state
+                if c.state.bw_mbps != old.bw_mbps and c.state.bw_mbps is not None:
+                    self._change_rate(net, c.link, c.state.bw_mbps)
+            elif c.kind == "link_down":
+                self.down.add(c.link)
+            elif c.kind == "link_up":
+                self.down.discard(c.link)
+            touched.add(c.link)
+        cmds: dict[str, list[str]] = {}
+        for (src, dst), hops in sc.paths.items():
+            links = {h.link for h in hops}
+            if not links & touched or dst not in self.procs:
+                continue
+            delay, jitter, loss = path_params(sc, src, dst, self.states)
+            cmds.setdefault(dst, []).append(f"flow {addresses[src]} {delay * 1e3:.1f} {jitter * 1e3:.1f} {loss:.9f}")
+            cmds[dst].append(f"down {addresses[src]} {int(bool(links & self.down))}")
+        return self._command(cmds) if cmds else time.monotonic()
+
+    def _change_rate(self, net: "MininetNetwork", li: int, bw_mbps: float) -> None:
+        """htb's class rate on both ends of the link, changed in place (its queue is kept)."""
+        link = net.scenario.links[li].model_copy(update={"bw_mbps": bw_mbps})
+        for node in (link.a, link.b):
+            dev = net.plan.intf(li, node, net.scenario)
+            line = htb_lines(dev, link)[1].replace("class add", "class change", 1)
+            net.run_in(net.ns_key(node), ["tc", *line.split()])
 
     def teardown(self) -> None:
         for host, proc in self.procs.items():
