@@ -360,7 +360,7 @@ class TargetNode:
             return False
         gone = {p.name for p in self.peers.values() if p.gone and p.hello}
         live = {p.name for p in self.peers.values() if not p.gone}
-        never_seen_dead = self.t0 is not None and now > self.t0 + self.peer_timeout
+        never_seen_dead = self.t0 is not None and now > max(self.t0, self.t_started) + self.peer_timeout  # restarted: from its start
         for d in self.expected:
             if d in live:
                 return False
