@@ -102,7 +102,7 @@ class LinkDir:
 class Path:
     """The link directions from one node to another: one flow, with its retransmission timeout."""
 
-    __slots__ = ("hops", "rto", "lossy", "last_arrival", "stops", "sched", "down", "stalled_until")
+    __slots__ = ("hops", "rto", "lossy", "last_arrival", "stops", "sched", "down", "stalled_until", "next_stop")
 
     def __init__(self, hops: list[LinkDir], down: tuple[tuple[float, float], ...] = ()):
         self.hops = hops
@@ -116,6 +116,8 @@ class Path:
         # hops (after the first) entered in an event of their own: shared by several paths and rate-limited
         self.stops = [i for i, h in enumerate(hops)
                       if i > 0 and h.users > 1 and (h.byte_time > 0.0 or h.trace is not None or h.steps is not None)]
+        # next_stop[i]: where a message that entered hop i stops next (the next stop, or the end of the path)
+        self.next_stop = [next((s for s in self.stops if s > i), len(hops)) for i in range(len(hops) + 1)]
 
     def is_down(self, t: float) -> bool:
         for a, b in self.down:
@@ -152,7 +154,12 @@ class Path:
                 while h.rng.random() < p_msg:
                     t += self.rto
             if h.jitter:
-                d = h.delay + h.jitter_sample()
+                k = h._k  # jitter_sample(), inlined: the hottest line of a jittered link
+                if k < len(h._noise):
+                    h._k = k + 1
+                    d = h.delay + h._noise[k]
+                else:
+                    d = h.delay + h.jitter_sample()
                 t = t + d if d > 0.0 else t
             else:
                 t += h.delay
@@ -245,7 +252,7 @@ class Transit:
 
     def _advance(self, t: float) -> None:
         path = self.path
-        nxt = next((s for s in path.stops if s > self.i), len(path.hops))
+        nxt = path.next_stop[self.i]
         t = path.cross_sched(t, self.nbytes, self.i, nxt, self.t0) if path.sched else path.cross(t, self.nbytes, self.i, nxt)
         self.i = nxt
         if nxt == len(path.hops):
