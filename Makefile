@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-nodes bench-net bench-sweep bench-two-hosts validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-nodes bench-net bench-sweep bench-two-hosts validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -94,6 +94,11 @@ bench: bench-sim
 
 bench-sim: $(STAMP)
 	$(PY) bench/bench_sim.py
+
+## make bench-scale: resolution of 1,000 / 10,000 edges x 100 verifiers; 10 / 100 / 1,000-edge stars over 1 h of the
+## Azure conv trace (wall, requests per wall-second, peak RSS); DAY=1 adds 24 h (time-tiled; hours), RATE=2.2 for >= 1 M
+bench-scale: $(STAMP)
+	mkdir -p runs && $(PY) bench/bench_scale.py --json runs/bench-scale.json $(if $(DAY),--day) $(if $(RATE),--rate-scale $(RATE))
 
 ## make bench-docker: container start-up, build/teardown of 4/16/64-edge stars, process vs docker, CPU limit
 bench-docker: $(STAMP)

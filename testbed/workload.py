@@ -13,6 +13,7 @@ import numpy as np
 from testbed.errors import InputError
 from testbed.spec import Scenario
 from traces import Trace, TraceError, assign_edges, find_trace, load_trace
+from traces.model import tile_trace
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ def build_workload(scenario: Scenario) -> Workload:
                                skip_bad_rows=w.skip_bad_rows, seed=scenario.spec.seed)
     except TraceError as e:
         raise InputError("", f"{e} (workload of {scenario.source})") from None
+    if w.tile_s is not None:
+        trace = _tile(trace, w, scenario.source)
     try:
         edges = assign_edges(trace, len(scenario.drafts), w.mapping, seed=scenario.spec.seed)
     except (TraceError, ValueError) as e:
@@ -51,3 +54,19 @@ def build_workload(scenario: Scenario) -> Workload:
     if w.max_output_tokens is not None:
         out = np.minimum(out, w.max_output_tokens).astype(np.int32)
     return Workload(trace=trace, edge_index=np.asarray(edges, dtype=np.int32), output_tokens=out)
+
+
+def _tile(trace: Trace, w, source: str) -> Trace:
+    """workload.tile_s: copies one window length apart (duration_s scaled like the arrivals; without a duration,
+    the last arrival plus one mean inter-arrival gap)."""
+    n = len(trace)
+    if w.duration_s is not None:
+        period = w.duration_s * w.time_scale / w.rate_scale
+    elif n > 1:
+        period = float(trace.arrival_s[-1]) * n / (n - 1)
+    else:
+        raise InputError(source, "workload.tile_s: a one-request window needs workload.duration_s to tile")
+    try:
+        return tile_trace(trace, period, w.tile_s)
+    except TraceError as e:
+        raise InputError(source, f"workload.tile_s: {e}") from None

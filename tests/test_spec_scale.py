@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from testbed.spec import TopologySpec, resolve
+from testbed.spec.families import star
 from testbed.spec.paths import shortest_paths
 
 
@@ -79,13 +80,6 @@ def test_shared_routes_equal_a_search_from_every_draft(seed):
         assert sc.reachable[d] == tuple(t for t in sc.targets if (d, t) in ref)
     users = Counter((h.link, h.forward) for hops in ref.values() for h in hops)
     assert sc.paths.hop_users() == users
-
-
-def star(edges: int, targets: int) -> dict:
-    nodes = [{"name": f"cloud{i}", "role": "target"} for i in range(targets)] + [{"name": "sw0", "role": "switch"}]
-    return {"name": "scale", "nodes": nodes,
-            "edges": [{"prefix": "e", "count": edges, "link": {"to": "sw0", "bw_mbps": 100, "delay_ms": 10}}],
-            "links": [{"a": "sw0", "b": f"cloud{i}", "bw_mbps": 10000, "delay_ms": 1} for i in range(targets)]}
 
 
 def test_ten_thousand_edges_resolve():

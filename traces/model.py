@@ -106,3 +106,32 @@ def build_trace(rows: ParsedRows, source: str, window: Window) -> Trace:
         skipped_rows=int(rows.skipped_rows),
         excluded_rows=int(rows.excluded_rows),
     )
+
+
+def tile_trace(trace: Trace, period_s: float, span_s: float) -> Trace:
+    """Time-tiling: copies of the (windowed, scaled) trace placed back to back, copy k shifted by k x period_s,
+    keeping the requests that arrive before span_s; request ids renumbered 0.. in arrival order.
+
+    Builds a day from an hour-long trace (with rate_scale for more load). Limits: every copy repeats the same
+    requests (lengths, order, inter-arrival pattern), so the result has the source window's burstiness and
+    mix but no diurnal cycle and no new lengths; a period shorter than the window's last arrival would
+    interleave copies (callers pass the window's length).
+    """
+    if not (math.isfinite(period_s) and period_s > 0):
+        raise TraceError(f"{trace.source}: tiling needs a period > 0 s, got {period_s!r}")
+    n = len(trace)
+    copies = max(1, math.ceil(span_s / period_s))
+    arrival = (trace.arrival_s[None, :] + period_s * np.arange(copies)[:, None]).ravel()
+    keep = int(np.searchsorted(arrival, span_s, side="left"))
+    if keep == 0:
+        raise TraceError(f"{trace.source}: no request arrives in the first {span_s:g} s of the tiled trace")
+    reps = -(-keep // n)
+
+    def rep(a: np.ndarray) -> np.ndarray:
+        return np.tile(a, reps)[:keep]
+
+    return Trace(source=f"{trace.source} (tiled every {period_s:g} s to {span_s:g} s)",
+                 request_id=np.arange(keep, dtype=np.int64), arrival_s=arrival[:keep],
+                 prompt_tokens=rep(trace.prompt_tokens), output_tokens=rep(trace.output_tokens),
+                 field=None if trace.field is None else rep(trace.field),
+                 skipped_rows=trace.skipped_rows, excluded_rows=trace.excluded_rows)

@@ -75,6 +75,7 @@ class WorkloadSpec(Frozen):
     max_requests: int | None = Field(None, ge=1, description="Replay at most this many requests of the window")
     rate_scale: float = Field(1.0, gt=0, description="Arrival-rate multiplier (2 = twice the requests per second)")
     time_scale: float = Field(1.0, gt=0, description="Stretch of inter-arrival times (applied after rate_scale)")
+    tile_s: float | None = Field(None, gt=0, description="Time-tiling: repeat the (scaled) window back to back until this many seconds are covered, e.g. 86400 for a day from an hour-long trace (every copy repeats the same requests: no diurnal cycle; see README)")
     mapping: Literal["round_robin", "hashed", "by_field", "random"] = Field("round_robin", description="How requests are assigned to draft (edge) nodes")
     skip_bad_rows: bool = Field(False, description="Skip malformed trace rows (counted) instead of failing")
     max_output_tokens: int | None = Field(None, ge=1, description="Clip output lengths to this many tokens (documented approximation)")
