@@ -139,3 +139,31 @@ def test_sweep_on_local_ray_cluster(tmp_path, ray_cluster):
     r2 = subprocess.run([*cmd, "--workers", "0"], cwd=ROOT, check=False, capture_output=True, text=True, timeout=300)
     assert "6 finished earlier, 0 to run" in r2.stdout, r2.stdout + r2.stderr  # resumed: nothing redone
     assert {p.name: p.stat().st_mtime_ns for p in (out / "records").iterdir()} == before
+
+
+def test_summary_follows_the_swept_dimensions(tmp_path):
+    """Two swept dimensions (one numeric with many values: binned) -> a line plot per dimension and one heatmap;
+    a failed trial is listed with its error."""
+    import json
+
+    import numpy as np
+
+    from analysis.sweep_report import build
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        delay, window = float(rng.uniform(1, 100)), ["static:2", "static:4", "hf"][i % 3]
+        rows.append({"trial": f"t{i}", "status": "ok", "error": None, "seed": i % 2 + 1, "policy.window": window,
+                     "links.0.delay_ms": delay, "sim.ttft_ms.mean": 20 + delay + rng.normal(),
+                     "sim.output_token_throughput_tps": 300 - delay})
+    rows.append({"trial": "bad", "status": "failed", "error": "trace not found: x.csv", "seed": 1,
+                 "policy.window": "hf", "links.0.delay_ms": 5.0})
+    pd.DataFrame(rows).to_parquet(tmp_path / "trials.parquet")
+    (tmp_path / "sweep.json").write_text(json.dumps({"name": "t", "source": "s.yaml", "search": "random",
+                                                     "dims": ["policy.window", "links.0.delay_ms"], "runner": "serial",
+                                                     "trials": [{"id": r["trial"]} for r in rows]}))
+    html = build(tmp_path).read_text()
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["sweep-heat-0.png", "sweep-line-0.png",
+                                                                       "sweep-line-1.png"]
+    assert html.count("<figure") == 3 and "trace not found: x.csv" in html and "sim.ttft_ms.mean" in html
