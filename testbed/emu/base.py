@@ -49,6 +49,9 @@ class NetworkBackend(ABC):
     def set_t0(self, t0_monotonic: float) -> None:
         """The run's start: scheduled changes and capacity traces count from it."""
 
+    def prepare_changes(self, groups: list[tuple[float, list]], t0: float) -> None:
+        """Optional: every link change of the run ahead of time (apply_changes is then called at each time)."""
+
     def apply_changes(self, changes: list) -> float:
         """Make scheduled link changes (testbed.schedule.Change) real now; CLOCK_MONOTONIC when they took effect."""
         raise NotImplementedError("this network cannot change links during a run")

@@ -1,8 +1,9 @@
 """The schedule, applied live during an emulation (testbed/schedule.py, rules in testbed/faults.py).
 
-A thread wakes at T0 + each change's time (sleep, then spin for the last milliseconds) and makes it real:
-link changes through the network backend (the userspace delay line's control commands, htb class changes;
-capacity traces run inside the delay line from T0), a crash as SIGKILL to the node's process group, a
+Link changes are handed to the network backend at T0 (the userspace delay lines apply them at their times in
+their own precise timer loops and acknowledge when they did; capacity traces run inside the delay line from
+T0). A thread wakes at T0 + each change's time (sleep, then spin for the last milliseconds), changes htb rates
+(tc), collects the acknowledgements, and makes node events real: a crash as SIGKILL to the node's process group, a
 restart as a new process of the node on the same address and port, with no state. Every change is logged
 with when it took effect and its lateness (emu/events.parquet).
 """
@@ -34,6 +35,10 @@ class LiveSchedule:
 
     def start(self, t0: float) -> None:
         self.net.set_t0(t0)
+        groups = [(t, [c for c in g if c.kind in LINK_KINDS]) for t, g in groupby(self.scenario.schedule.changes, key=lambda c: c.t)]
+        groups = [(t, g) for t, g in groups if g]
+        if groups:
+            self.net.prepare_changes(groups, t0)  # the delay lines apply them at their times themselves
         if self.scenario.schedule.changes:
             self._thread = threading.Thread(target=self._run, args=(t0,), name="dsd-schedule", daemon=True)
             self._thread.start()

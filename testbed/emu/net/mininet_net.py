@@ -271,6 +271,10 @@ class MininetNetwork(NetworkBackend):
         assert self.shaping
         self.shaping.set_t0(t0_monotonic)
 
+    def prepare_changes(self, groups: list[tuple[float, list]], t0: float) -> None:
+        assert self.shaping
+        self.shaping.prepare_changes(self, groups, t0)
+
     def apply_changes(self, changes: list) -> float:
         assert self.shaping
         return self.shaping.apply_changes(self, changes)

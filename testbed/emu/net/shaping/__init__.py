@@ -49,6 +49,9 @@ class ShapingBackend(ABC):
     def set_t0(self, t0_monotonic: float) -> None:
         """The run's start (schedule times and capacity traces count from it)."""
 
+    def prepare_changes(self, net: "MininetNetwork", groups: list[tuple[float, list]], t0: float) -> None:
+        """Optional: learn every change of the run (time from T0, changes at that time) ahead of time."""
+
     def apply_changes(self, net: "MininetNetwork", changes: list) -> float:
         """Make scheduled link changes (testbed.schedule.Change) real now; return CLOCK_MONOTONIC when they took
         effect. Backends that cannot change links live refuse schedules in check()."""

@@ -25,6 +25,8 @@
  *                                       source's packets still never overtake each other
  *   down SRC 0|1                        1: the path from SRC is down, its packets are dropped on arrival;
  *                                       0: up again (held packets were never touched)
+ *   at T_NS ID CMD                      CMD (flow / down) at CLOCK_MONOTONIC T_NS, by this program's precise
+ *                                       timer loop; acknowledged "ok ID T_NS" when it took effect
  * Capacity traces (Mahimahi packet-delivery format, testbed/schedule.py TraceServer is the same rule): a flow
  * with TRACE_ID >= 0 enters that trace's FIFO PRE_US after it arrives (the delay of the hops before the traced
  * one); each opportunity (a line: a millisecond since t0, looped with the last line as period) carries 1500
@@ -300,20 +302,56 @@ static void on_signal(int sig) { (void)sig; stop_flag = 1; }
 static uint64_t n_cmds;
 static int control;  /* --control: read commands on stdin */
 
+typedef struct { int64_t at; unsigned long long id; char line[240]; } pending_t;  /* "at" commands, sorted by time */
+static pending_t pending[4096];
+static size_t n_pending;
+
+static void exec_command(unsigned long long id, char *line);
+
 /* One control line (see the header); acknowledged with "ok N T_NS" or "err N what". */
 static void on_command(char *line) {
+    long long at;
+    unsigned long long id;
+    int used = 0;
+    n_cmds++;
+    if (sscanf(line, "at %lld %llu %n", &at, &id, &used) == 2 && used > 0) {
+        if (n_pending == sizeof(pending) / sizeof(pending[0]) || strlen(line + used) >= sizeof(pending[0].line)) {
+            printf("err %llu too many pending commands\n", id);
+            fflush(stdout);
+            return;
+        }
+        size_t i = n_pending++;
+        while (i > 0 && pending[i - 1].at > at) { pending[i] = pending[i - 1]; i--; }
+        pending[i].at = at;
+        pending[i].id = id;
+        strcpy(pending[i].line, line + used);
+        return;
+    }
+    exec_command((unsigned long long)n_cmds, line);
+}
+
+/* Apply the "at" commands that are due. */
+static void run_pending(int64_t now) {
+    size_t k = 0;
+    while (k < n_pending && pending[k].at <= now) {
+        exec_command(pending[k].id, pending[k].line);
+        k++;
+    }
+    if (k) { memmove(pending, pending + k, (n_pending - k) * sizeof(pending_t)); n_pending -= k; }
+}
+
+static void exec_command(unsigned long long n, char *line) {
     char ip[64];
     long long a;
     double dus, jus, loss;
     int on;
-    n_cmds++;
     if (sscanf(line, "t0 %lld", &a) == 1) {
         t0_ns = a;
     } else if (sscanf(line, "flow %63s %lf %lf %lf", ip, &dus, &jus, &loss) == 4 ||
                sscanf(line, "down %63s %d", ip, &on) == 2) {
         struct in_addr ad;
         flow_t *f = inet_pton(AF_INET, ip, &ad) == 1 ? flow_find(ad.s_addr) : NULL;
-        if (!f) { printf("err %llu unknown source %s\n", (unsigned long long)n_cmds, ip); fflush(stdout); return; }
+        if (!f) { printf("err %llu unknown source %s\n", n, ip); fflush(stdout); return; }
         if (line[0] == 'f') {
             f->delay_ns = (int64_t)(dus * 1000.0);
             f->jitter_ns = (int64_t)(jus * 1000.0);
@@ -322,11 +360,11 @@ static void on_command(char *line) {
             f->down = on;
         }
     } else {
-        printf("err %llu bad command\n", (unsigned long long)n_cmds);
+        printf("err %llu bad command\n", n);
         fflush(stdout);
         return;
     }
-    printf("ok %llu %lld\n", (unsigned long long)n_cmds, (long long)now_ns());
+    printf("ok %llu %lld\n", n, (long long)now_ns());
     fflush(stdout);
 }
 
@@ -420,6 +458,7 @@ int main(int argc, char **argv) {
     struct pollfd pfds[2] = {{fd, POLLIN, 0}, {0, POLLIN, 0}};
     while (!stop_flag) {
         int64_t now = now_ns();
+        if (n_pending && pending[0].at <= now) run_pending(now);  /* scheduled changes first */
         while (heap_n && heap[0].release <= now) {
             item_t it = heap_pop();
             int64_t late = now - it.release;
@@ -433,8 +472,10 @@ int main(int argc, char **argv) {
             now = now_ns();
         }
         struct timespec ts, *tsp = NULL;
-        if (heap_n) {
-            int64_t wait = heap[0].release - now;
+        if (heap_n || n_pending) {
+            int64_t due = heap_n ? heap[0].release : pending[0].at;
+            if (n_pending && pending[0].at < due) due = pending[0].at;
+            int64_t wait = due - now;
             if (wait <= spin_ns) { /* close to due: poll without sleeping (timer wake-ups are late on VMs) */
                 wait = 0;
             } else {

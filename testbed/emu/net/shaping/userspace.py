@@ -123,7 +123,7 @@ class UserspaceShaping(ShapingBackend):
         self.seed = seed
         self.procs: dict[str, subprocess.Popen] = {}
         self.states: dict[int, Any] = {}  # link -> testbed.schedule.LinkState in force (scheduled links)
-        self.down: set[int] = set()  # links down now
+        self.pending: list[dict[str, list[int]]] = []  # per prepared group: host -> command ids to acknowledge
         self.stats: dict[str, Any] = {}
         self.calibration: dict[str, Any] = {}
 
@@ -229,30 +229,62 @@ class UserspaceShaping(ShapingBackend):
         if self.procs:
             self._command({h: [f"t0 {int(round(t0_monotonic * 1e9))}"] for h in self.procs})
 
-    def apply_changes(self, net: "MininetNetwork", changes: list) -> float:
+    def prepare_changes(self, net: "MininetNetwork", groups: list[tuple[float, list]], t0: float) -> None:
+        """Hand every delay-line change of the run to the delay lines ahead of time ('at T ID CMD'): each applies
+        them at their time in its own precise timer loop; apply_changes() then only collects the acknowledgements
+        (and changes htb rates, which need tc)."""
         sc = net.scenario
         addresses = net.plan.addresses
-        touched: set[int] = set()
+        states: dict[int, Any] = {}
+        down: set[int] = set()
+        self.pending = []
+        lines: dict[str, list[str]] = {}
+        n = 0
+        for t, changes in groups:
+            touched = {c.link for c in changes}
+            for c in changes:
+                if c.kind == "link_params":
+                    states[c.link] = c.state
+                elif c.kind == "link_down":
+                    down.add(c.link)
+                elif c.kind == "link_up":
+                    down.discard(c.link)
+            at_ns = int(round((t0 + t) * 1e9))
+            acks: dict[str, list[int]] = {}
+            for (src, dst), hops in sc.paths.items():
+                links = {h.link for h in hops}
+                if not links & touched or dst not in self.procs:
+                    continue
+                delay, jitter, loss = path_params(sc, src, dst, states)
+                for cmd in (f"flow {addresses[src]} {delay * 1e3:.1f} {jitter * 1e3:.1f} {loss:.9f}",
+                            f"down {addresses[src]} {int(bool(links & down))}"):
+                    n += 1
+                    lines.setdefault(dst, []).append(f"at {at_ns} {n} {cmd}")
+                    acks.setdefault(dst, []).append(n)
+            self.pending.append(acks)
+        for host, ls in lines.items():
+            self.procs[host].stdin.write("".join(line + "\n" for line in ls))
+            self.procs[host].stdin.flush()
+
+    def apply_changes(self, net: "MininetNetwork", changes: list) -> float:
+        """The next group of prepared changes is due: rates by tc now, the delay lines' acknowledgements read."""
+        sc = net.scenario
+        applied = time.monotonic()
         for c in changes:
             if c.kind == "link_params":
                 old = self.states.get(c.link) or sc.links[c.link]
                 self.states[c.link] = c.state
                 if c.state.bw_mbps != old.bw_mbps and c.state.bw_mbps is not None:
                     self._change_rate(net, c.link, c.state.bw_mbps)
-            elif c.kind == "link_down":
-                self.down.add(c.link)
-            elif c.kind == "link_up":
-                self.down.discard(c.link)
-            touched.add(c.link)
-        cmds: dict[str, list[str]] = {}
-        for (src, dst), hops in sc.paths.items():
-            links = {h.link for h in hops}
-            if not links & touched or dst not in self.procs:
-                continue
-            delay, jitter, loss = path_params(sc, src, dst, self.states)
-            cmds.setdefault(dst, []).append(f"flow {addresses[src]} {delay * 1e3:.1f} {jitter * 1e3:.1f} {loss:.9f}")
-            cmds[dst].append(f"down {addresses[src]} {int(bool(links & self.down))}")
-        return self._command(cmds) if cmds else time.monotonic()
+                    applied = time.monotonic()
+        acks = self.pending.pop(0) if self.pending else {}
+        for host, ids in acks.items():
+            for expect in ids:
+                ack = self.procs[host].stdout.readline().split()
+                if len(ack) < 3 or ack[0] != "ok" or int(ack[1]) != expect:
+                    raise RuntimeError(f"dsd-delayline on {host}: {' '.join(ack) or 'no answer (exited?)'}")
+                applied = max(applied, int(ack[2]) / 1e9)
+        return applied
 
     def _change_rate(self, net: "MininetNetwork", li: int, bw_mbps: float) -> None:
         """htb's class rate on both ends of the link, changed in place (its queue is kept)."""
