@@ -253,6 +253,7 @@ def test_report_partial_run(sim_runs, tmp_path):
     assert any("partial" in n for n in doc["notes"])
 
 
+@pytest.mark.slow
 def test_report_emu_dir_without_tables(sim_runs, tmp_path):
     from analysis.report import build
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from testbed.tables import REQUEST_COLUMNS, ROUND_COLUMNS
 
@@ -24,6 +25,7 @@ def run_sim(out: Path, *sets: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_sim_writes_the_run_directory(tmp_path):
     out = tmp_path / "run"
     r = run_sim(out, "workload.trace=synthetic", "workload.synthetic.n_requests=80", "workload.duration_s=null")
@@ -48,13 +50,12 @@ def test_sim_writes_the_run_directory(tmp_path):
     assert pd.read_parquet(out2 / "sim/requests.parquet").equals(req)
 
 
+@pytest.mark.slow
 def test_sim_real_trace_default(tmp_path):
     """The default topology on its default trace (Azure conv from ../shared/traces when present)."""
     out = tmp_path / "run"
     r = run_sim(out, "workload.duration_s=20")
     if r.returncode == 2 and "trace not found" in r.stderr:
-        import pytest
-
         pytest.skip("Azure conv trace not available")
     assert r.returncode == 0, r.stderr
     s = json.loads((out / "sim/summary.json").read_text())

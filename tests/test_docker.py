@@ -26,7 +26,7 @@ LOAD = ["workload.trace=synthetic", "workload.synthetic.n_requests=40", "workloa
         "workload.synthetic.output_mean=60", "workload.synthetic.prompt_mean=200", "workload.duration_s=null",
         "workload.max_output_tokens=150", "run.request_timeout_s=3", "run.drain_timeout_s=20"]
 
-pytestmark = [pytest.mark.root, pytest.mark.skipif(os.geteuid() != 0, reason="the docker runtime needs root")]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the docker runtime needs root")]
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def _why_not() -> str | None:
 
 
 _why = _why_not()
-pytestmark = [pytest.mark.root, pytest.mark.skipif(_why is not None, reason=_why or "")]
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(_why is not None, reason=_why or "")]
 
 
 def _run_tags(pid: int) -> set[str]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import msgpack
 import pandas as pd
+import pytest
 import zmq
 
 from conftest import read_json, wait_for
@@ -143,6 +144,7 @@ def _run_killing(out: Path, victim: str):
     return req, s, killed - t0
 
 
+@pytest.mark.slow
 def test_draft_killed_target_frees_state_and_serves_the_others(tmp_path):
     req, s, killed_s = _run_killing(tmp_path / "run", "edge1")
     mine = req["edge"] == "edge1"
@@ -161,6 +163,7 @@ def test_draft_killed_target_frees_state_and_serves_the_others(tmp_path):
     assert (later["finish_s"] > killed_s + timeout_s).any(), (killed_s, later["finish_s"].max())
 
 
+@pytest.mark.slow
 def test_target_killed_drafts_fail_in_flight_requests(tmp_path):
     out = tmp_path / "run"
     req, s, _ = _run_killing(out, "cloud0")
@@ -178,6 +181,7 @@ def test_target_killed_drafts_fail_in_flight_requests(tmp_path):
     assert (out / "emu" / "rounds.parquet").is_file()
 
 
+@pytest.mark.slow
 def test_crashed_node_stops_the_run_by_default(tmp_path):
     out = tmp_path / "run"
     p = _start(out)

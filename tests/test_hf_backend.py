@@ -191,6 +191,7 @@ def test_greedy_acceptance_rule():
     assert hf.acceptance_decision([], logits, 0.0, 0, 0, 1) == (0, 3)  # gamma 0: a plain decode step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_probs", [True, False])
 def test_speculative_sampling_preserves_target_distribution(with_probs):
     """Token at the first drafted position: draft x ~ q (top-k), accept min(1, p/q) or resample the residual.
@@ -307,6 +308,7 @@ def test_shipped_smollm2_pair_loads():
     assert (tref.path / "config.json").is_file() and dref.recipe().get("quantize") == "int8_dynamic"
 
 
+@pytest.mark.slow
 def test_run_with_real_models_simulates_the_acceptance_it_showed(tiny, tmp_path):
     """`testbed run --net none` with the hf backend (tiny models): the emulation completes, and the simulation
     of the same spec replays the acceptance the emulation showed (sim_acceptance.npz): with a static window
@@ -362,6 +364,7 @@ def test_warmup_leaves_no_state(tiny):
     assert t.reqs == {} and dr.reqs == {} and dr._prompts is not None
 
 
+@pytest.mark.slow
 def test_calibrate_end_to_end_with_tiny_models(tiny, tmp_path):
     """`testbed calibrate` on tiny models: every term fitted (draft_prefill included), the profile loads, the
     recorded acceptance covers the topology's requests."""

@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a whole experiment, interrupted
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

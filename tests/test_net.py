@@ -114,6 +114,7 @@ def two_tier_net():
     assert not any(_objects_of(net.tag).values()), _objects_of(net.tag)
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @root
 def test_rtt_is_sum_of_configured_delays_on_multi_hop_path(two_tier_net):
@@ -127,6 +128,7 @@ def test_rtt_is_sum_of_configured_delays_on_multi_hop_path(two_tier_net):
     assert abs(p50 - exp["rtt_ms"]) <= max(2.0, 0.05 * exp["rtt_ms"]), (p50, exp)  # bench-net checks the 3 % goal
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @root
 def test_rate_within_ten_percent(two_tier_net):
@@ -136,6 +138,7 @@ def test_rate_within_ten_percent(two_tier_net):
     assert r["wire_mbps"] == pytest.approx(100, rel=0.10), r
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @root
 def test_loss_roughly_right(two_tier_net):
@@ -146,6 +149,7 @@ def test_loss_roughly_right(two_tier_net):
     assert 0.08 <= lost <= 0.32, lost  # round trip over a 10 % link: 19 % expected
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @root
 def test_popen_runs_inside_the_node_with_its_cpu_limit(two_tier_net):
@@ -172,6 +176,7 @@ KILLED_BUILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.root
 @root
 def test_build_after_killed_build_succeeds_and_cleanup_removes_leftovers():

@@ -87,6 +87,7 @@ def same_token_level(req: pd.DataFrame, sim: pd.DataFrame) -> None:
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_loopback_run_static_window(tmp_path):
     out = tmp_path / "run"
     p = emulate(out, SMALL)
@@ -99,6 +100,7 @@ def test_loopback_run_static_window(tmp_path):
     assert meta["backends"]["network"] == "none" and meta["emu"]["exit_code"] == 0
 
 
+@pytest.mark.slow
 def test_loopback_run_adaptive_window_with_draft_slots(tmp_path):
     out = tmp_path / "run"
     p = emulate(out, SMALL + ["policy.window=hf", "edges.0.draft_slots=1", "policy.batching.max_wait_ms=2"])
@@ -112,6 +114,7 @@ def test_loopback_run_adaptive_window_with_draft_slots(tmp_path):
         assert (g["draft_start_s"].to_numpy()[1:] >= g["send_s"].to_numpy()[:-1] - 1e-6).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["autoregressive", "fused"])
 def test_loopback_colocated_modes_match_the_simulator(tmp_path, mode):
     """fused / autoregressive: the rounds run at the target (co-located drafter, no network per round), as in

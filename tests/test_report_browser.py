@@ -58,6 +58,7 @@ def report(browser, tmp_path_factory) -> Path:
     return build(run)["report"]
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(browser, report, tmp_path):
     shot = tmp_path / "report.png"
     r = chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1400,3000", "--hide-scrollbars",

@@ -32,6 +32,7 @@ def poisson_rows(rate: float, n: int, seed: int = 1) -> list[tuple[float, int, i
     return [(float(x), int(p), int(o)) for x, p, o in zip(t, rng.integers(100, 2000, n), rng.integers(20, 300, n))]
 
 
+@pytest.mark.slow
 def test_jsq_beats_random_on_p99_ttft_at_high_load(tmp_path):
     trace = write_native_trace(tmp_path / "t.jsonl", poisson_rows(rate=7.0, n=600))
     jsq = simulate(scenario(two_target_spec(trace, "jsq"))).summary
@@ -40,6 +41,7 @@ def test_jsq_beats_random_on_p99_ttft_at_high_load(tmp_path):
     assert jsq["ttft_ms"]["p99"] < rnd["ttft_ms"]["p99"]
 
 
+@pytest.mark.slow
 def test_throughput_saturates_at_target_capacity(tmp_path):
     # one target, batches of at most 8 verify jobs: capacity = 8 * E[tokens/round] / verify_time(8 requests)
     def spec(rate):
