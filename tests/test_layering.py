@@ -8,6 +8,7 @@ fits none fails `test_every_module_has_a_layer` until it is placed (and so is he
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,12 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
 SIM_TIME_ALLOWED = {"perf_counter"}
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), str(path))
+
+
+@functools.cache
 def _modules() -> list[Path]:
     out = []
     for top in ("testbed", "nodes", "analysis", "traces"):
@@ -92,7 +99,7 @@ def test_import_rules(layer):
     for path in _modules():
         if _layer(path) != layer:
             continue
-        tree = ast.parse(path.read_text(), str(path))
+        tree = _tree(path)
         rel = path.relative_to(ROOT).as_posix()
         for line, mod in _imports(tree):
             for banned in FORBIDDEN[layer]:

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # builds a report and renders it in a headless browser
+
 ROOT = Path(__file__).resolve().parent.parent
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 N_FIGURES = 5
@@ -58,7 +60,6 @@ def report(browser, tmp_path_factory) -> Path:
     return build(run)["report"]
 
 
-@pytest.mark.slow
 def test_report_renders_in_chromium(browser, report, tmp_path):
     shot = tmp_path / "report.png"
     r = chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1400,3000", "--hide-scrollbars",
