@@ -103,7 +103,6 @@ def test_live_link_changes_in_mininet(tmp_path):
     assert r.returncode in (0, 1), r.stderr[-2000:]
     ev = pd.read_parquet(out / "emu" / "events.parquet")
     assert list(ev.kind) == ["link_params", "link_params", "link_down", "link_up"]
-    steps = ev[ev.kind != "link_params"]
     # applied late by at most a busy machine's wake-up (the 5 ms goal is measured by make bench-schedule, not here)
     assert (ev.lateness_ms >= 0).all() and (ev.lateness_ms < 100).all()
     rd = pd.read_parquet(out / "emu" / "rounds.parquet")
