@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-nodes bench-net bench-sweep bench-two-hosts validate hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-nodes bench-net bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -75,6 +75,12 @@ sweep: $(STAMP)
 ## (60 s of trace per run, ~15 min); exits 1 when a judged metric is outside tolerance
 validate: $(STAMP)
 	$(PY) bench/validate.py $(if $(DURATION_S),--duration $(DURATION_S))
+
+## make validate-random [N=30] [GEN_SEED=1] [SEEDS=1] [DURATION_S=20] [BUDGET_MIN=]: random scenarios (testbed/scenariogen.py),
+## emulated vs simulated; error distribution per metric, worst scenarios with their specs; exits 1 when the goal is missed
+validate-random: $(STAMP)
+	$(PY) bench/validate_random.py --n $(or $(N),30) --seed $(or $(GEN_SEED),1) --seeds $(or $(SEEDS),1) \
+	  --duration $(or $(DURATION_S),20) $(if $(BUDGET_MIN),--budget-min $(BUDGET_MIN)) $(if $(RESUME),--resume)
 
 ## make hf-fidelity: real models (make models) emulated vs simulated, 1 and 2 edges, calibrated first (~15 min)
 hf-fidelity: models
