@@ -33,7 +33,7 @@ from nodes.colocated import ColocatedRounds, LocalRequest
 from nodes.clock import Lateness, monotonic, wait_readable
 from testbed.files import write_parquet
 from testbed.policies.batching import PREFILL, Batcher, Job, verify_job
-from testbed.tables import BATCH_COLUMNS, ROUND_COLUMNS, frame
+from testbed.tables import BATCH_COLUMNS, ROUND_COLUMNS, batch_row, frame
 
 log = logging.getLogger("nodes.target")
 
@@ -300,7 +300,8 @@ class TargetNode:
                 if self.colocated:
                     req.token = tok
                     local.append((req, -1))
-            self.batches.append((self.name, "prefill", start, end, n, tokens))
+            self.batches.append(batch_row(target=self.name, kind="prefill", start_s=start, end_s=end, size=n,
+                                          tokens=tokens))
         else:
             for j, tok, a in zip(batch, out.tokens, out.accepted):
                 req = j.ref
@@ -316,7 +317,8 @@ class TargetNode:
                     continue
                 req.produced += a + 1
                 self.send(req.owner, enc.verify_result(req.rid, a, tok, depth, req.t_recv - t0, start, end, n))
-            self.batches.append((self.name, "verify", start, end, n, tokens))
+            self.batches.append(batch_row(target=self.name, kind="verify", start_s=start, end_s=end, size=n,
+                                          tokens=tokens))
         if local:
             rounds.apply(local, now, depth, self.batch_start)
 

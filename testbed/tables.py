@@ -91,6 +91,10 @@ def round_row(*, request_id: int, round: int, edge: str | int, target: str | int
             target_recv_s, batch_start_s, batch_end_s, recv_s, batch_size, queue_depth)
 
 
+def batch_row(*, target: str | int, kind: str | int, start_s: float, end_s: float, size: int, tokens: int) -> tuple:
+    return (target, kind, start_s, end_s, size, tokens)
+
+
 def unstarted_request_row(request_id: int, edge: str, arrival_s: float, prompt_tokens: int, output_tokens: int,
                           status: str) -> tuple:
     """A request that never started (not arrived before the end, or its draft left no table)."""

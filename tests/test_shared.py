@@ -24,6 +24,7 @@ def test_row_builders_follow_the_table_columns():
     cols = list(tables.ROUND_COLUMNS)
     cols.remove("gained")  # derived: accepted + 1
     assert _params(tables.round_row) == cols
+    assert _params(tables.batch_row) == list(tables.BATCH_COLUMNS)
 
 
 def test_rows_from_a_request_progress_land_in_their_columns():

@@ -19,6 +19,7 @@ from testbed.policies.window import RoundFeedback
 from testbed.rounds import DraftSlots, RequestProgress, request_row, round_row, verify
 from testbed.sim.engine import EventLoop
 from testbed.sim.network import Path
+from testbed.tables import batch_row
 
 PREFILL_DONE_BYTES = wire.payload_bytes("PREFILL_DONE", 1)
 RESULT_BYTES = wire.payload_bytes("VERIFY_RESULT", 1)
@@ -289,7 +290,7 @@ class SimTarget:
                     self.faults.reply(req, req.down, PREFILL_DONE_BYTES, req.edge.on_first_token)
                 else:
                     req.down.send(loop, now, PREFILL_DONE_BYTES, req.edge.on_first_token, req)
-            self.rec.batches.append((self.code, 0, start, now, n, tokens))
+            self.rec.batches.append(batch_row(target=self.code, kind=0, start_s=start, end_s=now, size=n, tokens=tokens))
         else:
             for j in batch:
                 req = j.ref
@@ -308,6 +309,6 @@ class SimTarget:
                     self.faults.reply(req, req.round_down, RESULT_BYTES, d.on_result)
                 else:
                     req.round_down.send(loop, now, RESULT_BYTES, d.on_result, req)
-            self.rec.batches.append((self.code, 1, start, now, n, tokens))
+            self.rec.batches.append(batch_row(target=self.code, kind=1, start_s=start, end_s=now, size=n, tokens=tokens))
         self.busy = False
         self.try_start()

@@ -16,7 +16,7 @@ from testbed.metrics import summarize, summarize_dir
 from testbed.policies.batching import Batcher
 from testbed.policies.routing import Router
 from testbed.policies.window import parse_window_policy
-from testbed.rounds import RequestProgress
+from testbed.rounds import RequestProgress, request_row
 from testbed.sim.engine import EventLoop
 from testbed.sim.network import SimNetwork
 from testbed.sim.nodes import Recorder, SimDraft, SimRequest, SimTarget
@@ -135,10 +135,8 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
     if progress is not None:
         progress(rec.completed, n)
     for req in sorted(rec.active.values(), key=lambda r: r.rid):
-        p = req.prog
-        rec.requests.append((req.rid, req.edge.name, req.target.name, req.arrival,
-                             req.prefill_sent, req.first_token, float("nan"), p.prompt_tokens, p.output_tokens,
-                             p.produced, p.rounds, p.drafted, p.accepted, "unfinished"))
+        rec.requests.append(request_row(req.prog, req.edge.name, req.target.name, req.arrival, req.prefill_sent,
+                                        req.first_token, float("nan"), "unfinished"))
     if sinks is None:
         requests = frame(REQUEST_COLUMNS, sorted(rec.requests))
         rounds = frame(ROUND_COLUMNS, rec.rounds, codes={"edge": names, "target": names})
