@@ -28,9 +28,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "nodes": ("nodes/",),
     "analysis": ("analysis/",),
     # wiring and tools: the CLI and its commands, the run directory writer, calibration, AWC training, the Ray task
-    # runner and sweeps (which run the CLI's commands as trials)
+    # runner and sweeps (which run the CLI's commands as trials), the random-scenario generator
     "tools": ("testbed/__main__.py", "testbed/cli.py", "testbed/commands/", "testbed/rundir.py", "testbed/calibrate/",
-              "testbed/awc/", "testbed/runner.py", "testbed/sweep/"),
+              "testbed/awc/", "testbed/runner.py", "testbed/sweep/", "testbed/scenariogen.py"),
 }
 
 EXECUTORS = ("testbed.sim", "testbed.emu", "nodes")
