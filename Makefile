@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-nodes bench-net bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -112,6 +112,17 @@ bench-docker: $(STAMP)
 
 bench-nodes: $(STAMP)
 	$(PY) bench/bench_nodes.py
+
+## make bench-schedule: changing links in the emulator (needs root and ../shared/net-traces): capacity tracking of a
+## Mahimahi trace link per 100 ms window, delay-step lateness (bench/bench_schedule.py)
+bench-schedule: $(STAMP)
+	mkdir -p runs && $(PY) bench/bench_schedule.py --json runs/bench-schedule.json
+
+## make bench-schedule-fidelity: emulated vs simulated on cellular-edge, flaky-wan and verifier-restart (one run each)
+bench-schedule-fidelity: $(STAMP)
+	for t in cellular-edge flaky-wan verifier-restart; do \
+	  $(PY) -m testbed run topologies/$$t.yaml --out runs/schedule-$$t || exit 1; done
+	$(PY) bench/schedule_fidelity.py runs/schedule-cellular-edge runs/schedule-flaky-wan runs/schedule-verifier-restart
 
 ## make bench-sweep: sweep throughput, serial vs local Ray (simulation trials per minute, per-trial overhead)
 bench-sweep: $(STAMP)

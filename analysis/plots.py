@@ -306,11 +306,20 @@ FIGURES: dict[str, tuple[Callable[[list[SidePair]], bytes], str, str]] = {
 
 
 def render_all(sides: list[SidePair], only: list[str] | None = None) -> dict[str, bytes]:
-    """All figures as PNG bytes, in report order."""
+    """All figures as PNG bytes, in report order (a figure whose function returns None does not apply)."""
+    from analysis.timeline import schedule_timeline
+
+    FIGURES.setdefault("schedule", (schedule_timeline, "Schedule timeline",
+                                    "Configured capacity (Mahimahi trace opportunities, or rate steps) and one-way delay "
+                                    "of each scheduled link, against the per-round network RTT (median per bin: "
+                                    "round trip minus the verify batch), output throughput and mean γ; red bands: "
+                                    "a link down, yellow: a node down; vertical lines: changes as applied."))
     out: dict[str, bytes] = {}
     for name, (fn, _title, _cap) in FIGURES.items():
         if only is None or name in only:
-            out[name] = fn(sides)
+            img = fn(sides)
+            if img is not None:
+                out[name] = img
     return out
 
 

@@ -160,3 +160,39 @@ def test_unscheduled_runs_are_unchanged_by_an_empty_schedule(tmp_path):
     d["schedule"] = {"links": [], "events": []}
     b = simulate(scenario(d))
     assert a.requests.equals(b.requests) and a.rounds.equals(b.rounds) and b.schedule_events is None
+
+
+def test_timeline_figure_of_a_scheduled_run(tmp_path):
+    """`testbed sim` writes sim/events.parquet; the report draws the schedule timeline from it and spec.yaml."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from analysis.compare import load_side
+    from analysis.plots import render_all
+
+    trace = write_native_trace(tmp_path / "t.jsonl", steady(20, 0.3))
+    (tmp_path / "every5.up").write_text("\n".join(str(5 * k) for k in range(1, 21)) + "\n")
+    topo = tmp_path / "topo.yaml"
+    import yaml
+
+    d = one_edge_spec(trace, delay_ms=5)
+    d["schedule"] = {"links": [{"link": "edge0-cloud0", "trace_rev": str(tmp_path / "every5.up"),
+                                "steps": [{"at_s": 2, "delay_ms": 20}]}],
+                     "events": [{"at_s": 3, "kind": "link_down", "link": "edge0-cloud0", "until_s": 3.5}]}
+    topo.write_text(yaml.safe_dump(d))
+    out = tmp_path / "run"
+    root = Path(__file__).resolve().parent.parent
+    r = subprocess.run([sys.executable, "-m", "testbed", "sim", str(topo), "--out", str(out), "--quiet"], cwd=root,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ev = __import__("pandas").read_parquet(out / "sim" / "events.parquet")
+    assert list(ev.kind) == ["link_params", "link_down", "link_up"]
+    imgs = render_all([("sim", load_side(out / "sim", "sim"))])
+    assert imgs["schedule"][:4] == b"\x89PNG"
+    plain = tmp_path / "plain"
+    d.pop("schedule")
+    topo.write_text(yaml.safe_dump(d))
+    subprocess.run([sys.executable, "-m", "testbed", "sim", str(topo), "--out", str(plain), "--quiet"], cwd=root, check=True,
+                   capture_output=True)
+    assert "schedule" not in render_all([("sim", load_side(plain / "sim", "sim"))])

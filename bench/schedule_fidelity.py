@@ -1,0 +1,60 @@
+"""Emulated vs simulated on topologies with a schedule (`make bench-schedule-fidelity` runs them first).
+
+For each run directory (of `python -m testbed run`): throughput and mean TTFT / TPOT (goal 5 %), p99 TTFT / TPOT
+(goal 15 %), requests failed and re-routed (goal: equal), and the lateness of the applied changes in
+emu/events.parquet. Exits 1 when a goal is missed.
+
+usage: python bench/schedule_fidelity.py RUN_DIR ...
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+GOALS = {"request_throughput_rps": 5, "ttft_ms.mean": 5, "tpot_ms.mean": 5, "ttft_ms.p99": 15, "tpot_ms.p99": 15}
+
+
+def one(run: Path) -> bool:
+    cmp = json.loads((run / "compare.json").read_text())
+    by = {m["metric"]: m for m in cmp["metrics"]}
+    ok = True
+    cells = []
+    for k, goal in GOALS.items():
+        m = by.get(k)
+        if m is None or m.get("rel_error") is None:
+            cells.append(f"{k} n/a")
+            continue
+        e = m["rel_error"] * 100
+        ok &= abs(e) <= goal
+        cells.append(f"{k} {e:+.1f} %" + ("" if abs(e) <= goal else " (miss)"))
+    sums = {side: json.loads((run / side / "summary.json").read_text()) for side in ("sim", "emu")}
+    failed = {s: sums[s].get("requests_failed", 0) for s in sums}
+    rerouted = {s: sums[s].get("requests_rerouted", 0) for s in sums}
+    ok &= failed["sim"] == failed["emu"] and rerouted["sim"] == rerouted["emu"]
+    late = ""
+    ev = run / "emu" / "events.parquet"
+    if ev.is_file():
+        e = pd.read_parquet(ev)
+        applied = e[e.kind.isin(["link_params", "link_down", "link_up", "crash", "restart"])]
+        if len(applied):
+            late = f"; applied changes: {len(applied)}, lateness median {applied.lateness_ms.median():.2f} ms, max {applied.lateness_ms.max():.2f} ms"
+    print(f"{run.name}: " + ", ".join(cells) + f"; failed sim/emu {failed['sim']}/{failed['emu']}, re-routed "
+          f"{rerouted['sim']}/{rerouted['emu']}" + late)
+    return ok
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    ok = all([one(Path(a)) for a in argv])
+    print("goals met" if ok else "goal missed")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
