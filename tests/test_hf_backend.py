@@ -400,3 +400,22 @@ def test_calibrate_end_to_end_with_tiny_models(tiny, tmp_path):
     assert side["estimator"] == "median of 1"
     rec = RecordedAcceptance(out.with_suffix(".acceptance.npz"))
     assert len(rec) == 3 and rec.meta["mode"].startswith("greedy, draft stepped")
+
+
+def test_profile_check_flags_a_profile_from_another_machine(tiny):
+    """testbed run's check before a real-model run (issue 17): the shipped profile (SmolLM2 on this project's CPUs)
+    does not describe the tiny test models: every timing is flagged, with measured and predicted ms."""
+    from pathlib import Path
+
+    from testbed.commands.profilecheck import check_profiles
+    from testbed.spec import load_scenario
+
+    d, dd, _ = tiny
+    root = Path(__file__).resolve().parents[1]
+    sc = load_scenario(root / "topologies" / "hf-pair.yaml", [f"models.draft={dd}", f"models.target={d}"])
+    r = check_profiles(sc, reps=2)
+    assert [x["what"].split(",")[0] for x in r["rows"]] == ["draft step", "verify batch 1", "verify batch 2"]
+    assert all(x["measured_ms"] > 0 and x["predicted_ms"] > 0 for x in r["rows"])
+    assert r["matches"] is False and len(r["warnings"]) == 3  # a 2-layer 32-wide model is far faster than predicted
+    assert all(x["ratio"] < 0.5 for x in r["rows"])
+    assert check_profiles(load_scenario(root / "topologies" / "star-4edge.yaml")) is None  # profiled: nothing to check

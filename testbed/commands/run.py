@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sim-acceptance", choices=("as-built", "configured"), default="as-built",
                    help="with real models (hf backend): simulate with the acceptance the emulation showed, replayed "
                         "position by position (default), or with the configured acceptance model")
+    p.add_argument("--profile-check", choices=("warn", "recalibrate", "off"), default="warn",
+                   help="real models: time a few draft steps / verify batches before the run and compare with the "
+                        "calibrated profile (testbed/commands/profilecheck.py); warn, or recalibrate for the simulation")
     p.add_argument("--timeout-s", type=float, default=None, help="stop the emulation this long after its start")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -75,6 +78,20 @@ def run(args: argparse.Namespace) -> int:
         log.info("step %s: %s (%.1f s since start)", name, status, time.monotonic() - t0)
         console.print(f"[bold]{name}[/bold]: {status}")
 
+    # 0. real models: does the calibrated profile still describe this machine? (before anything else computes)
+    sim_base, check = scenario, None
+    if args.profile_check != "off" and scenario.spec.models.backend == "hf":
+        from testbed.commands.profilecheck import check_profiles, recalibrate
+
+        check = check_profiles(scenario)
+        for w in check["warnings"]:
+            console.print(f"[yellow]warning: profile check: {w}[/yellow]")
+        if check["warnings"] and args.profile_check == "recalibrate":
+            sim_base, path = recalibrate(scenario, out, check["threads"])
+            check["recalibrated"] = str(path)
+        step("profile check", "matches this machine" if check["matches"] else
+             f"{len(check['warnings'])} timings off" + (", recalibrated for the simulation" if check.get("recalibrated") else ""))
+
     # 1. emulation (network built and torn down by the context manager, also on errors and Ctrl-C)
     try:
         from testbed.emu.orchestrate import emulate, emulation_backends, record_teardown
@@ -93,11 +110,11 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         exit_code = 130
         step("emulation", "interrupted (Ctrl-C); network torn down, partial results kept")
-    update_meta(out, {"run_steps": steps})
+    update_meta(out, {"run_steps": steps, **({"profile_check": check} if check else {})})
 
     # 2. simulation of the same spec (as built, or as configured)
     try:
-        _simulate(scenario, workload, out, args.sim_links, args.net, step, args.sim_acceptance)
+        _simulate(sim_base, workload, out, args.sim_links, args.net, step, args.sim_acceptance)
     except KeyboardInterrupt:
         exit_code = 130
         step("simulation", "interrupted")
