@@ -18,6 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from testbed.spec.asbuilt import rtt_tolerance_ms
+
 DELAYLINE_LATE_FRAC = 0.01
 DELAYLINE_MEAN_US = 200.0
 NODE_P99_US = 2000.0
@@ -28,11 +30,6 @@ def _read(p: Path) -> dict[str, Any]:
         return json.loads(p.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def rtt_tolerance_ms(rtt_ms: float) -> float:
-    """Same rule as the emulator's path verification (testbed/emu/net/verify.py)."""
-    return max(0.6, 0.03 * rtt_ms)
 
 
 def assess(run: Path) -> dict[str, Any] | None:

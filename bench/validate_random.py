@@ -50,6 +50,30 @@ def _one(doc: dict) -> dict:
             "verdict": doc.get("verdict"), "robust_verdict": doc.get("robust_verdict")}
 
 
+def likely_causes(r: dict) -> list[str]:
+    """What in the run's own record explains a miss (compare.json of the run)."""
+    try:
+        doc = json.loads((Path(r["run"]) / "compare.json").read_text())
+    except (OSError, ValueError):
+        return []
+    out = []
+    if r.get("disturbance"):
+        out.append("disturbed: " + "; ".join(r["disturbance"]))
+    facts = doc.get("robust_facts") or {}
+    if r["spec"]["targets"] > 1 and (facts.get("matched_fraction") or 1) < 0.9:
+        out.append(f"routing differs: {facts.get('matched_requests')} of {facts.get('completed_reference')} requests "
+                   "at the same target")
+    n = (doc.get("summaries") or {}).get("sim", {}).get("requests_completed") or 0
+    if n < 30:
+        out.append(f"few requests: {n} (one request moves a mean by several %)")
+    if r["spec"]["load"] == "saturating":
+        out.append("saturating load: queues amplify small timing differences")
+    rv = r.get("robust") or {}
+    if rv and all(rv.get(m) is not None and abs(rv[m]) <= GOAL[m][0] for m in GOAL):
+        out.append("robust verdict within every tolerance")
+    return out
+
+
 def _pct(v) -> str:
     return "–" if v is None else f"{100 * v:+.1f}%"
 
@@ -88,7 +112,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "runs/validate-random")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in DIR/result.json")
     ap.add_argument("--budget-min", type=float, default=None, help="start no new scenario after this many minutes")
+    ap.add_argument("--report-only", action="store_true", help="no runs: the summary of DIR/result.json as it is")
     args = ap.parse_args()
+    if args.report_only:
+        args.resume = True
+        args.budget_min = 0.0
     os.environ.setdefault("DSD_TRACES_DIR", str(ROOT.parent / "shared" / "traces"))
     scen_dir = args.out / "scenarios"
     scen = generate_set(args.seed, args.n, scen_dir, args.duration)
@@ -154,6 +182,20 @@ def main() -> int:
 
     def badness(r: dict) -> float:
         return max((abs(r["plain"][m] or 0) / GOAL[m][0] for m in GOAL), default=0.0)
+
+    lines += ["", "scenarios outside the goal's tolerances, with the likely causes found in their runs:"]
+    misses = [r for r in first if badness(r) > 1.0]
+    for r in sorted(misses, key=badness, reverse=True):
+        causes = likely_causes(r)
+        lines.append(f"  r{r['id']:03d}: " + ", ".join(f"{m} {_pct(r['plain'][m])}" for m in GOAL
+                                                      if r["plain"][m] is not None and abs(r["plain"][m]) > GOAL[m][0])
+                     + " — " + ("; ".join(causes) if causes else "no cause found"))
+    tally: dict[str, int] = {}
+    for r in misses:
+        for c in likely_causes(r):
+            tally[c.split(":")[0]] = tally.get(c.split(":")[0], 0) + 1
+    lines.append(f"  {len(misses)} of {len(first)} scenarios miss a tolerance; causes: "
+                 + (", ".join(f"{k} {v}" for k, v in sorted(tally.items(), key=lambda x: -x[1])) or "–"))
 
     lines += ["", "worst scenarios (largest error / tolerance):"]
     for r in sorted(first, key=badness, reverse=True)[:5]:

@@ -35,19 +35,23 @@ def test_as_built_uses_what_both_probes_agree_on():
     d0, d1 = sc.drafts[0], sc.drafts[1]
     t = sc.reachable[d0][0]
     conf = 20.0
-    before = {"paths": [_path(d0, t, conf, conf + 4.0), _path(d1, t, conf, conf + 1.0)]}
-    # before only: the whole residual (4 ms RTT -> +2 ms one way on d0's access link)
+    before = {"paths": [_path(d0, t, conf, conf + 4.0), _path(d1, t, conf, conf + 1.0), _path(sc.drafts[2], t, conf, conf + 0.5)]}
+    # before only: the whole residual (4 ms RTT -> +2 ms one way on d0's access link); 0.5 ms is within the
+    # verification tolerance (0.6 ms at 20 ms): no correction
     _, ch = as_built_spec(sc, before)
     by = {c["a"]: c["residual_ms"] for c in ch}
-    assert by[d0] == pytest.approx(2.0) and by[d1] == pytest.approx(0.5)
-    # after the run d0's path shows +0.4 ms (the 4 ms were contention during the first probe), d1's -0.2 ms
-    after = {**before, "after": {"paths": [{"src": d0, "dst": t, "rtt_error_ms": 0.4}, {"src": d1, "dst": t, "rtt_error_ms": -0.2}]}}
+    assert by == {d0: pytest.approx(2.0), d1: pytest.approx(0.5)}
+    # after the run d0's path shows +1.4 ms (the 4 ms were contention during the first probe), d1's -0.2 ms
+    after = {**before, "after": {"paths": [{"src": d0, "dst": t, "rtt_error_ms": 1.4}, {"src": d1, "dst": t, "rtt_error_ms": -0.2}]}}
     res = {(s, d): r for s, d, r in path_residuals(after)}
-    assert res[(d0, t)] == pytest.approx(0.4) and res[(d1, t)] == 0.0
+    assert res[(d0, t)] == pytest.approx(1.4) and res[(d1, t)] == 0.0
     spec, ch = as_built_spec(sc, after)
-    assert [c["a"] for c in ch] == [d0] and ch[0]["residual_ms"] == pytest.approx(0.2)
+    assert [c["a"] for c in ch] == [d0] and ch[0]["residual_ms"] == pytest.approx(0.7)
     li = ch[0]["link"]
-    assert spec.links[li].delay_ms == pytest.approx(sc.spec.links[li].delay_ms + 0.2)
+    assert spec.links[li].delay_ms == pytest.approx(sc.spec.links[li].delay_ms + 0.7)
+    # both probes within tolerance: the configured network, unchanged
+    calm = {"paths": [_path(d0, t, conf, conf + 0.3)], "after": {"paths": [{"src": d0, "dst": t, "rtt_error_ms": 0.5}]}}
+    assert as_built_spec(sc, calm)[1] == []
 
 
 def _side(d: Path, rows: list[tuple]) -> None:

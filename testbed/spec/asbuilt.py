@@ -11,7 +11,13 @@ after it (links.json "after"). A path's residual is the part both probes agree o
 magnitude when both have the same sign, none when they disagree in sign (a residual that the network really
 has shows in both; host contention during one probe shows in that one only, and is never baked into the
 simulated links). Without an after-probe (an older run, or verification off) the before-probe's residual is
-used alone, as before. Why not "what the run itself measured": the run's message times include queueing at
+used alone, as before. And a residual within the verification tolerance (`rtt_tolerance_ms`: max(0.6 ms, 3 % of
+the RTT)) is taken as none: the network is as configured within what a probe can tell, and baking a fraction of
+a millisecond of probe noise into the links only perturbs the simulation (JSQ routing races turn it into
+different request placements) without information. Measured on random scenarios (make validate-random), the
+agreement rule alone left corrections of 0.01-0.25 ms that moved mean TTFT by up to 9 points either way in
+routing-sensitive scenarios; with the tolerance the as-built prediction is the configured one unless the
+network really is off. Why not "what the run itself measured": the run's message times include queueing at
 shared links and the receivers' wake-ups, which the simulator models or which are not a property of the links.
 """
 
@@ -22,6 +28,11 @@ from typing import Any
 
 from testbed.spec.scenario import Scenario
 from testbed.spec.schema import TopologySpec
+
+
+def rtt_tolerance_ms(expected_ms: float) -> float:
+    """What path verification accepts as "as configured": max(0.3 ms, 3 %) per direction, a round trip being two."""
+    return max(0.6, 0.03 * expected_ms)
 
 
 def agreed(before: float, after: float | None) -> float:
@@ -44,7 +55,8 @@ def path_residuals(links_report: dict[str, Any]) -> list[tuple[str, str, float]]
             continue
         before = meas["rtt_p50_ms"] - conf["rtt_ms"]
         key = (p["src"], p["dst"])
-        out.append((p["src"], p["dst"], agreed(before, after.get(key)) if key in after else before))
+        r = agreed(before, after.get(key)) if key in after else before
+        out.append((p["src"], p["dst"], r if abs(r) > rtt_tolerance_ms(conf["rtt_ms"]) else 0.0))
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from testbed.emu.net.shaping import path_params
+from testbed.spec.asbuilt import rtt_tolerance_ms
 from testbed.errors import EmulationError
 
 if TYPE_CHECKING:
@@ -35,11 +36,6 @@ PROBE_WIRE_BYTES = 64 + 8 + 20 + 14  # UDP payload + UDP + IP + Ethernet
 ECHO_PORT = 7900
 RATE_PORT = 7901
 BATCH = 8
-
-
-def rtt_tolerance_ms(expected_ms: float) -> float:
-    """Goal per direction: max(0.3 ms, 3 %); a round trip is two directions."""
-    return max(0.6, 0.03 * expected_ms)
 
 
 RATE_TOLERANCE = 0.10
