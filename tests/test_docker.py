@@ -241,3 +241,19 @@ def test_bridges_immune_to_forward_drop_and_dead_path_stops_the_run(forward_drop
             pass
     f = find_leftovers(include_live=True)
     assert not [x for x in f["links"] if x.startswith("dsd" + net.tag)] and not [s for s in f["shells"] if s[1] == net.tag]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_to_orchestrator_removes_every_container(engine, tmp_path, sig):
+    out = tmp_path / "run"
+    p = _emulate(out, load=[*LOAD, "workload.synthetic.n_requests=400"])
+    try:
+        wait_for(lambda: (out / "emu" / "t0").is_file(), 180, "the run's start")
+        assert _containers(engine, **{"dsd.owner": str(p.pid)})
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    assert p.returncode in (130, 1), err[-2000:]
+    assert read_json(out / "emu" / "summary.json")["partial"] is True
+    assert _containers(engine, **{"dsd.owner": str(p.pid)}) == []
