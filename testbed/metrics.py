@@ -212,7 +212,7 @@ SUMMARY_COLUMNS = {
 
 
 def summarize_dir(d, slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, slo_tpot_ms: float = DEFAULT_SLO_TPOT_MS,
-                  batch_rows: int = 1 << 20) -> dict[str, Any]:
+                  batch_rows: int = 1 << 18) -> dict[str, Any]:
     """`summarize` over a run directory's parquet tables, read in batches of rows: memory independent of the
     number of rows (beyond Quantiles.EXACT_LIMIT requests the latency quantiles are within 0.1 %)."""
     import pyarrow.parquet as pq
