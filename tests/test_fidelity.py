@@ -116,3 +116,26 @@ def test_disturbance_record(tmp_path):
     assert d["trusted"] is False and len(d["warnings"]) == 4
     assert any("host busy" in w for w in d["warnings"]) and any("edge0->cloud0" in w for w in d["warnings"])
     assert assess(tmp_path / "nothing") is None
+
+
+def test_report_shows_disturbance_robust_verdict_and_both_predictions(tmp_path):
+    from analysis.report import build
+
+    run = tmp_path / "run"
+    rows = [(i, "c0", float(i), 0.1, 1.0, "ok") for i in range(6)]
+    _side(run / "sim", rows)
+    _side(run / "sim-configured", [(i, "c0", float(i), 0.2, 1.1, "ok") for i in range(6)])
+    _side(run / "emu", [(i, "c0", float(i), 0.11, 1.0, "ok") for i in range(6)])
+    (run / "emu" / "summary.json").write_text(json.dumps({"emulator": {"host_load": {"cores": 2, "runnable_mean": 5.0}}}))
+    (run / "emu" / "links.json").write_text(json.dumps({"paths": [_path("edge0", "c0", 20.0, 20.2)],
+                                                         "after": {"paths": [{"src": "edge0", "dst": "c0", "rtt_error_ms": 2.5,
+                                                                              "measured": {"rtt_std_ms": 1.0}}]}}))
+    build(run)
+    page = (run / "report.html").read_text()
+    doc = json.loads((run / "compare.json").read_text())
+    assert "id='disturbance'" in page and "host busy" in page and "edge0-&gt;c0" in page
+    assert "id='robust-table'" in page and "id='predictions-table'" in page
+    p = doc["predictions"]
+    assert p["configured"]["rel_error"]["ttft_ms.mean"] == pytest.approx(0.11 / 0.2 - 1)
+    assert p["as-built"]["rel_error"]["ttft_ms.mean"] == pytest.approx(0.1)
+    assert doc["disturbance"]["trusted"] is False
