@@ -43,6 +43,9 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
                    help="a peer silent this long is dead (default: run.request_timeout_s)")
     p.add_argument("--heartbeat-s", type=float, default=None,
                    help="heartbeat interval (default: min(0.5, peer timeout / 4))")
+    p.add_argument("--start-at", type=float, default=None,
+                   help="target: load everything, then wait until this CLOCK_MONOTONIC time before binding (a restart "
+                        "the emulator's schedule prepared at the crash, so it is up at its time, not after an interpreter start)")
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 

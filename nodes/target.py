@@ -21,6 +21,7 @@ import heapq
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -402,6 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     args, scenario, peers = setup("nodes.target", argv)
     stop = StopFlag()
     node = TargetNode(args, scenario, peers)
+    if args.start_at is not None:  # a scheduled restart: ready and waiting, up at its time (testbed/emu/schedule.py)
+        while (left := args.start_at - monotonic()) > 0:
+            time.sleep(min(left, 0.05) if left > 0.002 else 0)
+        node.t_started = monotonic()
     node.bind()
     try:
         node.run(stop)

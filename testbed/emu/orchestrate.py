@@ -228,8 +228,9 @@ class _Run:
         p.stopped = True
         p.proc.signal(signal.SIGKILL)
 
-    def restart_node(self, name: str) -> None:
-        """The schedule's restart: a new process of the node, same address and port, nothing of its state."""
+    def restart_node(self, name: str, start_at: float | None = None) -> None:
+        """The schedule's restart: a new process of the node, same address and port, nothing of its state;
+        with `start_at` (prepared at the crash) it loads at once and binds at that CLOCK_MONOTONIC time."""
         old = self.procs[name]
         old.proc.wait(30)
         old.poll()
@@ -237,14 +238,15 @@ class _Run:
         life = sum(1 for p in self.past_lives if p.name == name) + 1
         peers = self.emu / f"peers-{name}-life{life}.json"
         write_json(peers, {name: self.endpoints[name]})
-        self.start(name, old.role, peers, f"{name}.life{life}")
+        self.start(name, old.role, peers, f"{name}.life{life}",
+                   [] if start_at is None else ["--start-at", f"{start_at:.6f}"])
 
-    def start(self, name: str, role: str, peers_file: Path, life: str | None = None) -> None:
+    def start(self, name: str, role: str, peers_file: Path, life: str | None = None, extra: list[str] = ()) -> None:
         d = self.nodes_dir / (life or name)
         d.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{life or name}.log"
         argv = [sys.executable, "-m", f"nodes.{role}", "--spec", str(self.spec_path), "--node", name,
-                "--peers", str(peers_file), "--t0", f"file:{self.t0_file}", "--out", str(d), *self.opts.node_args]
+                "--peers", str(peers_file), "--t0", f"file:{self.t0_file}", "--out", str(d), *self.opts.node_args, *extra]
         self.procs[name] = NodeProc(name, role, self.runtime.start(name, argv, self.env, log, os.getcwd()), d, log)
 
     def wait_ready(self, names: list[str], found: dict[str, str], key: str) -> str:

@@ -4,7 +4,8 @@ Link changes are handed to the network backend at T0 (the userspace delay lines 
 their own precise timer loops and acknowledge when they did; capacity traces run inside the delay line from
 T0). A thread wakes at T0 + each change's time (sleep, then spin for the last milliseconds), changes htb rates
 (tc), collects the acknowledgements, and makes node events real: a crash as SIGKILL to the node's process group, a
-restart as a new process of the node on the same address and port, with no state. Every change is logged
+restart as a new process of the node on the same address and port, with no state (started right after the
+crash, it loads and waits, and binds at the restart's time: an interpreter start takes seconds on a busy host). Every change is logged
 with when it took effect and its lateness (emu/events.parquet).
 """
 
@@ -23,7 +24,7 @@ SPIN_S = 0.002
 
 
 class LiveSchedule:
-    def __init__(self, scenario: Any, net: Any, kill: Callable[[str], None], restart: Callable[[str], None]):
+    def __init__(self, scenario: Any, net: Any, kill: Callable[[str], None], restart: Callable[..., None]):
         self.scenario = scenario
         self.net = net
         self.kill = kill
@@ -59,6 +60,7 @@ class LiveSchedule:
 
     def _run(self, t0: float) -> None:
         links = self.scenario.links
+        prepared: set[tuple[str, float]] = set()
         try:
             for t, group in groupby(self.scenario.schedule.changes, key=lambda c: c.t):
                 if not self._wait_until(t0 + t):
@@ -72,11 +74,16 @@ class LiveSchedule:
                 for c in batch:
                     if c.kind == "crash":
                         self.kill(c.node)
+                        self._log(c, time.monotonic() - t0, links)
+                        nxt = next((r for r in self.scenario.schedule.changes
+                                    if r.kind == "restart" and r.node == c.node and r.t > c.t), None)
+                        if nxt is not None:  # the new process loads now and binds at the restart's time
+                            self.restart(c.node, t0 + nxt.t)
+                            prepared.add((c.node, nxt.t))
                     elif c.kind == "restart":
-                        self.restart(c.node)
-                    else:
-                        continue
-                    self._log(c, time.monotonic() - t0, links)
+                        if (c.node, c.t) not in prepared:
+                            self.restart(c.node)
+                        self._log(c, time.monotonic() - t0, links)
         except Exception as e:  # recorded; the run goes on with what was applied
             self.error = f"{type(e).__name__}: {e}"
 
