@@ -44,12 +44,15 @@ from testbed.spec import Scenario
 
 LOSS_RTO_MIN_S = 0.2
 ETH_BYTES = 14  # of wire.HEADER_BYTES per segment: not part of the IP packet a capacity trace carries
+NOISE_BLOCK = 8192  # jitter draws per seed taken from a link's random stream
+NOISE_CHUNK = 256  # of which this many are held at a time
 
 
 class LinkDir:
     """One direction of one link."""
 
-    __slots__ = ("name", "byte_time", "delay", "jitter", "loss", "max_backlog", "free_at", "rng", "_noise", "_k",
+    __slots__ = ("name", "byte_time", "delay", "jitter", "loss", "max_backlog", "free_at", "rng", "_noise", "_k", "_gen",
+             "_left",
                  "users", "steps", "step_times", "trace", "queue_pkts")
 
     def __init__(self, name: str, bw_mbps: float | None, delay_ms: float, jitter_ms: float, loss_pct: float,
@@ -64,6 +67,8 @@ class LinkDir:
         self.rng = rng
         self._noise: list[float] = []
         self._k = 0
+        self._gen: np.random.Generator | None = None  # the current block's generator
+        self._left = 0  # draws left in the current block
         self.users = 0  # paths crossing this link direction
         self.queue_pkts = queue_pkts
         self.steps: list[LinkState] | None = None  # scheduled: the state from each of step_times on
@@ -84,7 +89,7 @@ class LinkDir:
             return self.jitter_sample() * (std / self.jitter)
         k = self._k
         if k >= len(self._noise):
-            self._noise = np.random.default_rng(self.rng.getrandbits(64)).normal(0.0, 1.0, 8192).tolist()
+            self._refill(1.0)
             k = 0
         self._k = k + 1
         return self._noise[k] * std
@@ -93,10 +98,21 @@ class LinkDir:
         """Next normal(0, jitter) sample; drawn in blocks from the link's own seeded generator."""
         k = self._k
         if k >= len(self._noise):
-            self._noise = np.random.default_rng(self.rng.getrandbits(64)).normal(0.0, self.jitter, 8192).tolist()
+            self._refill(self.jitter)
             k = 0
         self._k = k + 1
         return self._noise[k]
+
+    def _refill(self, std: float) -> None:
+        """The next NOISE_CHUNK normal draws. A block of NOISE_BLOCK draws comes from one generator seeded from the
+        link's stream; it is drawn NOISE_CHUNK at a time (the same values as at once), so 1,000 jittered edges
+        hold 256 floats each, not 8,192."""
+        if self._left <= 0:
+            self._gen = np.random.default_rng(self.rng.getrandbits(64))
+            self._left = NOISE_BLOCK
+        n = min(NOISE_CHUNK, self._left)
+        self._left -= n
+        self._noise = self._gen.normal(0.0, std, n).tolist()
 
 
 class Path:
