@@ -82,6 +82,9 @@ def likely_causes(r: dict) -> list[str]:
     n = (doc.get("summaries") or {}).get("sim", {}).get("requests_completed") or 0
     if n < 30:
         out.append(f"few requests: {n} (one request moves a mean by several %)")
+    if r["spec"]["loss"]:
+        out.append("packet loss: emulation and simulation lose different segments (each loss costs a retransmission "
+                   "timeout of >= 200 ms)")
     if r["spec"]["load"] == "saturating":
         out.append("saturating load: queues amplify small timing differences")
     rv = r.get("robust") or {}
