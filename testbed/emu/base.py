@@ -17,10 +17,11 @@ import subprocess
 from abc import ABC, abstractmethod
 from typing import Any
 
+from testbed.emu.lifecycle import Built
 from testbed.spec import Scenario
 
 
-class NetworkBackend(ABC):
+class NetworkBackend(Built, ABC):
     """Where node programs run and how they reach each other."""
 
     def __init__(self, scenario: Scenario):
@@ -62,14 +63,3 @@ class NetworkBackend(ABC):
 
     def probe_after(self) -> None:
         """Measure the paths once more after the run (into links_report()["after"]); nothing to do without a network."""
-
-    def __enter__(self) -> "NetworkBackend":
-        try:
-            self.build()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()

@@ -17,12 +17,12 @@ reverse order, never raises, and is safe to call twice.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from testbed.emu.lifecycle import Built
 from testbed.spec import Scenario
 
 
@@ -79,7 +79,7 @@ class ProcessHandle(NodeHandle):
             return None
 
 
-class NodeRuntime(ABC):
+class NodeRuntime(Built, ABC):
     """Starts node programs on emulated hosts. `net` (a NetworkBackend) is bound with `attach` once built."""
 
     name: str = "?"
@@ -116,21 +116,3 @@ class NodeRuntime(ABC):
     def describe(self) -> dict[str, Any]:
         """What was used, for meta.json and the report."""
         return {"runtime": self.name}
-
-    def __enter__(self) -> "NodeRuntime":
-        try:
-            self.build()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()
-
-
-def signal_name(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return str(sig)
