@@ -494,10 +494,12 @@ def runtime_section(run: Path) -> str:
         lim = limits.get(name) or {}
         rows.append(f"<tr><td class='txt'>{esc(name)}</td><td>{fmt(lim.get('cpu_share'))}</td>"
                     f"<td>{fmt(lim.get('memory_mb'))}</td><td>{fmt(draft.get(name))}</td>"
+                    f"<td>{fmt(info.get('cpu_used_s'))}</td><td>{fmt(info.get('cpu_throttled_s'))}</td>"
                     f"<td>{fmt(info.get('exit_code'))}</td><td>{'yes' if info.get('oom_killed') else 'no'}</td></tr>")
     return ("<h2 id='runtime'>Node runtime</h2><div class='kv'>" + head + "</div>"
             "<table id='runtime-table'><tr><th class='txt'>node</th><th>CPU limit (cores)</th><th>memory limit (MB)</th>"
-            "<th>draft ms / token (median)</th><th>exit code</th><th>OOM-killed</th></tr>" + "".join(rows) + "</table>")
+            "<th>draft ms / token (median)</th><th>CPU used (s)</th><th>CPU-throttled (s)</th><th>exit code</th>"
+            "<th>OOM-killed</th></tr>" + "".join(rows) + "</table>")
 
 
 def details(run: Path, meta: dict[str, Any], doc: dict[str, Any]) -> str:

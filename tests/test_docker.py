@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -140,6 +141,14 @@ def test_containers_are_the_emulated_hosts(engine):
         attrs = h.c.attrs["HostConfig"]
         assert attrs["NanoCpus"] == int(0.5e9) and attrs["Memory"] == 512 << 20
         assert attrs["NetworkMode"] == f"container:{rt.holders['edge0'].id}"
+        busy = rt.start("edge1", [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"],
+                        {}, Path("/tmp/dsd-test-busy.log"), "/")
+        t0 = time.monotonic()
+        assert busy.wait(30) == 0
+        wall = time.monotonic() - t0
+        cpu = busy.exit_info()
+        # a busy loop limited to 0.5 CPU: never more than half of the wall time (accounting sampled once a second)
+        assert 0 < cpu["cpu_used_s"] <= 0.55 * wall + 0.1, (cpu, wall)
     assert _containers(engine, **{"dsd.run": tag}) == []
     f = find_leftovers(include_live=True)
     assert not [x for x in f["links"] if x.startswith("dsd" + tag)] and tag not in f["forward_rules"]

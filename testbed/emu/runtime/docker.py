@@ -33,6 +33,7 @@ from testbed.spec import Scenario
 # Docker's default parent (/docker) all nodes of a run would share the CPU weight of one task when the machine is
 # busy (measured: timer lateness of the nodes doubled, TTFT +8 % against the process runtime under load).
 CGROUP_PARENT = "/"
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # cgroups v1 (the engine's cgroupfs driver)
 PARALLEL = 8  # containers created / removed at once
 # A node program (Python with numpy, pandas, pyarrow, zmq) needs about this much memory before any model.
 NODE_BASE_MB = 192
@@ -57,6 +58,8 @@ class ContainerHandle(NodeHandle):
         self.rc: int | None = None
         self.state: dict[str, Any] = {}
         self.started = time.monotonic()
+        self.cpu: dict[str, float] = {}  # last cgroup CPU accounting seen while it ran (the cgroup goes with it)
+        self._cpu_read = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -76,10 +79,28 @@ class ContainerHandle(NodeHandle):
         except (OSError, IndexError):
             return False
 
+    def _sample_cpu(self) -> None:
+        """CPU time used and CFS throttling of the container's cgroup (its CPU limit at work), at most once a second."""
+        now = time.monotonic()
+        if now - self._cpu_read < 1.0:
+            return
+        self._cpu_read = now
+        rel = Path(CGROUP_PARENT.strip("/")) / self.c.id
+        try:
+            stat = dict(line.split() for line in (CGROUP_ROOT / "cpu" / rel / "cpu.stat").read_text().splitlines())
+            acct = next(p for p in (CGROUP_ROOT / "cpuacct" / rel, CGROUP_ROOT / "cpu" / rel)
+                        if (p / "cpuacct.usage").exists())
+            self.cpu = {"cpu_used_s": int((acct / "cpuacct.usage").read_text()) / 1e9,
+                        "cpu_throttled_periods": int(stat.get("nr_throttled", 0)),
+                        "cpu_throttled_s": int(stat.get("throttled_time", 0)) / 1e9}
+        except (OSError, ValueError, StopIteration):
+            pass
+
     def poll(self) -> int | None:
         if self.rc is not None:
             return self.rc
         if self._alive():
+            self._sample_cpu()
             return None
         try:
             self.c.reload()
@@ -114,7 +135,7 @@ class ContainerHandle(NodeHandle):
 
     def exit_info(self) -> dict[str, Any]:
         st = self.state
-        info: dict[str, Any] = {"container": self.c.name}
+        info: dict[str, Any] = {"container": self.c.name, **self.cpu}
         if st:
             info["oom_killed"] = bool(st.get("OOMKilled"))
             if st.get("OOMKilled"):
