@@ -82,7 +82,9 @@ def likely_causes(r: dict) -> list[str]:
     n = (doc.get("summaries") or {}).get("sim", {}).get("requests_completed") or 0
     if n < 30:
         out.append(f"few requests: {n} (one request moves a mean by several %)")
-    if r["spec"]["loss"]:
+    emulated_net = bool(json.loads((Path(r["run"]) / "emu" / "links.json").read_text()).get("paths")) \
+        if (Path(r["run"]) / "emu" / "links.json").is_file() else False
+    if r["spec"]["loss"] and emulated_net:  # --net none: no loss anywhere
         out.append("packet loss: emulation and simulation lose different segments (each loss costs a retransmission "
                    "timeout of >= 200 ms)")
     if r["spec"]["load"] == "saturating":
