@@ -41,6 +41,7 @@ engine-stop: $(STAMP)
 ## make test: lint, then the whole suite (CI runs this); `pytest -m "not slow"` is the fast inner loop
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q -ra tests
 
 ## make sim TOPO=star-4edge [SET="policy.window=hf workload.duration_s=30"]

@@ -37,12 +37,16 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def _values(runs: list[dict], executor: str, metric: str) -> dict[tuple[str, str, int], float]:
-    return {(r["cell"], r["policy"], r["seed"]): float(r[metric]) for r in runs
-            if r.get("executor") == executor and r.get("error") is None and r.get(metric) is not None}
+    return {
+        (r["cell"], r["policy"], r["seed"]): float(r[metric])
+        for r in runs
+        if r.get("executor") == executor and r.get("error") is None and r.get(metric) is not None
+    }
 
 
-def validation(runs: list[dict], metric: str = METRIC, baseline: str = BASELINE,
-               tolerance: float = TOLERANCE_POINTS) -> list[dict[str, Any]]:
+def validation(
+    runs: list[dict], metric: str = METRIC, baseline: str = BASELINE, tolerance: float = TOLERANCE_POINTS
+) -> list[dict[str, Any]]:
     """One row per (scenario, policy other than the baseline): sim and emu gain over the baseline (mean and
     95 % CI over the seeds where both executors completed the policy and the baseline), their difference in
     points, and pass (|mean difference| <= tolerance; None when no seed is complete)."""
@@ -60,21 +64,39 @@ def validation(runs: list[dict], metric: str = METRIC, baseline: str = BASELINE,
             diff = g_emu - g_sim
             ok = None if not seeds else bool(abs(float(diff.mean())) <= tolerance)
             nan = float("nan")
-            out.append({"scenario": c, "load": info[c].get("load"), "draft": info[c].get("draft"),
-                        "rtt_ms": info[c].get("rtt_ms"), "alpha": info[c].get("alpha"), "policy": p,
-                        "metric": metric, "seeds": seeds, "sim_gains": g_sim.tolist(), "emu_gains": g_emu.tolist(),
-                        "sim_gain_pct": float(g_sim.mean()) if seeds else nan, "sim_gain_ci": ci95(g_sim),
-                        "emu_gain_pct": float(g_emu.mean()) if seeds else nan, "emu_gain_ci": ci95(g_emu),
-                        "diff_points": float(diff.mean()) if seeds else nan, "diff_ci": ci95(diff),
-                        "tolerance_points": tolerance, "pass": ok})
+            out.append(
+                {
+                    "scenario": c,
+                    "load": info[c].get("load"),
+                    "draft": info[c].get("draft"),
+                    "rtt_ms": info[c].get("rtt_ms"),
+                    "alpha": info[c].get("alpha"),
+                    "policy": p,
+                    "metric": metric,
+                    "seeds": seeds,
+                    "sim_gains": g_sim.tolist(),
+                    "emu_gains": g_emu.tolist(),
+                    "sim_gain_pct": float(g_sim.mean()) if seeds else nan,
+                    "sim_gain_ci": ci95(g_sim),
+                    "emu_gain_pct": float(g_emu.mean()) if seeds else nan,
+                    "emu_gain_ci": ci95(g_emu),
+                    "diff_points": float(diff.mean()) if seeds else nan,
+                    "diff_ci": ci95(diff),
+                    "tolerance_points": tolerance,
+                    "pass": ok,
+                }
+            )
     return out
 
 
 def verdict(rows: list[dict]) -> dict[str, Any]:
     judged = [r for r in rows if r["pass"] is not None]
-    return {"judged": len(judged), "passed": sum(r["pass"] for r in judged),
-            "failed": [f"{r['scenario']} {r['policy']}" for r in judged if not r["pass"]],
-            "max_abs_diff": max((abs(r["diff_points"]) for r in judged), default=float("nan"))}
+    return {
+        "judged": len(judged),
+        "passed": sum(r["pass"] for r in judged),
+        "failed": [f"{r['scenario']} {r['policy']}" for r in judged if not r["pass"]],
+        "max_abs_diff": max((abs(r["diff_points"]) for r in judged), default=float("nan")),
+    }
 
 
 def _pm(v: float, ci: float) -> str:
@@ -87,16 +109,23 @@ def format_table(rows: list[dict]) -> str:
     if not rows:
         return "no runs"
     m = METRIC_LABELS.get(rows[0]["metric"], rows[0]["metric"])
-    lines = [f"{m} gain over {BASELINE} (%), mean ± 95% CI over seeds; diff = emulated - simulated (points), "
-             f"pass: |diff| <= {rows[0]['tolerance_points']:g}",
-             f"{'scenario':<30}{'policy':<10}{'seeds':>6}{'sim gain':>16}{'emu gain':>16}{'diff':>16}  verdict"]
+    lines = [
+        f"{m} gain over {BASELINE} (%), mean ± 95% CI over seeds; diff = emulated - simulated (points), "
+        f"pass: |diff| <= {rows[0]['tolerance_points']:g}",
+        f"{'scenario':<30}{'policy':<10}{'seeds':>6}{'sim gain':>16}{'emu gain':>16}{'diff':>16}  verdict",
+    ]
     for r in rows:
         v = "–" if r["pass"] is None else ("pass" if r["pass"] else "FAIL")
-        lines.append(f"{r['scenario']:<30}{r['policy']:<10}{len(r['seeds']):>6}{_pm(r['sim_gain_pct'], r['sim_gain_ci']):>16}"
-                     f"{_pm(r['emu_gain_pct'], r['emu_gain_ci']):>16}{_pm(r['diff_points'], r['diff_ci']):>16}  {v}")
+        lines.append(
+            f"{r['scenario']:<30}{r['policy']:<10}{len(r['seeds']):>6}{_pm(r['sim_gain_pct'], r['sim_gain_ci']):>16}"
+            f"{_pm(r['emu_gain_pct'], r['emu_gain_ci']):>16}{_pm(r['diff_points'], r['diff_ci']):>16}  {v}"
+        )
     vd = verdict(rows)
-    lines.append(f"{vd['passed']} of {vd['judged']} within {rows[0]['tolerance_points']:g} points; "
-                 f"largest |diff| {vd['max_abs_diff']:.1f} points" + (f"; outside: {', '.join(vd['failed'])}" if vd["failed"] else ""))
+    lines.append(
+        f"{vd['passed']} of {vd['judged']} within {rows[0]['tolerance_points']:g} points; "
+        f"largest |diff| {vd['max_abs_diff']:.1f} points"
+        + (f"; outside: {', '.join(vd['failed'])}" if vd["failed"] else "")
+    )
     return "\n".join(lines)
 
 
@@ -125,16 +154,29 @@ def gains_scatter(rows: list[dict]) -> bytes:
         for r in (r for r in pts if r["scenario"] == s):
             mk = POLICY_MARKERS.get(r["policy"], "o")
             ax.plot(r["sim_gains"], r["emu_gains"], ls="none", marker=mk, ms=4, color=colour, alpha=0.35)
-            ax.errorbar(r["sim_gain_pct"], r["emu_gain_pct"], yerr=None if r["diff_ci"] != r["diff_ci"] else r["diff_ci"],
-                        fmt=mk, color=colour, ms=8, elinewidth=1.2, capsize=3,
-                        mec="#dc2626" if not r["pass"] else colour, mew=2 if not r["pass"] else 1)
+            ax.errorbar(
+                r["sim_gain_pct"],
+                r["emu_gain_pct"],
+                yerr=None if r["diff_ci"] != r["diff_ci"] else r["diff_ci"],
+                fmt=mk,
+                color=colour,
+                ms=8,
+                elinewidth=1.2,
+                capsize=3,
+                mec="#dc2626" if not r["pass"] else colour,
+                mew=2 if not r["pass"] else 1,
+            )
     # legends: colour = scenario, marker = policy
     from matplotlib.lines import Line2D
 
-    h_s = [Line2D([], [], ls="none", marker="s", color=plots.TARGET_COLOURS[k % len(plots.TARGET_COLOURS)], label=s)
-           for k, s in enumerate(scen)]
-    h_p = [Line2D([], [], ls="none", marker=POLICY_MARKERS.get(p, "o"), color="#374151", label=p)
-           for p in dict.fromkeys(r["policy"] for r in rows)]
+    h_s = [
+        Line2D([], [], ls="none", marker="s", color=plots.TARGET_COLOURS[k % len(plots.TARGET_COLOURS)], label=s)
+        for k, s in enumerate(scen)
+    ]
+    h_p = [
+        Line2D([], [], ls="none", marker=POLICY_MARKERS.get(p, "o"), color="#374151", label=p)
+        for p in dict.fromkeys(r["policy"] for r in rows)
+    ]
     band = ax.get_legend_handles_labels()[0]
     ax.legend(handles=band + h_p + h_s, loc="upper left", fontsize=8)
     ax.set_xlim(lo, hi)
@@ -150,29 +192,44 @@ def gains_scatter(rows: list[dict]) -> bytes:
 
 # ---- HTML ----------------------------------------------------------------------------------------------------
 
+
 def _html_table(rows: list[dict], table_id: str, judged: bool = True) -> str:
-    head = ("<tr><th>scenario</th><th>policy</th><th>seeds</th><th>simulated gain %</th><th>emulated gain %</th>"
-            "<th>difference (points)</th>" + ("<th>within</th>" if judged else "") + "</tr>")
+    head = (
+        "<tr><th>scenario</th><th>policy</th><th>seeds</th><th>simulated gain %</th><th>emulated gain %</th>"
+        "<th>difference (points)</th>" + ("<th>within</th>" if judged else "") + "</tr>"
+    )
     body = []
     prev = None
     for r in rows:
         cls = "na" if r["pass"] is None else ("pass" if r["pass"] else "fail")
         first = esc(r["scenario"]) if r["scenario"] != prev else ""
         prev = r["scenario"]
-        body.append(f"<tr><td>{first}</td><td>{esc(r['policy'])}</td><td>{len(r['seeds'])}</td>"
-                    f"<td class='sim'>{_pm(r['sim_gain_pct'], r['sim_gain_ci'])}</td>"
-                    f"<td class='emu'>{_pm(r['emu_gain_pct'], r['emu_gain_ci'])}</td>"
-                    f"<td class='{cls if judged else 'na'}'>{_pm(r['diff_points'], r['diff_ci'])}</td>"
-                    + (f"<td class='{cls}'>{'–' if r['pass'] is None else ('✔' if r['pass'] else '✘')}</td>" if judged else "")
-                    + "</tr>")
+        body.append(
+            f"<tr><td>{first}</td><td>{esc(r['policy'])}</td><td>{len(r['seeds'])}</td>"
+            f"<td class='sim'>{_pm(r['sim_gain_pct'], r['sim_gain_ci'])}</td>"
+            f"<td class='emu'>{_pm(r['emu_gain_pct'], r['emu_gain_ci'])}</td>"
+            f"<td class='{cls if judged else 'na'}'>{_pm(r['diff_points'], r['diff_ci'])}</td>"
+            + (f"<td class='{cls}'>{'–' if r['pass'] is None else ('✔' if r['pass'] else '✘')}</td>" if judged else "")
+            + "</tr>"
+        )
     return f"<table id='{table_id}'>{head}{''.join(body)}</table>"
 
 
 def _runs_table(runs: list[dict]) -> str:
-    keys = [("cell", "scenario"), ("policy", "policy"), ("seed", "seed"), ("executor", "executor"),
-            ("n_requests", "requests"), ("output_token_throughput_tps", "throughput tok/s"), ("tpot_ms", "TPOT ms"),
-            ("goodput_rps", "goodput req/s"), ("mean_gamma", "mean γ"), ("duration_s", "duration s"),
-            ("wall_s", "wall s"), ("error", "error")]
+    keys = [
+        ("cell", "scenario"),
+        ("policy", "policy"),
+        ("seed", "seed"),
+        ("executor", "executor"),
+        ("n_requests", "requests"),
+        ("output_token_throughput_tps", "throughput tok/s"),
+        ("tpot_ms", "TPOT ms"),
+        ("goodput_rps", "goodput req/s"),
+        ("mean_gamma", "mean γ"),
+        ("duration_s", "duration s"),
+        ("wall_s", "wall s"),
+        ("error", "error"),
+    ]
     head = "<tr>" + "".join(f"<th>{esc(lbl)}</th>" for _k, lbl in keys) + "</tr>"
     body = "".join("<tr>" + "".join(f"<td>{fmt(r.get(k))}</td>" for k, _l in keys) + "</tr>" for r in runs)
     return f"<table id='runs-table'>{head}{body}</table>"
@@ -198,44 +255,76 @@ def build(run_dir: Path) -> dict[str, Any]:
     uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
     if vd["judged"]:
         cls = "ok" if not vd["failed"] else "bad"
-        banner = (f"<div class='banner {cls}'><b>{vd['passed']} of {vd['judged']}</b> emulated gains within "
-                  f"{tol:g} points of the simulated ones (largest |difference| {vd['max_abs_diff']:.1f} points)."
-                  + (f" Outside: {esc(', '.join(vd['failed']))}." if vd["failed"] else "") + "</div>")
+        banner = (
+            f"<div class='banner {cls}'><b>{vd['passed']} of {vd['judged']}</b> emulated gains within "
+            f"{tol:g} points of the simulated ones (largest |difference| {vd['max_abs_diff']:.1f} points)."
+            + (f" Outside: {esc(', '.join(vd['failed']))}." if vd["failed"] else "")
+            + "</div>"
+        )
     else:
         banner = "<div class='banner warn'>No scenario has both executors' runs of a policy and the baseline yet.</div>"
     errors = [r for r in runs if r.get("error")]
     if errors:
-        banner += (f"<div class='banner warn'><b>{len(errors)} runs failed</b> (left out of the gains)<ul>"
-                   + "".join(f"<li>{esc(r['cell'])} {esc(r['policy'])} seed {r['seed']} {esc(r['executor'])}: "
-                             f"{esc(r['error'])}</li>" for r in errors) + "</ul></div>")
-    kv = [("topology", cfg.get("topology")), ("scenarios", len(cfg.get("cells") or [])),
-          ("policies", ", ".join(cfg.get("policies") or [])), ("seeds", ", ".join(map(str, cfg.get("seeds") or []))),
-          ("requests per run", ", ".join(f"{k}: {v}" for k, v in (cfg.get("n_requests") or {}).items())),
-          ("network", cfg.get("net")), ("emulation backends", ", ".join(f"{k}={v}" for k, v in (cfg.get("emu_backends") or {}).items())),
-          ("commit", cfg.get("commit")), ("started", cfg.get("started_at")), ("finished", cfg.get("finished_at")),
-          ("wall time", f"{cfg['wall_s']:.0f} s" if cfg.get("wall_s") else None)]
-    body = "".join([
-        "<h1>AWC validation — emulated vs simulated gains</h1>",
-        f"<p class='sub'>Gain of each window policy over {BASELINE} in output-token throughput, simulated (DSD-Sim) and "
-        "emulated on the same resolved specs (same seed: same requests and acceptance); paired per seed, "
-        "mean ± 95 % Student-t CI over seeds. The validation goal: emulated gains within "
-        f"{tol:g} points of the simulated ones.</p>",
-        "<div class='kv'>" + "".join(f"<div><b>{esc(k)}</b>{esc(v if v not in (None, '') else '–')}</div>" for k, v in kv) + "</div>",
-        banner,
-        "<h2 id='validation'>Per scenario (throughput, judged)</h2>", _html_table(rows, "validation-table"),
-        f"<figure id='fig-gains'><h3>Emulated vs simulated gain</h3><img alt='emulated vs simulated gain' src='{uri}'>"
-        f"<figcaption>Scenario: colour; policy: marker; large: mean over seeds, small: each seed; vertical bar: 95 % CI "
-        f"of the paired difference emulated − simulated; dashed: y = x; band: ±{tol:g} points; red rim: outside the band "
-        f"(also <code>plots/awc_emu_gains.png</code>).</figcaption></figure>",
-        "<h2 id='goodput'>Goodput gains (not judged)</h2><p class='sub'>Goodput (TTFT ≤ 2 s, TPOT ≤ 100 ms) is a count of "
-        "requests: with tens of requests per run one request is several percent.</p>", _html_table(good, "goodput-table", judged=False),
-        "<h2 id='runs'>Runs</h2>", _runs_table(runs)])
-    footer = (f"Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S %z'))} by <code>python -m analysis.awc_report</code> "
-              f"from {esc(run_dir / 'result.json')} in {time.perf_counter() - t0:.1f} s.")
+        banner += (
+            f"<div class='banner warn'><b>{len(errors)} runs failed</b> (left out of the gains)<ul>"
+            + "".join(
+                f"<li>{esc(r['cell'])} {esc(r['policy'])} seed {r['seed']} {esc(r['executor'])}: {esc(r['error'])}</li>"
+                for r in errors
+            )
+            + "</ul></div>"
+        )
+    kv = [
+        ("topology", cfg.get("topology")),
+        ("scenarios", len(cfg.get("cells") or [])),
+        ("policies", ", ".join(cfg.get("policies") or [])),
+        ("seeds", ", ".join(map(str, cfg.get("seeds") or []))),
+        ("requests per run", ", ".join(f"{k}: {v}" for k, v in (cfg.get("n_requests") or {}).items())),
+        ("network", cfg.get("net")),
+        ("emulation backends", ", ".join(f"{k}={v}" for k, v in (cfg.get("emu_backends") or {}).items())),
+        ("commit", cfg.get("commit")),
+        ("started", cfg.get("started_at")),
+        ("finished", cfg.get("finished_at")),
+        ("wall time", f"{cfg['wall_s']:.0f} s" if cfg.get("wall_s") else None),
+    ]
+    body = "".join(
+        [
+            "<h1>AWC validation — emulated vs simulated gains</h1>",
+            f"<p class='sub'>Gain of each window policy over {BASELINE} in output-token throughput, simulated "
+            "(DSD-Sim) and "
+            "emulated on the same resolved specs (same seed: same requests and acceptance); paired per seed, "
+            "mean ± 95 % Student-t CI over seeds. The validation goal: emulated gains within "
+            f"{tol:g} points of the simulated ones.</p>",
+            "<div class='kv'>"
+            + "".join(f"<div><b>{esc(k)}</b>{esc(v if v not in (None, '') else '–')}</div>" for k, v in kv)
+            + "</div>",
+            banner,
+            "<h2 id='validation'>Per scenario (throughput, judged)</h2>",
+            _html_table(rows, "validation-table"),
+            "<figure id='fig-gains'><h3>Emulated vs simulated gain</h3><img alt='emulated vs simulated gain' "
+            f"src='{uri}'>"
+            "<figcaption>Scenario: colour; policy: marker; large: mean over seeds, small: each seed; vertical bar: "
+            "95 % CI "
+            f"of the paired difference emulated − simulated; dashed: y = x; band: ±{tol:g} points; red rim: outside "
+            "the band "
+            f"(also <code>plots/awc_emu_gains.png</code>).</figcaption></figure>",
+            "<h2 id='goodput'>Goodput gains (not judged)</h2><p class='sub'>Goodput (TTFT ≤ 2 s, TPOT ≤ 100 ms) is a "
+            "count of "
+            "requests: with tens of requests per run one request is several percent.</p>",
+            _html_table(good, "goodput-table", judged=False),
+            "<h2 id='runs'>Runs</h2>",
+            _runs_table(runs),
+        ]
+    )
+    footer = (
+        f"Generated {esc(time.strftime('%Y-%m-%d %H:%M:%S %z'))} by <code>python -m analysis.awc_report</code> "
+        f"from {esc(run_dir / 'result.json')} in {time.perf_counter() - t0:.1f} s."
+    )
     out = run_dir / "report.html"
-    out.write_text("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AWC validation</title>"
-                   f"<style>{CSS}</style></head><body><main>{body}<footer>{footer}</footer></main></body></html>\n",
-                   encoding="utf-8")
+    out.write_text(
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>AWC validation</title>"
+        f"<style>{CSS}</style></head><body><main>{body}<footer>{footer}</footer></main></body></html>\n",
+        encoding="utf-8",
+    )
     return {"report": out, "table": table, "rows": rows, "verdict": vd}
 
 

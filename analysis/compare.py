@@ -76,11 +76,11 @@ TOLERANCE_DOC = [
 
 @dataclass(frozen=True)
 class Metric:
-    key: str          # "ttft_ms.p99": path into the summary, dot-separated
+    key: str  # "ttft_ms.p99": path into the summary, dot-separated
     label: str
     unit: str
-    group: str        # latency | throughput | speculation | batching | run
-    kind: str         # key into TOLERANCES
+    group: str  # latency | throughput | speculation | batching | run
+    kind: str  # key into TOLERANCES
 
     @property
     def tolerance(self) -> float | None:
@@ -98,8 +98,10 @@ class Metric:
 
 
 def _metrics() -> list[Metric]:
-    out = [Metric("requests_completed", "requests completed", "", "run", "info"),
-           Metric("duration_s", "duration", "s", "run", "info")]
+    out = [
+        Metric("requests_completed", "requests completed", "", "run", "info"),
+        Metric("duration_s", "duration", "s", "run", "info"),
+    ]
     for key, name in (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E")):
         for stat in ("mean", "p50", "p90", "p99"):
             out.append(Metric(f"{key}.{stat}", f"{name} {stat}", "ms", "latency", stat))
@@ -123,6 +125,7 @@ ROUND_COLUMNS_USED = ["request_id", "round", "produced", "gamma", "accepted", "g
 
 # ---- loading -------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Side:
     """One result set (a run's sim/ or emu/ directory), its tables and its summary recomputed from them."""
@@ -144,12 +147,16 @@ class Side:
         return self.recorded.get("partial_reason")
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path), "partial": self.partial, "partial_reason": self.partial_reason,
-                "requests_total": self.summary.get("requests_total"),
-                "requests_completed": self.summary.get("requests_completed"),
-                "requests_failed": self.summary.get("requests_failed"),
-                "requests_unfinished": self.summary.get("requests_unfinished"),
-                "crashed_nodes": self.recorded.get("crashed_nodes") or []}
+        return {
+            "path": str(self.path),
+            "partial": self.partial,
+            "partial_reason": self.partial_reason,
+            "requests_total": self.summary.get("requests_total"),
+            "requests_completed": self.summary.get("requests_completed"),
+            "requests_failed": self.summary.get("requests_failed"),
+            "requests_unfinished": self.summary.get("requests_unfinished"),
+            "crashed_nodes": self.recorded.get("crashed_nodes") or [],
+        }
 
 
 def has_results(d: Path) -> bool:
@@ -190,8 +197,13 @@ def load_side(d: Path, name: str, slo: dict[str, float] | None = None) -> Side:
     batches = _read(d, "batches")
     recorded = read_summary_json(d)
     slo = slo or recorded.get("slo") or {}
-    summary = summarize(requests, rounds, batches, slo_ttft_ms=float(slo.get("ttft_ms", DEFAULT_SLO_TTFT_MS)),
-                        slo_tpot_ms=float(slo.get("tpot_ms", DEFAULT_SLO_TPOT_MS)))
+    summary = summarize(
+        requests,
+        rounds,
+        batches,
+        slo_ttft_ms=float(slo.get("ttft_ms", DEFAULT_SLO_TTFT_MS)),
+        slo_tpot_ms=float(slo.get("tpot_ms", DEFAULT_SLO_TPOT_MS)),
+    )
     return Side(name, d, requests, rounds, batches, summary, recorded)
 
 
@@ -202,8 +214,10 @@ def load_run(run: Path) -> tuple[Side | None, Side | None]:
         raise InputError(str(run), "not a directory" if run.exists() else "no such run directory")
     sim_dir, emu_dir = run / "sim", run / "emu"
     if not has_results(sim_dir) and not has_results(emu_dir):
-        raise InputError(str(run), "no results: neither sim/requests.parquet nor emu/requests.parquet exists "
-                                   "(is this a run directory?)")
+        raise InputError(
+            str(run),
+            "no results: neither sim/requests.parquet nor emu/requests.parquet exists (is this a run directory?)",
+        )
     sim = load_side(sim_dir, "sim") if has_results(sim_dir) else None
     slo = sim.summary.get("slo") if sim else None
     emu = load_side(emu_dir, "emu", slo) if has_results(emu_dir) else None
@@ -220,11 +234,13 @@ def load_best(run: Path, name: str) -> Side:
     for sub in ("emu", "sim"):
         if has_results(run / sub):
             return load_side(run / sub, name)
-    raise InputError(str(run), "no results: neither emu/requests.parquet nor sim/requests.parquet exists "
-                               "(is this a run directory?)")
+    raise InputError(
+        str(run), "no results: neither emu/requests.parquet nor sim/requests.parquet exists (is this a run directory?)"
+    )
 
 
 # ---- comparison ----------------------------------------------------------------------------------------------
+
 
 def relative_error(ref: float | None, val: float | None) -> float | None:
     """(val - ref) / |ref|; None when either is missing, or ref is 0 and val is not."""
@@ -261,10 +277,21 @@ def metric_rows(a: dict[str, Any] | None, b: dict[str, Any] | None, names: tuple
             err, ok, note = None, None, f"no {names[0] if a is None else names[1]} results"
         else:
             err, ok, note = judge(va, vb, m.tolerance)
-        rows.append({"metric": m.key, "label": m.label, "unit": m.unit, "group": m.group,
-                     names[0]: va, names[1]: vb,
-                     "abs_error": (vb - va) if va is not None and vb is not None else None,
-                     "rel_error": err, "tolerance": m.tolerance, "pass": ok, "note": note})
+        rows.append(
+            {
+                "metric": m.key,
+                "label": m.label,
+                "unit": m.unit,
+                "group": m.group,
+                names[0]: va,
+                names[1]: vb,
+                "abs_error": (vb - va) if va is not None and vb is not None else None,
+                "rel_error": err,
+                "tolerance": m.tolerance,
+                "pass": ok,
+                "note": note,
+            }
+        )
     return rows
 
 
@@ -275,10 +302,16 @@ def per_edge(side: Side) -> dict[str, dict[str, Any]]:
     lat = latencies(done)
     for edge, idx in done.groupby("edge", sort=True).groups.items():
         l = lat.loc[idx]
-        out[str(edge)] = {"requests_completed": int(len(idx)),
-                          "ttft_ms": dist(l["ttft_ms"]), "tpot_ms": dist(l["tpot_ms"]), "e2e_ms": dist(l["e2e_ms"])}
+        out[str(edge)] = {
+            "requests_completed": int(len(idx)),
+            "ttft_ms": dist(l["ttft_ms"]),
+            "tpot_ms": dist(l["tpot_ms"]),
+            "e2e_ms": dist(l["e2e_ms"]),
+        }
     for edge, g in r.groupby("edge", sort=True):
-        e = out.setdefault(str(edge), {"requests_completed": 0, "ttft_ms": dist([]), "tpot_ms": dist([]), "e2e_ms": dist([])})
+        e = out.setdefault(
+            str(edge), {"requests_completed": 0, "ttft_ms": dist([]), "tpot_ms": dist([]), "e2e_ms": dist([])}
+        )
         e["requests_total"] = int(len(g))
         e["requests_failed"] = int((g["status"] != "ok").sum())
     return out
@@ -288,12 +321,15 @@ def per_target(side: Side) -> dict[str, dict[str, Any]]:
     out = {k: dict(v) for k, v in side.summary.get("targets", {}).items()}
     routed = side.requests[side.requests["target"] != ""].groupby("target", sort=True).size()
     for t, n in routed.items():
-        out.setdefault(str(t), {"utilisation": None, "batches": 0, "mean_verify_batch": None})["requests_routed"] = int(n)
+        out.setdefault(str(t), {"utilisation": None, "batches": 0, "mean_verify_batch": None})["requests_routed"] = int(
+            n
+        )
     return out
 
 
-def compare_sides(a: Side | None, b: Side | None, names: tuple[str, str] = ("sim", "emu"),
-                  kind: str = "sim-vs-emu") -> dict[str, Any]:
+def compare_sides(
+    a: Side | None, b: Side | None, names: tuple[str, str] = ("sim", "emu"), kind: str = "sim-vs-emu"
+) -> dict[str, Any]:
     """The comparison document (compare.json): one row per metric of the summary, b judged against a."""
     if a is None and b is None:
         raise ValueError("nothing to compare: both sides are missing")
@@ -314,8 +350,12 @@ def compare_sides(a: Side | None, b: Side | None, names: tuple[str, str] = ("sim
         "tolerances": {k: v for k, v in TOLERANCES.items()},
         "tolerance_table": [{"statistic": doc, "kind": k, "tolerance": TOLERANCES[k]} for doc, k in TOLERANCE_DOC],
         "metrics": rows,
-        "verdict": {"judged": len(judged), "passed": len(judged) - len(failed), "failed": failed,
-                    "all_within_tolerance": (not failed) if judged else None},
+        "verdict": {
+            "judged": len(judged),
+            "passed": len(judged) - len(failed),
+            "failed": failed,
+            "all_within_tolerance": (not failed) if judged else None,
+        },
         "notes": notes,
         "per_node": {
             "edges": {n: (per_edge(s) if s else None) for s, n in ((a, names[0]), (b, names[1]))},
@@ -329,7 +369,8 @@ def compare_sides(a: Side | None, b: Side | None, names: tuple[str, str] = ("sim
 # ---- robust versions (see "Which verdict means what") ---------------------------------------------------------
 
 ROBUST = [("window_throughput_rps", "throughput"), ("window_output_tps", "throughput")] + [
-    (f"matched.{k}.{s}", s) for k in ("ttft_ms", "tpot_ms", "e2e_ms") for s in ("mean", "p50", "p99")]
+    (f"matched.{k}.{s}", s) for k in ("ttft_ms", "tpot_ms", "e2e_ms") for s in ("mean", "p50", "p99")
+]
 
 
 def window_throughput(side: Side, w0: float, w1: float) -> dict[str, float | None]:
@@ -338,8 +379,10 @@ def window_throughput(side: Side, w0: float, w1: float) -> dict[str, float | Non
     if w1 <= w0:
         return {"window_throughput_rps": None, "window_output_tps": None}
     done = r[(r["status"] == "ok") & (r["finish_s"] >= w0) & (r["finish_s"] <= w1)]
-    return {"window_throughput_rps": len(done) / (w1 - w0),
-            "window_output_tps": float(done["output_tokens"].sum()) / (w1 - w0)}
+    return {
+        "window_throughput_rps": len(done) / (w1 - w0),
+        "window_output_tps": float(done["output_tokens"].sum()) / (w1 - w0),
+    }
 
 
 def matched(a: Side, b: Side) -> tuple[dict[str, Any], dict[str, Any], int]:
@@ -368,19 +411,39 @@ def robust_rows(a: Side, b: Side, names: tuple[str, str]) -> tuple[list[dict[str
         m = Metric(key, key.replace("_", " "), "", "robust", kind)
         x, y = m.get(va), m.get(vb)
         err, ok, note = judge(x, y, m.tolerance)
-        rows.append({"metric": key, "label": m.label, "unit": "", "group": "robust", names[0]: x, names[1]: y,
-                     "abs_error": (y - x) if x is not None and y is not None else None,
-                     "rel_error": err, "tolerance": m.tolerance, "pass": ok, "note": note})
+        rows.append(
+            {
+                "metric": key,
+                "label": m.label,
+                "unit": "",
+                "group": "robust",
+                names[0]: x,
+                names[1]: y,
+                "abs_error": (y - x) if x is not None and y is not None else None,
+                "rel_error": err,
+                "tolerance": m.tolerance,
+                "pass": ok,
+                "note": note,
+            }
+        )
     done_a = int((a.requests["status"] == "ok").sum())
-    return rows, {"window_s": [w0, w1], "matched_requests": n, "completed_reference": done_a,
-                  "matched_fraction": n / done_a if done_a else None}
+    return rows, {
+        "window_s": [w0, w1],
+        "matched_requests": n,
+        "completed_reference": done_a,
+        "matched_fraction": n / done_a if done_a else None,
+    }
 
 
 def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     judged = [r for r in rows if r["pass"] is not None]
     failed = [r["metric"] for r in judged if not r["pass"]]
-    return {"judged": len(judged), "passed": len(judged) - len(failed), "failed": failed,
-            "all_within_tolerance": (not failed) if judged else None}
+    return {
+        "judged": len(judged),
+        "passed": len(judged) - len(failed),
+        "failed": failed,
+        "all_within_tolerance": (not failed) if judged else None,
+    }
 
 
 def seed_verdict(docs: list[dict[str, Any]], section: str = "metrics") -> list[dict[str, Any]]:
@@ -400,8 +463,16 @@ def seed_verdict(docs: list[dict[str, Any]], section: str = "metrics") -> list[d
         xs = by.get(k, [])
         mean = sum(xs) / len(xs) if xs else None
         half = ci95(xs) if len(xs) >= 2 else None
-        out.append({"metric": k, "mean_rel_error": mean, "ci95": half, "n": len(xs), "tolerance": t,
-                    "pass": None if t is None or mean is None else bool(abs(mean) <= t + 1e-12)})
+        out.append(
+            {
+                "metric": k,
+                "mean_rel_error": mean,
+                "ci95": half,
+                "n": len(xs),
+                "tolerance": t,
+                "pass": None if t is None or mean is None else bool(abs(mean) <= t + 1e-12),
+            }
+        )
     return out
 
 
@@ -425,10 +496,16 @@ def compare_run(run: Path) -> tuple[dict[str, Any], Side | None, Side | None]:
             alt = load_side(alt_dir, "sim-configured", sim.summary.get("slo"))
             alt_rows = metric_rows(alt.summary, emu.summary, ("sim", "emu"))
             doc["predictions"] = {
-                "as-built": {"verdict": doc["verdict"],
-                             "rel_error": {r["metric"]: r["rel_error"] for r in doc["metrics"]}},
-                "configured": {"verdict": _verdict(alt_rows), "rel_error": {r["metric"]: r["rel_error"] for r in alt_rows},
-                               "sim": {r["metric"]: r["sim"] for r in alt_rows}}}
+                "as-built": {
+                    "verdict": doc["verdict"],
+                    "rel_error": {r["metric"]: r["rel_error"] for r in doc["metrics"]},
+                },
+                "configured": {
+                    "verdict": _verdict(alt_rows),
+                    "rel_error": {r["metric"]: r["rel_error"] for r in alt_rows},
+                    "sim": {r["metric"]: r["sim"] for r in alt_rows},
+                },
+            }
     return doc, sim, emu
 
 

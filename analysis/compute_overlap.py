@@ -43,9 +43,13 @@ def _overlap_fraction(starts: np.ndarray, ends: np.ndarray, other: np.ndarray) -
 
 def _split(values: pd.Series, frac: np.ndarray) -> dict[str, Any]:
     a, t = values[frac < ALONE], values[frac > TOGETHER]
-    return {"alone_ms": float(a.mean()) if len(a) else None, "alone_n": int(len(a)),
-            "together_ms": float(t.mean()) if len(t) else None, "together_n": int(len(t)),
-            "ratio": float(t.mean() / a.mean()) if len(a) and len(t) and a.mean() > 0 else None}
+    return {
+        "alone_ms": float(a.mean()) if len(a) else None,
+        "alone_n": int(len(a)),
+        "together_ms": float(t.mean()) if len(t) else None,
+        "together_n": int(len(t)),
+        "ratio": float(t.mean() / a.mean()) if len(a) and len(t) and a.mean() > 0 else None,
+    }
 
 
 def overlap_stats(emu: Path) -> dict[str, Any] | None:
@@ -74,7 +78,10 @@ def overlap_stats(emu: Path) -> dict[str, Any] | None:
     d["frac"] = _overlap_fraction(d["draft_start_s"].to_numpy(float), d["send_s"].to_numpy(float), batches)
     n_all = sum(c["alone_n"] + c["together_n"] for c in classes)
     weighted = (sum(c["ratio"] * (c["alone_n"] + c["together_n"]) for c in classes) / n_all) if n_all else None
-    return {"verify_classes": classes, "verify_ratio": weighted,
-            "verify_overlapped_share": float(np.nanmean(v["frac"] > 0.5)) if len(v) else None,
-            "draft": _split(d["ms_per_token"], d["frac"].to_numpy()),
-            "thresholds": {"alone_below": ALONE, "together_above": TOGETHER}}
+    return {
+        "verify_classes": classes,
+        "verify_ratio": weighted,
+        "verify_overlapped_share": float(np.nanmean(v["frac"] > 0.5)) if len(v) else None,
+        "draft": _split(d["ms_per_token"], d["frac"].to_numpy()),
+        "thresholds": {"alone_below": ALONE, "together_above": TOGETHER},
+    }

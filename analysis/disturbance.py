@@ -42,19 +42,32 @@ def assess(run: Path) -> dict[str, Any] | None:
     warnings: list[str] = []
     host = (summary.get("emulator") or {}).get("host_load") or {}
     if host.get("runnable_mean") is not None and host["runnable_mean"] > host.get("cores", 1):
-        warnings.append(f"host busy: {host['runnable_mean']:.1f} runnable tasks on average on {host['cores']} cores "
-                        f"(CPU {100 * (host.get('cpu_busy_frac') or 0):.0f} % busy)")
+        warnings.append(
+            f"host busy: {host['runnable_mean']:.1f} runnable tasks on average on {host['cores']} cores "
+            f"(CPU {100 * (host.get('cpu_busy_frac') or 0):.0f} % busy)"
+        )
     dl = ((links.get("shaping_detail") or {}).get("delayline_stats")) or {}
     released = sum(int(s.get("released", 0)) for s in dl.values() if isinstance(s, dict))
     late_1ms = sum(int(s.get("late_over_1ms", 0)) for s in dl.values() if isinstance(s, dict))
-    mean_us = (sum(float(s.get("late_mean_us", 0)) * int(s.get("released", 0)) for s in dl.values() if isinstance(s, dict))
-               / released) if released else None
-    delay_line = {"released": released, "late_over_1ms": late_1ms, "late_mean_us": mean_us,
-                  "late_max_us": max((float(s.get("late_max_us", 0)) for s in dl.values() if isinstance(s, dict)), default=None),
-                  "sched": sorted({s.get("sched") for s in dl.values() if isinstance(s, dict) and s.get("sched")})}
+    mean_us = (
+        (
+            sum(float(s.get("late_mean_us", 0)) * int(s.get("released", 0)) for s in dl.values() if isinstance(s, dict))
+            / released
+        )
+        if released
+        else None
+    )
+    delay_line = {
+        "released": released,
+        "late_over_1ms": late_1ms,
+        "late_mean_us": mean_us,
+        "late_max_us": max((float(s.get("late_max_us", 0)) for s in dl.values() if isinstance(s, dict)), default=None),
+        "sched": sorted({s.get("sched") for s in dl.values() if isinstance(s, dict) and s.get("sched")}),
+    }
     if released and (late_1ms / released > DELAYLINE_LATE_FRAC or (mean_us or 0) > DELAYLINE_MEAN_US):
-        warnings.append(f"delay line late: {late_1ms} of {released} packets released over 1 ms late, "
-                        f"mean lateness {mean_us:.0f} us")
+        warnings.append(
+            f"delay line late: {late_1ms} of {released} packets released over 1 ms late, mean lateness {mean_us:.0f} us"
+        )
     timers = {n: i.get("timer_lateness") for n, i in (summary.get("nodes") or {}).items() if i.get("timer_lateness")}
     worst = max(((n, t.get("p99_us") or 0) for n, t in timers.items()), key=lambda x: x[1], default=None)
     if worst and worst[1] > NODE_P99_US:
@@ -66,15 +79,31 @@ def assess(run: Path) -> dict[str, Any] | None:
         before_err, rtt = p.get("rtt_error_ms"), (p.get("configured") or {}).get("rtt_ms")
         if a is None or before_err is None or a.get("rtt_error_ms") is None or rtt is None:
             continue
-        e = {"path": f"{p['src']}->{p['dst']}", "before_ms": before_err, "after_ms": a["rtt_error_ms"],
-             "std_before_ms": (p.get("measured") or {}).get("rtt_std_ms"), "std_after_ms": a["measured"].get("rtt_std_ms")}
+        e = {
+            "path": f"{p['src']}->{p['dst']}",
+            "before_ms": before_err,
+            "after_ms": a["rtt_error_ms"],
+            "std_before_ms": (p.get("measured") or {}).get("rtt_std_ms"),
+            "std_after_ms": a["measured"].get("rtt_std_ms"),
+        }
         probes.append(e)
         if abs(e["after_ms"] - e["before_ms"]) > rtt_tolerance_ms(rtt):
-            warnings.append(f"path {e['path']}: RTT residual {e['before_ms']:+.2f} ms before the run, "
-                            f"{e['after_ms']:+.2f} ms after")
-    return {"trusted": not warnings, "warnings": warnings, "host_load": host, "delay_line": delay_line,
-            "node_timers_worst_p99_us": worst[1] if worst else None, "node_timers_worst": worst[0] if worst else None,
-            "probes": probes,
-            "thresholds": {"runnable_mean": "> cores", "delay_line_late_over_1ms_frac": DELAYLINE_LATE_FRAC,
-                           "delay_line_mean_us": DELAYLINE_MEAN_US, "node_timer_p99_us": NODE_P99_US,
-                           "probe_residual_change_ms": "max(0.6, 3 % of RTT)"}}
+            warnings.append(
+                f"path {e['path']}: RTT residual {e['before_ms']:+.2f} ms before the run, {e['after_ms']:+.2f} ms after"
+            )
+    return {
+        "trusted": not warnings,
+        "warnings": warnings,
+        "host_load": host,
+        "delay_line": delay_line,
+        "node_timers_worst_p99_us": worst[1] if worst else None,
+        "node_timers_worst": worst[0] if worst else None,
+        "probes": probes,
+        "thresholds": {
+            "runnable_mean": "> cores",
+            "delay_line_late_over_1ms_frac": DELAYLINE_LATE_FRAC,
+            "delay_line_mean_us": DELAYLINE_MEAN_US,
+            "node_timer_p99_us": NODE_P99_US,
+            "probe_residual_change_ms": "max(0.6, 3 % of RTT)",
+        },
+    }

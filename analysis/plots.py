@@ -25,16 +25,29 @@ CDF_POINTS = 400
 MAX_BINS = 300
 NICE_BINS = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600]
 SIDE_STYLE = {  # name -> (colour, line style)
-    "sim": ("#2563eb", "-"), "emu": ("#ea580c", "--"), "A": ("#2563eb", "-"), "B": ("#ea580c", "--"),
+    "sim": ("#2563eb", "-"),
+    "emu": ("#ea580c", "--"),
+    "A": ("#2563eb", "-"),
+    "B": ("#ea580c", "--"),
 }
 TARGET_COLOURS = ["#0f766e", "#7c3aed", "#b91c1c", "#ca8a04", "#0369a1", "#be185d", "#4d7c0f", "#57534e"]
 DPI = 100
 
-plt.rcParams.update({
-    "font.size": 10, "axes.titlesize": 11, "axes.titleweight": "bold", "axes.labelsize": 10,
-    "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-    "legend.frameon": False, "legend.fontsize": 9, "figure.dpi": DPI,
-})
+plt.rcParams.update(
+    {
+        "font.size": 10,
+        "axes.titlesize": 11,
+        "axes.titleweight": "bold",
+        "axes.labelsize": 10,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "legend.frameon": False,
+        "legend.fontsize": 9,
+        "figure.dpi": DPI,
+    }
+)
 
 SidePair = tuple[str, "Side"]
 
@@ -79,6 +92,7 @@ def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- figures -------------------------------------------------------------------------------------------------
+
 
 def latency_cdfs(sides: list[SidePair]) -> bytes:
     """CDF overlays of TTFT, TPOT and E2E (completed requests); dotted lines mark p50 / p90 / p99."""
@@ -132,7 +146,9 @@ def throughput_and_gamma(sides: list[SidePair]) -> bytes:
         tok += _binned(r["first_token_s"].to_numpy(), None, width, nbins)  # the first token of each request
         axes[0].plot(centres, tok / width, color=c, ls=ls, lw=1.4, label=n)
         ok = r[r["status"] == "ok"]
-        axes[1].plot(centres, _binned(ok["finish_s"].to_numpy(), None, width, nbins) / width, color=c, ls=ls, lw=1.4, label=n)
+        axes[1].plot(
+            centres, _binned(ok["finish_s"].to_numpy(), None, width, nbins) / width, color=c, ls=ls, lw=1.4, label=n
+        )
         spec = q[q["gamma"] > 0]
         cnt = _binned(spec["send_s"].to_numpy(), None, width, nbins)
         g = _binned(spec["send_s"].to_numpy(), spec["gamma"].to_numpy(), width, nbins)
@@ -164,7 +180,9 @@ def per_edge_latency(sides: list[SidePair]) -> bytes:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8 if len(names) <= 8 else 4.6))
     x = np.arange(len(names))
     bw = 0.8 / max(1, len(sides))
-    for ax, (col, title) in zip(axes, (("ttft_ms", "TTFT per edge"), ("tpot_ms", "TPOT per edge"), ("e2e_ms", "E2E per edge"))):
+    for ax, (col, title) in zip(
+        axes, (("ttft_ms", "TTFT per edge"), ("tpot_ms", "TPOT per edge"), ("e2e_ms", "E2E per edge"))
+    ):
         if not names:
             _empty(ax)
         for k, (n, _) in enumerate(sides):
@@ -194,7 +212,9 @@ def _busy(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.ndarray
     d = np.clip(e - s, 0.0, None)
     before = np.concatenate([[0.0], np.cumsum(d)])  # busy time of batches 0..i-1
     i = np.searchsorted(s, edges, side="right") - 1
-    cum = np.where(i >= 0, before[np.clip(i, 0, None)] + np.clip(edges - s[np.clip(i, 0, None)], 0.0, d[np.clip(i, 0, None)]), 0.0)
+    cum = np.where(
+        i >= 0, before[np.clip(i, 0, None)] + np.clip(edges - s[np.clip(i, 0, None)], 0.0, d[np.clip(i, 0, None)]), 0.0
+    )
     return np.diff(cum)
 
 
@@ -258,7 +278,16 @@ def speculation(sides: list[SidePair], max_rounds: int = 60, min_rounds: int = 2
         gam = np.bincount(idx, weights=q["gamma"].to_numpy(np.float64), minlength=max_rounds + 1)
         keep = cnt[:max_rounds] >= min_rounds
         xs = np.arange(max_rounds)[keep]
-        axes[0].plot(xs, (acc[:max_rounds] / np.maximum(gam[:max_rounds], 1))[keep], color=c, ls=ls, lw=1.5, marker=".", ms=3, label=n)
+        axes[0].plot(
+            xs,
+            (acc[:max_rounds] / np.maximum(gam[:max_rounds], 1))[keep],
+            color=c,
+            ls=ls,
+            lw=1.5,
+            marker=".",
+            ms=3,
+            label=n,
+        )
         a = q["accepted"].to_numpy(np.int64)
         gmax = max(gmax, int(q["gamma"].max()))
         h = np.bincount(a, minlength=gmax + 1) / a.size
@@ -284,24 +313,36 @@ def speculation(sides: list[SidePair], max_rounds: int = 60, min_rounds: int = 2
 
 def _natural(s: str) -> tuple:
     import re
+
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", s))
 
 
 # name -> (figure function, title, caption)
 FIGURES: dict[str, tuple[Callable[[list[SidePair]], bytes], str, str]] = {
-    "latency_cdf": (latency_cdfs, "Latency distributions",
-                    "Empirical CDFs of completed requests. Dotted lines: p50, p90, p99."),
-    "throughput_gamma": (throughput_and_gamma, "Throughput and window over time",
-                         "Output tokens counted when they reach the edge; requests when they complete; "
-                         "γ averaged over the rounds sent in each bin."),
-    "edges": (per_edge_latency, "Per-edge latency",
-              "Bars: mean over the edge's completed requests; markers: p99."),
-    "targets": (targets_over_time, "Targets: batch size and utilisation",
-                "Mean requests per verify batch (by batch start) and fraction of each bin the target was busy "
-                "(prefill + verify)."),
-    "speculation": (speculation, "Speculation",
-                    "Acceptance by round index shows position effects (e.g. decaying acceptance); "
-                    "the histogram shows how many of the γ draft tokens each round kept."),
+    "latency_cdf": (
+        latency_cdfs,
+        "Latency distributions",
+        "Empirical CDFs of completed requests. Dotted lines: p50, p90, p99.",
+    ),
+    "throughput_gamma": (
+        throughput_and_gamma,
+        "Throughput and window over time",
+        "Output tokens counted when they reach the edge; requests when they complete; "
+        "γ averaged over the rounds sent in each bin.",
+    ),
+    "edges": (per_edge_latency, "Per-edge latency", "Bars: mean over the edge's completed requests; markers: p99."),
+    "targets": (
+        targets_over_time,
+        "Targets: batch size and utilisation",
+        "Mean requests per verify batch (by batch start) and fraction of each bin the target was busy "
+        "(prefill + verify).",
+    ),
+    "speculation": (
+        speculation,
+        "Speculation",
+        "Acceptance by round index shows position effects (e.g. decaying acceptance); "
+        "the histogram shows how many of the γ draft tokens each round kept.",
+    ),
 }
 
 
@@ -309,11 +350,17 @@ def render_all(sides: list[SidePair], only: list[str] | None = None) -> dict[str
     """All figures as PNG bytes, in report order (a figure whose function returns None does not apply)."""
     from analysis.timeline import schedule_timeline
 
-    FIGURES.setdefault("schedule", (schedule_timeline, "Schedule timeline",
-                                    "Configured capacity (Mahimahi trace opportunities, or rate steps) and one-way delay "
-                                    "of each scheduled link, against the per-round network RTT (median per bin: "
-                                    "round trip minus the verify batch), output throughput and mean γ; red bands: "
-                                    "a link down, yellow: a node down; vertical lines: changes as applied."))
+    FIGURES.setdefault(
+        "schedule",
+        (
+            schedule_timeline,
+            "Schedule timeline",
+            "Configured capacity (Mahimahi trace opportunities, or rate steps) and one-way delay "
+            "of each scheduled link, against the per-round network RTT (median per bin: "
+            "round trip minus the verify batch), output throughput and mean γ; red bands: "
+            "a link down, yellow: a node down; vertical lines: changes as applied.",
+        ),
+    )
     out: dict[str, bytes] = {}
     for name, (fn, _title, _cap) in FIGURES.items():
         if only is None or name in only:

@@ -30,8 +30,8 @@ from testbed.files import write_text
 
 HEADLINE = ("output_token_throughput_tps", "goodput_rps", "ttft_ms.mean", "tpot_ms.mean", "e2e_ms.p99")
 ERRORS = ("ttft_ms.mean", "tpot_ms.mean", "output_token_throughput_tps")
-MAX_GROUPS = 8   # values of a dimension shown as they are; more (numeric) are binned
-MAX_LINES = 6    # a second dimension with at most this many values gets one line per value
+MAX_GROUPS = 8  # values of a dimension shown as they are; more (numeric) are binned
+MAX_LINES = 6  # a second dimension with at most this many values gets one line per value
 
 
 def headline_metrics(df: pd.DataFrame) -> list[str]:
@@ -66,7 +66,9 @@ def line_plot(df: pd.DataFrame, x: str, metrics: list[str], by: str | None) -> b
 
     n = len(metrics)
     ncol = min(3, n)
-    fig, axes = plt.subplots((n + ncol - 1) // ncol, ncol, figsize=(4.2 * ncol, 3.2 * ((n + ncol - 1) // ncol)), squeeze=False)
+    fig, axes = plt.subplots(
+        (n + ncol - 1) // ncol, ncol, figsize=(4.2 * ncol, 3.2 * ((n + ncol - 1) // ncol)), squeeze=False
+    )
     xs = order(df[x])
     numeric = all(isinstance(v, (int, float)) for v in xs)
     pos = {v: (v if numeric else i) for i, v in enumerate(xs)}
@@ -80,8 +82,15 @@ def line_plot(df: pd.DataFrame, x: str, metrics: list[str], by: str | None) -> b
             pts.sort()
             px, py, pe = (np.array(a) for a in zip(*pts))
             colour, _ = plots.style("", k)
-            ax.errorbar(px, py, yerr=np.nan_to_num(pe), marker="o", capsize=3, color=colour,
-                        label=None if b is None else f"{by}={_label(b)}")
+            ax.errorbar(
+                px,
+                py,
+                yerr=np.nan_to_num(pe),
+                marker="o",
+                capsize=3,
+                color=colour,
+                label=None if b is None else f"{by}={_label(b)}",
+            )
         ax.set_title(m)
         ax.set_xlabel(x)
         if not numeric:
@@ -111,8 +120,15 @@ def heatmap(df: pd.DataFrame, x: str, y: str, metrics: list[str]) -> bytes:
         for i in range(len(ys)):
             for j in range(len(xs)):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.3g}", ha="center", va="center", fontsize=8,
-                            color="white" if grid[i, j] < np.nanmean(grid) else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{grid[i, j]:.3g}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if grid[i, j] < np.nanmean(grid) else "black",
+                    )
         ax.set_xticks(range(len(xs)), [_label(v) for v in xs], rotation=30 if len(xs) > 4 else 0)
         ax.set_yticks(range(len(ys)), [_label(v) for v in ys])
         ax.set_xlabel(x)
@@ -138,13 +154,20 @@ def figures(df: pd.DataFrame, dims: list[str], metrics: list[str]) -> dict[str, 
     for i, d in enumerate(dims):
         others = [o for o in dims if o != d and ok[o].nunique() <= MAX_LINES]
         by = others[0] if others else None
-        cap = (f"Mean over the trials of each value of {d} (seeds" + (", other dimensions" if len(dims) > 1 + (by is not None) else "")
-               + ") with the 95 % CI" + (f"; one line per value of {by}" if by else "") + ".")
+        cap = (
+            f"Mean over the trials of each value of {d} (seeds"
+            + (", other dimensions" if len(dims) > 1 + (by is not None) else "")
+            + ") with the 95 % CI"
+            + (f"; one line per value of {by}" if by else "")
+            + "."
+        )
         out[f"sweep-line-{i}"] = (cap, line_plot(ok, d, metrics, by))
-    pairs = [(a, b) for k, a in enumerate(dims[:3]) for b in dims[k + 1:3]]
+    pairs = [(a, b) for k, a in enumerate(dims[:3]) for b in dims[k + 1 : 3]]
     for k, (a, b) in enumerate(pairs):
-        out[f"sweep-heat-{k}"] = (f"Mean of each metric over seeds (and other dimensions) for each ({a}, {b}).",
-                                  heatmap(ok, a, b, metrics))
+        out[f"sweep-heat-{k}"] = (
+            f"Mean of each metric over seeds (and other dimensions) for each ({a}, {b}).",
+            heatmap(ok, a, b, metrics),
+        )
     return out
 
 
@@ -159,8 +182,11 @@ def replicate_table(df: pd.DataFrame, metrics: list[str], dims: list[str]) -> st
         cells = [f"<td>{esc(_label(v))}</td>" for v in key] + [f"<td>{len(sub)}</td>"]
         for m in metrics:
             s = sub[m].dropna()
-            cells.append(f"<td>{fmt(float(s.mean())) if len(s) else '–'}"
-                         + (f" ± {fmt(ci95(s))}" if len(s) > 1 else "") + "</td>")
+            cells.append(
+                f"<td>{fmt(float(s.mean())) if len(s) else '–'}"
+                + (f" ± {fmt(ci95(s))}" if len(s) > 1 else "")
+                + "</td>"
+            )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table id='configurations'><tr>{head}</tr>{''.join(rows)}</table>"
 
@@ -171,8 +197,10 @@ def failed_table(df: pd.DataFrame, dims: list[str]) -> str:
         return "<p>No failed trials.</p>"
     cols = [c for c in ["trial", "status", *dims, "seed", "error"] if c in bad.columns]
     head = "".join(f"<th>{esc(c)}</th>" for c in cols)
-    rows = "".join("<tr>" + "".join(f"<td>{esc(_label(r[c]) if r[c] is not None else '')}</td>" for c in cols) + "</tr>"
-                   for _, r in bad.iterrows())
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(_label(r[c]) if r[c] is not None else '')}</td>" for c in cols) + "</tr>"
+        for _, r in bad.iterrows()
+    )
     return f"<table id='failed'><tr>{head}</tr>{rows}</table>"
 
 
@@ -188,20 +216,26 @@ def build(out: Path) -> Path:
     for name, (cap, png) in figs.items():
         (out / "plots" / f"{name}.png").write_bytes(png)
         uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        parts.append(f"<figure id='fig-{name}'><img alt='{esc(cap)}' src='{uri}'><figcaption>{esc(cap)} "
-                     f"(also <code>plots/{name}.png</code>)</figcaption></figure>")
+        parts.append(
+            f"<figure id='fig-{name}'><img alt='{esc(cap)}' src='{uri}'><figcaption>{esc(cap)} "
+            f"(also <code>plots/{name}.png</code>)</figcaption></figure>"
+        )
     counts = df["status"].value_counts().to_dict()
     total = len(meta.get("trials", []))
-    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {esc(meta['name'])}</title>"
-            f"<style>{CSS}</style></head><body><h1>Sweep {esc(meta['name'])}</h1>"
-            f"<p class='sub'>{esc(meta.get('source'))}: {esc(meta.get('search'))} search, {total} trials "
-            f"({len(df)} finished: " + ", ".join(f"{v} {esc(k)}" for k, v in counts.items()) + f"); ran on "
-            f"{esc(meta.get('runner'))}. Swept: {esc(', '.join(dims) or 'nothing (replicates only)')}. "
-            "Table: <code>trials.parquet</code> (parameters × metrics × fidelity errors <code>err.*</code>).</p>"
-            + ("<h2 id='plots'>Plots</h2>" + "".join(parts) if parts else "")
-            + "<h2 id='configs'>Configurations (mean ± 95 % CI over seeds)</h2>" + replicate_table(df, metrics, dims)
-            + "<h2 id='failures'>Failed trials</h2>" + failed_table(df, dims)
-            + f"<footer>generated {time.strftime('%Y-%m-%d %H:%M:%S')} by analysis/sweep_report.py</footer></body></html>")
+    html = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {esc(meta['name'])}</title>"
+        f"<style>{CSS}</style></head><body><h1>Sweep {esc(meta['name'])}</h1>"
+        f"<p class='sub'>{esc(meta.get('source'))}: {esc(meta.get('search'))} search, {total} trials "
+        f"({len(df)} finished: " + ", ".join(f"{v} {esc(k)}" for k, v in counts.items()) + f"); ran on "
+        f"{esc(meta.get('runner'))}. Swept: {esc(', '.join(dims) or 'nothing (replicates only)')}. "
+        "Table: <code>trials.parquet</code> (parameters × metrics × fidelity errors <code>err.*</code>).</p>"
+        + ("<h2 id='plots'>Plots</h2>" + "".join(parts) if parts else "")
+        + "<h2 id='configs'>Configurations (mean ± 95 % CI over seeds)</h2>"
+        + replicate_table(df, metrics, dims)
+        + "<h2 id='failures'>Failed trials</h2>"
+        + failed_table(df, dims)
+        + f"<footer>generated {time.strftime('%Y-%m-%d %H:%M:%S')} by analysis/sweep_report.py</footer></body></html>"
+    )
     p = out / "summary.html"
     write_text(p, html)
     return p

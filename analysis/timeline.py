@@ -18,8 +18,13 @@ from traces.nettrace import OPPORTUNITY_BYTES
 if TYPE_CHECKING:
     from analysis.plots import SidePair
 
-EVENT_COLOURS = {"link_down": "#b91c1c", "link_up": "#15803d", "crash": "#7c2d12", "restart": "#0f766e",
-                 "link_params": "#6b7280"}
+EVENT_COLOURS = {
+    "link_down": "#b91c1c",
+    "link_up": "#15803d",
+    "crash": "#7c2d12",
+    "restart": "#0f766e",
+    "link_params": "#6b7280",
+}
 
 
 def _scenario(sides: list["SidePair"]):
@@ -36,8 +41,11 @@ def _scenario(sides: list["SidePair"]):
 
 
 def schedule_timeline(sides: list["SidePair"]) -> bytes | None:
-    events = {n: pd.read_parquet(Path(s.path) / "events.parquet") for n, s in sides
-              if (Path(s.path) / "events.parquet").is_file()}
+    events = {
+        n: pd.read_parquet(Path(s.path) / "events.parquet")
+        for n, s in sides
+        if (Path(s.path) / "events.parquet").is_file()
+    }
     if not events:
         return None
     sc = _scenario(sides)
@@ -58,11 +66,21 @@ def schedule_timeline(sides: list["SidePair"]) -> bytes | None:
         for k, (li, steps) in enumerate(sorted(sched.steps.items())):
             l = sc.links[li]
             ts = [t for t, _ in steps] + [nbins * width]
-            delay_ax.step(ts, [st.delay_ms for _, st in steps] + [steps[-1][1].delay_ms], where="post",
-                          color=style("", k + 3)[0], label=f"{l.a}-{l.b}")
+            delay_ax.step(
+                ts,
+                [st.delay_ms for _, st in steps] + [steps[-1][1].delay_ms],
+                where="post",
+                color=style("", k + 3)[0],
+                label=f"{l.a}-{l.b}",
+            )
             if any(st.bw_mbps for _, st in steps):
-                cap_ax.step(ts, [st.bw_mbps or np.nan for _, st in steps] + [steps[-1][1].bw_mbps or np.nan],
-                            where="post", color=style("", k + 3)[0], label=f"{l.a}-{l.b} (rate)")
+                cap_ax.step(
+                    ts,
+                    [st.bw_mbps or np.nan for _, st in steps] + [steps[-1][1].bw_mbps or np.nan],
+                    where="post",
+                    color=style("", k + 3)[0],
+                    label=f"{l.a}-{l.b} (rate)",
+                )
         for li, ivs in sched.down.items():
             for a, b in ivs:
                 for ax in axes:
@@ -73,8 +91,10 @@ def schedule_timeline(sides: list["SidePair"]) -> bytes | None:
                     ax.axvspan(a, min(b, nbins * width), color="#fde68a", alpha=0.5, lw=0)
     for k, (n, s) in enumerate(sides):
         c, ls = style(n, k)
-        q = pd.read_parquet(Path(s.path) / "rounds.parquet", columns=["send_s", "recv_s", "batch_start_s", "batch_end_s",
-                                                                     "gamma", "gained"])
+        q = pd.read_parquet(
+            Path(s.path) / "rounds.parquet",
+            columns=["send_s", "recv_s", "batch_start_s", "batch_end_s", "gamma", "gained"],
+        )
         net = (q["recv_s"] - q["send_s"] - (q["batch_end_s"] - q["batch_start_s"])).to_numpy() * 1e3
         idx = np.clip((q["send_s"].to_numpy() / width).astype(int), 0, nbins - 1)
         med = pd.Series(net).groupby(idx).median().reindex(range(nbins))
@@ -91,8 +111,10 @@ def schedule_timeline(sides: list["SidePair"]) -> bytes | None:
         for _, e in ev[ev.kind.isin(list(EVENT_COLOURS))].iterrows():
             rtt_ax.axvline(e.applied_s, color=EVENT_COLOURS[e.kind], lw=0.8, ls=style(n, k)[1], alpha=0.7)
     cap_ax.set_ylabel("configured\ncapacity (Mbit/s)")
-    cap_ax.set_title(f"Schedule: configured links vs what the rounds saw ({width:g} s bins; red: link down, "
-                     "yellow: node down; lines: applied changes)")
+    cap_ax.set_title(
+        f"Schedule: configured links vs what the rounds saw ({width:g} s bins; red: link down, "
+        "yellow: node down; lines: applied changes)"
+    )
     delay_ax.set_ylabel("configured one-way\ndelay (ms)")
     rtt_ax.set_ylabel("round network\nRTT p50 (ms)")
     rtt_ax.set_yscale("log")

@@ -10,7 +10,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_experiment(topology: Path, out: Path, sets: list[str], net: str) -> tuple[dict[str, dict] | None, subprocess.CompletedProcess]:
+def run_experiment(
+    topology: Path, out: Path, sets: list[str], net: str
+) -> tuple[dict[str, dict] | None, subprocess.CompletedProcess]:
     """One `testbed run` (quiet); returns ({metric: compare.json row} or None when no comparison was written,
     the finished process)."""
     cmd = [sys.executable, "-m", "testbed", "run", str(topology), "--net", net, "--out", str(out), "--quiet"]

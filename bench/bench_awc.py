@@ -4,7 +4,8 @@ mean ± 95 % CI over seeds; gap to the hindsight-best static gamma per scenario,
 (scenarios within 3 %, gain over static:4 where the best window is not 4) over all and per alpha; and the
 per-decision cost of the policy (an absolute figure on a shared machine: read it as an order of magnitude).
 
-    python bench/bench_awc.py [--seeds 3] [--workers 0] [--alphas 0.6 0.8 0.95] [--quick] [--out DIR] [--executor sim|emu]
+    python bench/bench_awc.py [--seeds 3] [--workers 0] [--alphas 0.6 0.8 0.95] [--quick] [--out DIR] [--executor
+    sim|emu]
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def main() -> int:
 
     pol = load_awc_policy(None)
     r, f = decision_cost_us()
-    print(f"AWC model: MLP {len(pol.net.mu)}-{'-'.join(str(w.shape[0]) for w, _ in pol.net.layers)}, "
-          f"{pol.net.n_params} parameters, weights {Path(pol.source).stat().st_size} bytes; "
-          f"decision cost: {r:.1f} us per round (features + forward), forward {f:.1f} us")
+    print(
+        f"AWC model: MLP {len(pol.net.mu)}-{'-'.join(str(w.shape[0]) for w, _ in pol.net.layers)}, "
+        f"{pol.net.n_params} parameters, weights {Path(pol.source).stat().st_size} bytes; "
+        f"decision cost: {r:.1f} us per round (features + forward), forward {f:.1f} us"
+    )
     argv = ["awc", "eval", "--seeds", a.seeds, "--workers", a.workers, "--executor", a.executor, "--out", a.out]
     if a.alphas:
         argv += ["--alphas", *a.alphas]

@@ -57,8 +57,16 @@ def scale(sizes: list[int], tmp: Path) -> tuple[list[dict], bool]:
             left = _leftovers(em.net.tag, getattr(em.runtime, "tag", None))
             ok &= left == 0
             holders = em.runtime.timings.get("holders_s") if rt == "docker" else None
-            rows.append({"edges": n, "runtime": rt, "build_s": t_build, "teardown_s": t_down, "leftovers": left,
-                         "holder_per_host_s": holders / (n + 1) if holders else None})
+            rows.append(
+                {
+                    "edges": n,
+                    "runtime": rt,
+                    "build_s": t_build,
+                    "teardown_s": t_down,
+                    "leftovers": left,
+                    "holder_per_host_s": holders / (n + 1) if holders else None,
+                }
+            )
     return rows, ok
 
 
@@ -85,9 +93,14 @@ def _run(topo: str, out: Path, runtime: str, sets: list[str]) -> dict:
     emu = json.loads((out / "emu" / "summary.json").read_text())
     cmp = json.loads((out / "compare.json").read_text())
     judged = [m for m in cmp.get("metrics", []) if m.get("pass") is not None]
-    return {"emu": emu, "wall_s": wall, "judged": len(judged), "passed": sum(bool(m["pass"]) for m in judged),
-            "failed_metrics": [f"{m.get('metric')} {m.get('statistic', '')}".strip() for m in judged if not m["pass"]],
-            "node_start_mean_s": (emu["emulator"].get("runtime") or {}).get("timings", {}).get("node_start_mean_s")}
+    return {
+        "emu": emu,
+        "wall_s": wall,
+        "judged": len(judged),
+        "passed": sum(bool(m["pass"]) for m in judged),
+        "failed_metrics": [f"{m.get('metric')} {m.get('statistic', '')}".strip() for m in judged if not m["pass"]],
+        "node_start_mean_s": (emu["emulator"].get("runtime") or {}).get("timings", {}).get("node_start_mean_s"),
+    }
 
 
 def _metric(s: dict, name: str, stat: str | None) -> float:
@@ -107,7 +120,7 @@ def same_spec(duration: float, repeats: int) -> tuple[dict, bool]:
     topo = str(ROOT / "topologies" / "star-4edge.yaml")
     runs: dict[str, list[dict]] = {"process": [], "docker": []}
     for i in range(repeats):  # alternated, so that a change of the machine's load hits both runtimes alike
-        for rt in (("process", "docker") if i % 2 == 0 else ("docker", "process")):
+        for rt in ("process", "docker") if i % 2 == 0 else ("docker", "process"):
             runs[rt].append(_run(topo, OUT / f"star-4edge-{rt}-{i}", rt, sets))
     res = {rt: r[-1] for rt, r in runs.items()}
     rows, ok = [], True
@@ -117,13 +130,26 @@ def same_spec(duration: float, repeats: int) -> tuple[dict, bool]:
         err = d / p - 1 if p else float("nan")
         good = abs(err) <= 0.03
         ok &= good
-        rows.append({"metric": f"{name}{' ' + stat if stat else ''}", "process": p, "docker": d, "rel_diff": err,
-                     "goal_ok": good})
+        rows.append(
+            {
+                "metric": f"{name}{' ' + stat if stat else ''}",
+                "process": p,
+                "docker": d,
+                "rel_diff": err,
+                "goal_ok": good,
+            }
+        )
     fid_ok = res["docker"]["passed"] >= res["process"]["passed"]
     ok &= fid_ok
-    return {"trace": trace, "duration_s": duration, "repeats": repeats, "rows": rows,
-            "fidelity": {rt: {k: res[rt][k] for k in ("judged", "passed", "failed_metrics", "wall_s")} for rt in res},
-            "fidelity_goal_ok": fid_ok, "node_start_mean_s": res["docker"]["node_start_mean_s"]}, ok
+    return {
+        "trace": trace,
+        "duration_s": duration,
+        "repeats": repeats,
+        "rows": rows,
+        "fidelity": {rt: {k: res[rt][k] for k in ("judged", "passed", "failed_metrics", "wall_s")} for rt in res},
+        "fidelity_goal_ok": fid_ok,
+        "node_start_mean_s": res["docker"]["node_start_mean_s"],
+    }, ok
 
 
 def cpu_limit() -> tuple[dict, bool]:
@@ -135,8 +161,24 @@ def cpu_limit() -> tuple[dict, bool]:
     res, throttled = {}, {}
     for share in (1.0, 0.5):
         out = OUT / f"hf-pair-cpu{share}"
-        argv = [sys.executable, "-m", "testbed", "emulate", topo, "--runtime", "docker", "--net", "none", "--out",
-                str(out), "--quiet", "--set", f"edges.0.cpu_share={share}", "--set", "workload.synthetic.n_requests=3"]
+        argv = [
+            sys.executable,
+            "-m",
+            "testbed",
+            "emulate",
+            topo,
+            "--runtime",
+            "docker",
+            "--net",
+            "none",
+            "--out",
+            str(out),
+            "--quiet",
+            "--set",
+            f"edges.0.cpu_share={share}",
+            "--set",
+            "workload.synthetic.n_requests=3",
+        ]
         r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**_env(), "DSD_TORCH_THREADS": "1"})
         if r.returncode != 0:
             return {"error": f"cpu_share {share}: exit {r.returncode}: {r.stderr[-1500:]}"}, False
@@ -145,8 +187,12 @@ def cpu_limit() -> tuple[dict, bool]:
         throttled[share] = {k: node.get(k) for k in ("cpu_used_s", "cpu_throttled_s", "cpu_throttled_periods")}
     ratio = res[0.5] / res[1.0]
     ok = 1.6 <= ratio <= 2.4
-    return {"draft_ms_per_token": {str(k): v for k, v in res.items()}, "ratio": ratio, "goal_ok": ok,
-            "cgroup": {str(k): v for k, v in throttled.items()}}, ok
+    return {
+        "draft_ms_per_token": {str(k): v for k, v in res.items()},
+        "ratio": ratio,
+        "goal_ok": ok,
+        "cgroup": {str(k): v for k, v in throttled.items()},
+    }, ok
 
 
 def _env() -> dict:
@@ -172,23 +218,46 @@ def main() -> int:
             rows, good = scale([int(x) for x in a.scale.split(",")], Path(td))
         ok &= good
         result["scale"] = rows
-        table("build / teardown (s), no verification", ["edges", "runtime", "build", "teardown", "holder/host",
-                                                         "leftovers"],
-              [[r["edges"], r["runtime"], f"{r['build_s']:.2f}", f"{r['teardown_s']:.2f}",
-                f"{r['holder_per_host_s']:.3f}" if r["holder_per_host_s"] else "-", r["leftovers"]] for r in rows])
+        table(
+            "build / teardown (s), no verification",
+            ["edges", "runtime", "build", "teardown", "holder/host", "leftovers"],
+            [
+                [
+                    r["edges"],
+                    r["runtime"],
+                    f"{r['build_s']:.2f}",
+                    f"{r['teardown_s']:.2f}",
+                    f"{r['holder_per_host_s']:.3f}" if r["holder_per_host_s"] else "-",
+                    r["leftovers"],
+                ]
+                for r in rows
+            ],
+        )
     if "compare" not in skip:
         res, good = same_spec(a.duration, a.repeats)
         ok &= good
         result["same_spec"] = res
-        table(f"star-4edge, {res['trace']}, {res['duration_s']:g} s, mean of {res['repeats']} runs each: process vs "
-              "docker (goal: within 3 %)",
-              ["metric", "process", "docker", "diff", "ok"],
-              [[r["metric"], f"{r['process']:.3f}", f"{r['docker']:.3f}", f"{100 * r['rel_diff']:+.2f} %", r["goal_ok"]]
-               for r in res["rows"]])
+        table(
+            f"star-4edge, {res['trace']}, {res['duration_s']:g} s, mean of {res['repeats']} runs each: process vs "
+            "docker (goal: within 3 %)",
+            ["metric", "process", "docker", "diff", "ok"],
+            [
+                [
+                    r["metric"],
+                    f"{r['process']:.3f}",
+                    f"{r['docker']:.3f}",
+                    f"{100 * r['rel_diff']:+.2f} %",
+                    r["goal_ok"],
+                ]
+                for r in res["rows"]
+            ],
+        )
         f = res["fidelity"]
-        print(f"  emulated vs simulated: process {f['process']['passed']}/{f['process']['judged']} judged metrics "
-              f"within tolerance, docker {f['docker']['passed']}/{f['docker']['judged']} "
-              f"(outside: process {f['process']['failed_metrics']}, docker {f['docker']['failed_metrics']})")
+        print(
+            f"  emulated vs simulated: process {f['process']['passed']}/{f['process']['judged']} judged metrics "
+            f"within tolerance, docker {f['docker']['passed']}/{f['docker']['judged']} "
+            f"(outside: process {f['process']['failed_metrics']}, docker {f['docker']['failed_metrics']})"
+        )
         print(f"  container start-up per node: {res['node_start_mean_s']:.3f} s")
     if "cpu" not in skip:
         res, good = cpu_limit()
@@ -196,8 +265,10 @@ def main() -> int:
         result["cpu_limit"] = res
         if "ratio" in res:
             d = res["draft_ms_per_token"]
-            print(f"\nCPU limit (hf-pair draft in a container, 1 torch thread): {d['1.0']:.1f} ms/token at 1.0 CPU, "
-                  f"{d['0.5']:.1f} at 0.5 CPU: {res['ratio']:.2f}x (goal 1.6-2.4x); cgroup: {res['cgroup']}")
+            print(
+                f"\nCPU limit (hf-pair draft in a container, 1 torch thread): {d['1.0']:.1f} ms/token at 1.0 CPU, "
+                f"{d['0.5']:.1f} at 0.5 CPU: {res['ratio']:.2f}x (goal 1.6-2.4x); cgroup: {res['cgroup']}"
+            )
         else:
             print(f"\nCPU limit: {res}")
     (OUT / "result.json").write_text(json.dumps(result, indent=1, default=str))

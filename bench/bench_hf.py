@@ -57,9 +57,17 @@ def main() -> int:
     rows = b.verify(batches, [args.gamma], [args.ctx], one_by_one=True)
     res["verify"] = []
     for B, tok, ctx, ms, ms1 in rows:
-        res["verify"].append({"batch": B, "tokens": tok, "batched_ms": round(ms, 1), "one_by_one_ms": round(ms1, 1),
-                              "batched_tok_s": round(tok / ms * 1e3, 1), "one_by_one_tok_s": round(tok / ms1 * 1e3, 1),
-                              "ratio": round(ms1 / ms, 2)})
+        res["verify"].append(
+            {
+                "batch": B,
+                "tokens": tok,
+                "batched_ms": round(ms, 1),
+                "one_by_one_ms": round(ms1, 1),
+                "batched_tok_s": round(tok / ms * 1e3, 1),
+                "one_by_one_tok_s": round(tok / ms1 * 1e3, 1),
+                "ratio": round(ms1 / ms, 2),
+            }
+        )
     res["batch8_ratio"] = res["verify"][-1]["ratio"]
     gam = [0, 1, 2, 4, 8]
     tv = {g: r[3] for g, r in zip(gam, b.verify([1], gam, [args.ctx]))}
@@ -70,7 +78,9 @@ def main() -> int:
 
     from traces import find_trace, load_trace
 
-    tr = load_trace(str(find_trace("azure-conv")), "auto", max_requests=args.requests if not args.quick else 4, duration_s=None)
+    tr = load_trace(
+        str(find_trace("azure-conv")), "auto", max_requests=args.requests if not args.quick else 4, duration_s=None
+    )
     reqs = [(int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(tr.output_tokens[i])) for i in range(len(tr))]
     _, summ = record(M.DRAFT_NAME, M.TARGET_NAME, reqs, max_prompt=1024, max_output=64 if not args.quick else 24)
     alpha = summ["acceptance_rate"]
@@ -88,10 +98,13 @@ def main() -> int:
     for delay in (5, 20, 50):
         per = {g: (g * step + 2 * delay + t_verify(g)) / expected_tokens_per_round(alpha, g) for g in range(1, 9)}
         best = min(per, key=per.get)
-        res["speedup"][f"{delay}ms"] = {"ar_ms_per_token": round(ar, 1),
-                                        f"dsd_gamma{args.gamma}_ms_per_token": round(per[args.gamma], 1),
-                                        f"speedup_gamma{args.gamma}": round(ar / per[args.gamma], 2),
-                                        "best_gamma": best, "speedup_best": round(ar / per[best], 2)}
+        res["speedup"][f"{delay}ms"] = {
+            "ar_ms_per_token": round(ar, 1),
+            f"dsd_gamma{args.gamma}_ms_per_token": round(per[args.gamma], 1),
+            f"speedup_gamma{args.gamma}": round(ar / per[args.gamma], 2),
+            "best_gamma": best,
+            "speedup_best": round(ar / per[best], 2),
+        }
     print(json.dumps(res, indent=1))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))

@@ -58,7 +58,9 @@ def accuracy_yaml() -> str:
 
 
 def star_yaml(n: int) -> str:
-    return HEAD + f"""nodes:
+    return (
+        HEAD
+        + f"""nodes:
   - {{name: cloud0, role: target}}
   - {{name: sw0, role: switch}}
 edges:
@@ -66,6 +68,7 @@ edges:
 links:
   - {{a: sw0, b: cloud0, bw_mbps: 1000, delay_ms: 1}}
 """
+    )
 
 
 def load(text: str, tmp: Path, name: str):
@@ -90,23 +93,45 @@ def accuracy(backend: str, tmp: Path, quick: bool) -> dict:
         for d in DELAYS:
             xs, _ = rtt_ms(net, f"d{d}", n, 0.01)
             one_way = (pct(xs, 0.5) - b50) / 2
-            out["delay"].append({"configured_ms": d, "measured_ms": one_way, "error_ms": one_way - d,
-                                 "raw_rtt_p50_ms": pct(xs, 0.5), "rtt_p99_ms": pct(xs, 0.99),
-                                 "goal_ok": abs(one_way - d) <= max(0.3, 0.03 * d)})
+            out["delay"].append(
+                {
+                    "configured_ms": d,
+                    "measured_ms": one_way,
+                    "error_ms": one_way - d,
+                    "raw_rtt_p50_ms": pct(xs, 0.5),
+                    "rtt_p99_ms": pct(xs, 0.99),
+                    "goal_ok": abs(one_way - d) <= max(0.3, 0.03 * d),
+                }
+            )
         for j in JITTERS:
             xs, _ = rtt_ms(net, f"j{j}", n, max(0.01, 8 * j / 1e3))
             exp = math.sqrt(2) * j
             s = statistics.stdev(xs)
-            out["jitter"].append({"configured_std_ms": j, "expected_rtt_std_ms": exp, "measured_rtt_std_ms": s,
-                                  "rel_error": s / exp - 1, "rtt_p50_ms": pct(xs, 0.5), "goal_ok": abs(s / exp - 1) <= 0.10})
+            out["jitter"].append(
+                {
+                    "configured_std_ms": j,
+                    "expected_rtt_std_ms": exp,
+                    "measured_rtt_std_ms": s,
+                    "rel_error": s / exp - 1,
+                    "rtt_p50_ms": pct(xs, 0.5),
+                    "goal_ok": abs(s / exp - 1) <= 0.10,
+                }
+            )
         for r in RATES:
             m = measure_rate(net, f"r{r}", "cloud0", duration=1.5 if quick else 3.0)
             w = m.get("wire_mbps", float("nan"))
-            out["rate"].append({"configured_mbps": r, "measured_mbps": w, "rel_error": w / r - 1, "goal_ok": abs(w / r - 1) <= 0.05})
+            out["rate"].append(
+                {"configured_mbps": r, "measured_mbps": w, "rel_error": w / r - 1, "goal_ok": abs(w / r - 1) <= 0.05}
+            )
         xs, lost = rtt_ms(net, "l5", 200 if quick else 1000, 0.002)
         exp = 1 - (1 - LOSS / 100) ** 2
-        out["loss"].append({"configured_pct": LOSS, "expected_rtt_loss_pct": 100 * exp,
-                            "measured_rtt_loss_pct": 100 * lost / max(1, lost + len(xs))})
+        out["loss"].append(
+            {
+                "configured_pct": LOSS,
+                "expected_rtt_loss_pct": 100 * exp,
+                "measured_rtt_loss_pct": 100 * lost / max(1, lost + len(xs)),
+            }
+        )
         out["shaping_detail"] = None
     out["shaping_detail"] = {k: v for k, v in net.shaping.describe().items() if k != "delayline_stats"}
     return out
@@ -129,9 +154,17 @@ def scale(sizes: list[int], backend: str, tmp: Path) -> list[dict]:
             t_down = time.monotonic() - t1
         after = inventory()
         leftovers = {k: after[k] - before[k] for k in after if after[k] != before[k]}
-        rows.append({"edges": n, "build_s": t_build, "teardown_s": t_down, "objects_while_up": sum(during.values()) - sum(before.values()),
-                     "leftovers": sum(max(0, v) for v in leftovers.values()), "leftover_detail": leftovers,
-                     "timings": dict(net.timings)})
+        rows.append(
+            {
+                "edges": n,
+                "build_s": t_build,
+                "teardown_s": t_down,
+                "objects_while_up": sum(during.values()) - sum(before.values()),
+                "leftovers": sum(max(0, v) for v in leftovers.values()),
+                "leftover_detail": leftovers,
+                "timings": dict(net.timings),
+            }
+        )
     return rows
 
 
@@ -163,25 +196,68 @@ def main() -> int:
             acc = accuracy(b, tmp, a.quick)
             results["accuracy"][b] = acc
             f = lambda x, p=3: f"{x:.{p}f}"  # noqa: E731
-            table(f"[{b}] one-way delay (unshaped path RTT p50 {acc['base_rtt_p50_ms']:.3f} ms subtracted)",
-                  ["configured ms", "measured ms", "error ms", "error %", "RTT p99 ms", "goal"],
-                  [[r["configured_ms"], f(r["measured_ms"]), f(r["error_ms"]), f(100 * r["error_ms"] / r["configured_ms"], 1),
-                    f(r["rtt_p99_ms"]), "ok" if r["goal_ok"] else "MISS"] for r in acc["delay"]])
-            table(f"[{b}] jitter at 20 ms", ["configured std ms", "expected RTT std", "measured RTT std", "error %", "goal"],
-                  [[r["configured_std_ms"], f(r["expected_rtt_std_ms"]), f(r["measured_rtt_std_ms"]), f(100 * r["rel_error"], 1),
-                    "ok" if r["goal_ok"] else "MISS"] for r in acc["jitter"]])
-            table(f"[{b}] rate (1 ms delay)", ["configured Mbit/s", "measured Mbit/s", "error %", "goal"],
-                  [[r["configured_mbps"], f(r["measured_mbps"], 2), f(100 * r["rel_error"], 1), "ok" if r["goal_ok"] else "MISS"]
-                   for r in acc["rate"]])
-            table(f"[{b}] loss", ["configured %", "expected RTT loss %", "measured RTT loss %"],
-                  [[r["configured_pct"], f(r["expected_rtt_loss_pct"], 1), f(r["measured_rtt_loss_pct"], 1)] for r in acc["loss"]])
+            table(
+                f"[{b}] one-way delay (unshaped path RTT p50 {acc['base_rtt_p50_ms']:.3f} ms subtracted)",
+                ["configured ms", "measured ms", "error ms", "error %", "RTT p99 ms", "goal"],
+                [
+                    [
+                        r["configured_ms"],
+                        f(r["measured_ms"]),
+                        f(r["error_ms"]),
+                        f(100 * r["error_ms"] / r["configured_ms"], 1),
+                        f(r["rtt_p99_ms"]),
+                        "ok" if r["goal_ok"] else "MISS",
+                    ]
+                    for r in acc["delay"]
+                ],
+            )
+            table(
+                f"[{b}] jitter at 20 ms",
+                ["configured std ms", "expected RTT std", "measured RTT std", "error %", "goal"],
+                [
+                    [
+                        r["configured_std_ms"],
+                        f(r["expected_rtt_std_ms"]),
+                        f(r["measured_rtt_std_ms"]),
+                        f(100 * r["rel_error"], 1),
+                        "ok" if r["goal_ok"] else "MISS",
+                    ]
+                    for r in acc["jitter"]
+                ],
+            )
+            table(
+                f"[{b}] rate (1 ms delay)",
+                ["configured Mbit/s", "measured Mbit/s", "error %", "goal"],
+                [
+                    [
+                        r["configured_mbps"],
+                        f(r["measured_mbps"], 2),
+                        f(100 * r["rel_error"], 1),
+                        "ok" if r["goal_ok"] else "MISS",
+                    ]
+                    for r in acc["rate"]
+                ],
+            )
+            table(
+                f"[{b}] loss",
+                ["configured %", "expected RTT loss %", "measured RTT loss %"],
+                [
+                    [r["configured_pct"], f(r["expected_rtt_loss_pct"], 1), f(r["measured_rtt_loss_pct"], 1)]
+                    for r in acc["loss"]
+                ],
+            )
         sizes = [int(x) for x in a.scale.split(",") if x]
         if sizes and backends:
             rows = scale(sizes, backends[0], tmp)
             results["scale"][backends[0]] = rows
-            table(f"[{backends[0]}] star-N build/teardown (goal: 64 edges up < 20 s, down < 10 s, nothing left)",
-                  ["edges", "build s", "teardown s", "objects while up", "leftovers"],
-                  [[r["edges"], f"{r['build_s']:.2f}", f"{r['teardown_s']:.2f}", r["objects_while_up"], r["leftovers"]] for r in rows])
+            table(
+                f"[{backends[0]}] star-N build/teardown (goal: 64 edges up < 20 s, down < 10 s, nothing left)",
+                ["edges", "build s", "teardown s", "objects while up", "leftovers"],
+                [
+                    [r["edges"], f"{r['build_s']:.2f}", f"{r['teardown_s']:.2f}", r["objects_while_up"], r["leftovers"]]
+                    for r in rows
+                ],
+            )
     if a.json:
         a.json.write_text(json.dumps(results, indent=1, default=str))
     return 0

@@ -58,9 +58,27 @@ def start_target(tmp: Path) -> tuple[subprocess.Popen, str]:
     peers.write_text(json.dumps({"cloud0": "tcp://127.0.0.1:0"}))
     out = tmp / "cloud0"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    p = subprocess.Popen([sys.executable, "-m", "nodes.target", "--spec", str(spec), "--node", "cloud0", "--peers",
-                          str(peers), "--t0", f"{time.monotonic():.6f}", "--out", str(out), "--log-level", "WARNING"],
-                         env=env, cwd=ROOT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nodes.target",
+            "--spec",
+            str(spec),
+            "--node",
+            "cloud0",
+            "--peers",
+            str(peers),
+            "--t0",
+            f"{time.monotonic():.6f}",
+            "--out",
+            str(out),
+            "--log-level",
+            "WARNING",
+        ],
+        env=env,
+        cwd=ROOT,
+    )
     for _ in range(600):
         try:
             return p, json.loads((out / "ready.json").read_text())["endpoint"]
@@ -106,8 +124,14 @@ def _echo(endpoint_file: str) -> None:
 def floor_roundtrip(tmp: Path, rounds: int) -> list[float]:
     """The same ping-pong against a bare pyzmq ROUTER echo (blocking recv, no decoding): the floor."""
     f = tmp / "echo.endpoint"
-    p = subprocess.Popen([sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
-                          f"import bench_nodes; bench_nodes._echo({str(f)!r})"])
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); "
+            f"import bench_nodes; bench_nodes._echo({str(f)!r})",
+        ]
+    )
     while not f.exists() or not f.read_text():
         time.sleep(0.02)
     ctx = zmq.Context.instance()
@@ -209,23 +233,31 @@ def main() -> int:
             rtts = roundtrip(c0, a.rounds)
             p50 = rtts[len(rtts) // 2] * 1e6
             p99 = rtts[int(len(rtts) * 0.99)] * 1e6
-            print(f"VERIFY round-trip (gamma=4, zero compute, loopback): p50 {p50:.0f} us, p99 {p99:.0f} us "
-                  f"over {len(rtts)} rounds (goal: p50 < 150 us)")
+            print(
+                f"VERIFY round-trip (gamma=4, zero compute, loopback): p50 {p50:.0f} us, p99 {p99:.0f} us "
+                f"over {len(rtts)} rounds (goal: p50 < 150 us)"
+            )
             fl = floor_roundtrip(Path(d), a.rounds)
             f50, f99 = fl[len(fl) // 2] * 1e6, fl[int(len(fl) * 0.99)] * 1e6
-            print(f"bare pyzmq echo, same run (floor): p50 {f50:.0f} us, p99 {f99:.0f} us; "
-                  f"target node / floor at p50: {p50 / f50:.2f}x")
+            print(
+                f"bare pyzmq echo, same run (floor): p50 {f50:.0f} us, p99 {f99:.0f} us; "
+                f"target node / floor at p50: {p50 / f50:.2f}x"
+            )
             clients = [Client(ctx, endpoint, f"edge{i + 1}") for i in range(a.clients)]
             n, el, mean_b = throughput(clients, a.inflight, a.seconds)
-            print(f"VERIFY throughput: {n / el:,.0f} msgs/s answered by one target ({n} in {el:.1f} s, "
-                  f"{a.inflight} requests in flight over {a.clients} sockets, mean verify batch {mean_b:.1f}) "
-                  f"(goal: >= 5,000/s)")
+            print(
+                f"VERIFY throughput: {n / el:,.0f} msgs/s answered by one target ({n} in {el:.1f} s, "
+                f"{a.inflight} requests in flight over {a.clients} sockets, mean verify batch {mean_b:.1f}) "
+                f"(goal: >= 5,000/s)"
+            )
         finally:
             proc.terminate()
             proc.wait(10)
         node = json.loads((Path(d) / "cloud0" / "node.json").read_text())
-        print(f"target: {node['batches']} batches, bad messages {node['bad_messages_total']}, "
-              f"timer lateness {node['timer_lateness']}")
+        print(
+            f"target: {node['batches']} batches, bad messages {node['bad_messages_total']}, "
+            f"timer lateness {node['timer_lateness']}"
+        )
     return 0
 
 

@@ -42,10 +42,17 @@ def resolve_time(edges: int, targets: int) -> float:
 
 def simulate(edges: int, targets: int, hours: int, rate_scale: float, work: Path, quiet: bool) -> dict:
     spec = star(edges, targets)
-    spec.update(seed=1, policy={"window": "static:4", "routing": "jsq"},
-                models={"acceptance": {"kind": "iid", "alpha": 0.8}},
-                workload={"trace": "azure-conv", "duration_s": 3600, "rate_scale": rate_scale,
-                          **({"tile_s": hours * 3600.0} if hours > 1 else {})})
+    spec.update(
+        seed=1,
+        policy={"window": "static:4", "routing": "jsq"},
+        models={"acceptance": {"kind": "iid", "alpha": 0.8}},
+        workload={
+            "trace": "azure-conv",
+            "duration_s": 3600,
+            "rate_scale": rate_scale,
+            **({"tile_s": hours * 3600.0} if hours > 1 else {}),
+        },
+    )
     topo = work / f"{spec['name']}-{hours}h.yaml"
     topo.write_text(yaml.safe_dump(spec, sort_keys=False))
     out = work / topo.stem
@@ -57,9 +64,17 @@ def simulate(edges: int, targets: int, hours: int, rate_scale: float, work: Path
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"bench-scale: `{' '.join(cmd)}` failed")
     s = json.loads((out / "sim" / "summary.json").read_text())
-    return {"edges": edges, "targets": targets, "hours": hours, "requests": s["requests_total"], "rounds": s["rounds"],
-            "wall_s": round(wall, 1), "sim_requests_per_wall_s": round(s["requests_total"] / wall, 1),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "completed": s["requests_completed"]}
+    return {
+        "edges": edges,
+        "targets": targets,
+        "hours": hours,
+        "requests": s["requests_total"],
+        "rounds": s["rounds"],
+        "wall_s": round(wall, 1),
+        "sim_requests_per_wall_s": round(s["requests_total"] / wall, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "completed": s["requests_completed"],
+    }
 
 
 def main() -> None:
@@ -83,14 +98,21 @@ def main() -> None:
                     continue
                 r = simulate(edges, targets, hours, args.rate_scale, Path(tmp), args.quiet)
                 runs.append(r)
-                print(f"{edges:>5} edges x {targets:>3} verifiers, {hours:>2} h: {r['requests']:>9,} requests "
-                      f"{r['rounds']:>11,} rounds  wall {r['wall_s']:>8.1f} s  {r['sim_requests_per_wall_s']:>8.1f} req/wall-s"
-                      f"  peak RSS {r['peak_rss_mb']:>6.1f} MB", flush=True)
+                print(
+                    f"{edges:>5} edges x {targets:>3} verifiers, {hours:>2} h: {r['requests']:>9,} requests "
+                    f"{r['rounds']:>11,} rounds  wall {r['wall_s']:>8.1f} s  {r['sim_requests_per_wall_s']:>8.1f} "
+                    "req/wall-s"
+                    f"  peak RSS {r['peak_rss_mb']:>6.1f} MB",
+                    flush=True,
+                )
     missed = []
     if res["1000x100"] >= RESOLVE_GOAL_S:
         missed.append(f"resolution of 1,000 x 100 took {res['1000x100']} s (goal < {RESOLVE_GOAL_S} s)")
-    missed += [f"{r['edges']} edges, {r['hours']} h: peak RSS {r['peak_rss_mb']} MB (goal < {RSS_GOAL_MB:g} MB)"
-               for r in runs if r["peak_rss_mb"] >= RSS_GOAL_MB]
+    missed += [
+        f"{r['edges']} edges, {r['hours']} h: peak RSS {r['peak_rss_mb']} MB (goal < {RSS_GOAL_MB:g} MB)"
+        for r in runs
+        if r["peak_rss_mb"] >= RSS_GOAL_MB
+    ]
     if args.json:
         args.json.write_text(json.dumps({"resolve_s": res, "runs": runs, "missed": missed}, indent=2) + "\n")
     for m in missed:

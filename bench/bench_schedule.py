@@ -80,7 +80,8 @@ out.close()
 """
 PROBER = r"""
 import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); end = time.monotonic() + float(sys.argv[2]); nxt = time.monotonic()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); end = time.monotonic() + float(sys.argv[2]); nxt =
+time.monotonic()
 while time.monotonic() < end:
     while time.monotonic() < nxt: pass
     s.sendto(f"{time.monotonic():.6f}".encode(), (sys.argv[1], 5202)); nxt += 0.0005
@@ -96,8 +97,12 @@ def capacity_tracking(trace: str, seconds: float) -> dict:
         sc = load_scenario(topo)
         with make_network(sc, "mininet", shaping="userspace", verify="off") as net:
             log = Path(tmp) / "recv.txt"
-            rx = net.popen("cloud0", [sys.executable, "-c", RECEIVER, net.address("cloud0"), str(seconds + 2), str(log)],
-                           stdout=subprocess.PIPE, text=True)
+            rx = net.popen(
+                "cloud0",
+                [sys.executable, "-c", RECEIVER, net.address("cloud0"), str(seconds + 2), str(log)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             rx.stdout.readline()
             t0 = time.monotonic() + 0.2
             LiveSchedule(sc, net, None, None).start(t0)  # the trace counts from t0
@@ -116,10 +121,14 @@ def capacity_tracking(trace: str, seconds: float) -> dict:
     cap = np.bincount((ops[ops < n_win * 100] // 100).astype(int), minlength=n_win)[:n_win] * IP_PACKET
     keep = (np.arange(n_win) >= 20) & (cap > 0)
     err = np.abs(got[keep] - cap[keep]) / cap[keep]
-    return {"trace": str(path), "windows": int(keep.sum()), "median_abs_error_pct": float(np.median(err) * 100),
-            "p90_abs_error_pct": float(np.percentile(err, 90) * 100),
-            "mean_capacity_mbps": float(cap[keep].sum() * 8 / (keep.sum() * 0.1) / 1e6),
-            "mean_delivered_mbps": float(got[keep].sum() * 8 / (keep.sum() * 0.1) / 1e6)}
+    return {
+        "trace": str(path),
+        "windows": int(keep.sum()),
+        "median_abs_error_pct": float(np.median(err) * 100),
+        "p90_abs_error_pct": float(np.percentile(err, 90) * 100),
+        "mean_capacity_mbps": float(cap[keep].sum() * 8 / (keep.sum() * 0.1) / 1e6),
+        "mean_delivered_mbps": float(got[keep].sum() * 8 / (keep.sum() * 0.1) / 1e6),
+    }
 
 
 def delay_steps(n: int = 20, every: float = 0.5) -> dict:
@@ -131,8 +140,12 @@ def delay_steps(n: int = 20, every: float = 0.5) -> dict:
         dur = every * (n + 1) + 0.5
         with make_network(sc, "mininet", shaping="userspace", verify="off") as net:
             log = Path(tmp) / "echo.txt"
-            rx = net.popen("cloud0", [sys.executable, "-c", ECHO, net.address("cloud0"), str(log), str(dur + 1)],
-                           stdout=subprocess.PIPE, text=True)
+            rx = net.popen(
+                "cloud0",
+                [sys.executable, "-c", ECHO, net.address("cloud0"), str(log), str(dur + 1)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             rx.stdout.readline()
             t0 = time.monotonic() + 0.3
             live = LiveSchedule(sc, net, None, None)
@@ -151,10 +164,17 @@ def delay_steps(n: int = 20, every: float = 0.5) -> dict:
         if len(hit):
             late.append((send[hit[0]] - t_step) * 1e3)
     acks = [r[2] for r in live.rows]
-    return {"steps": n, "measured": len(late), "probe_lateness_ms": late,
-            "probe_lateness_ms_median": float(np.median(late)), "probe_lateness_ms_max": float(np.max(late)),
-            "ack_lateness_ms": acks, "ack_lateness_ms_median": float(np.median(acks)),
-            "ack_lateness_ms_p90": float(np.percentile(acks, 90)), "ack_lateness_ms_max": float(np.max(acks))}
+    return {
+        "steps": n,
+        "measured": len(late),
+        "probe_lateness_ms": late,
+        "probe_lateness_ms_median": float(np.median(late)),
+        "probe_lateness_ms_max": float(np.max(late)),
+        "ack_lateness_ms": acks,
+        "ack_lateness_ms_median": float(np.median(acks)),
+        "ack_lateness_ms_p90": float(np.percentile(acks, 90)),
+        "ack_lateness_ms_max": float(np.max(acks)),
+    }
 
 
 def main() -> int:
@@ -165,14 +185,18 @@ def main() -> int:
     args = ap.parse_args()
     require_root("bench-schedule")
     cap = capacity_tracking(args.trace, args.seconds)
-    print(f"capacity tracking ({Path(cap['trace']).name}, {cap['windows']} windows of 100 ms): median |error| "
-          f"{cap['median_abs_error_pct']:.1f} % (goal 5 %), p90 {cap['p90_abs_error_pct']:.1f} % (goal 15 %); "
-          f"mean capacity {cap['mean_capacity_mbps']:.2f} Mbit/s, delivered {cap['mean_delivered_mbps']:.2f}")
+    print(
+        f"capacity tracking ({Path(cap['trace']).name}, {cap['windows']} windows of 100 ms): median |error| "
+        f"{cap['median_abs_error_pct']:.1f} % (goal 5 %), p90 {cap['p90_abs_error_pct']:.1f} % (goal 15 %); "
+        f"mean capacity {cap['mean_capacity_mbps']:.2f} Mbit/s, delivered {cap['mean_delivered_mbps']:.2f}"
+    )
     st = delay_steps()
-    print(f"delay steps ({st['measured']} increases of {st['steps']} steps seen by probes every 0.5 ms): lateness median "
-          f"{st['probe_lateness_ms_median']:.2f} ms, max {st['probe_lateness_ms_max']:.2f} ms (goal 5 ms); delay line "
-          f"acknowledgement median {st['ack_lateness_ms_median']:.2f} ms, p90 {st['ack_lateness_ms_p90']:.2f} ms, "
-          f"max {st['ack_lateness_ms_max']:.2f} ms")
+    print(
+        f"delay steps ({st['measured']} increases of {st['steps']} steps seen by probes every 0.5 ms): lateness median "
+        f"{st['probe_lateness_ms_median']:.2f} ms, max {st['probe_lateness_ms_max']:.2f} ms (goal 5 ms); delay line "
+        f"acknowledgement median {st['ack_lateness_ms_median']:.2f} ms, p90 {st['ack_lateness_ms_p90']:.2f} ms, "
+        f"max {st['ack_lateness_ms_max']:.2f} ms"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"capacity": cap, "delay_steps": st}, indent=1))
     # the goal is on packets (probes): a delay line applies a due change before it handles the next packet, so

@@ -31,10 +31,12 @@ SIZES = {"light": 150, "heavy": 1500}  # synthetic requests per trial
 def sweep_file(d: Path, n_requests: int, trials: int) -> Path:
     delays = list(range(1, trials + 1))
     p = d / f"bench-{n_requests}.yaml"
-    p.write_text(f"name: bench-{n_requests}\ntopology: {ROOT / 'topologies/star-4edge.yaml'}\nset:\n"
-                 f"  workload.trace: synthetic\n  workload.synthetic.n_requests: {n_requests}\n"
-                 f"  workload.synthetic.rate_rps: 20\n  workload.duration_s: null\n"
-                 f"vary:\n  edges.0.link.delay_ms: {json.dumps(delays)}\n")
+    p.write_text(
+        f"name: bench-{n_requests}\ntopology: {ROOT / 'topologies/star-4edge.yaml'}\nset:\n"
+        f"  workload.trace: synthetic\n  workload.synthetic.n_requests: {n_requests}\n"
+        f"  workload.synthetic.rate_rps: 20\n  workload.duration_s: null\n"
+        f"vary:\n  edges.0.link.delay_ms: {json.dumps(delays)}\n"
+    )
     return p
 
 
@@ -44,8 +46,9 @@ def run_sweep(path: Path, out: Path, workers: int) -> tuple[float, float, pd.Dat
     buf = io.StringIO()
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(buf):
-        rc = main(["sweep", str(path), "--out", str(out), "--workers", str(workers), "--no-report",
-                   "--progress-every", "1e9"])
+        rc = main(
+            ["sweep", str(path), "--out", str(out), "--workers", str(workers), "--no-report", "--progress-every", "1e9"]
+        )
     wall = time.perf_counter() - t0
     text = buf.getvalue()
     if rc != 0:
@@ -73,17 +76,24 @@ def main() -> int:
                 slots = max(workers, 1)
                 mean_trial = float(df["wall_s"].mean())
                 res[f"{size}/{mode}"] = {
-                    "runner": how, "trials": len(df), "requests_per_trial": n, "wall_s": round(wall, 2),
-                    "trials_wall_s": round(session, 2), "startup_s": round(wall - session, 2),
+                    "runner": how,
+                    "trials": len(df),
+                    "requests_per_trial": n,
+                    "wall_s": round(wall, 2),
+                    "trials_wall_s": round(session, 2),
+                    "startup_s": round(wall - session, 2),
                     "trials_per_min": round(60 * len(df) / session, 1),
                     "mean_trial_s": round(mean_trial, 3),
-                    "overhead_per_trial_s": round(session * slots / len(df) - mean_trial, 3)}
+                    "overhead_per_trial_s": round(session * slots / len(df) - mean_trial, 3),
+                }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"{'case':<14}{'runner':<34}{'trials/min':>11}{'trial s':>9}{'overhead s':>11}{'start s':>9}")
     for k, r in res.items():
-        print(f"{k:<14}{r['runner']:<34}{r['trials_per_min']:>11.1f}{r['mean_trial_s']:>9.3f}"
-              f"{r['overhead_per_trial_s']:>11.3f}{r['startup_s']:>9.1f}")
+        print(
+            f"{k:<14}{r['runner']:<34}{r['trials_per_min']:>11.1f}{r['mean_trial_s']:>9.3f}"
+            f"{r['overhead_per_trial_s']:>11.3f}{r['startup_s']:>9.1f}"
+        )
     ratios = {size: res[f"{size}/ray"]["trials_per_min"] / res[f"{size}/serial"]["trials_per_min"] for size in SIZES}
     for size, r in ratios.items():
         print(f"{size}: Ray / serial throughput = {r:.2f}x ({a.workers} workers)")

@@ -54,26 +54,47 @@ def raw_tunnel_rtt(count: int = 400) -> dict:
             subprocess.run(["ip", *c.split()], check=True, capture_output=True)
 
     def ping() -> float:
-        r = subprocess.run(["ip", "netns", "exec", x, "ping", "-q", "-c", str(count), "-i", "0.005", "10.79.0.2"],
-                           capture_output=True, text=True, check=True)
+        r = subprocess.run(
+            ["ip", "netns", "exec", x, "ping", "-q", "-c", str(count), "-i", "0.005", "10.79.0.2"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return float(r.stdout.strip().splitlines()[-1].split("=")[1].split("/")[1])  # rtt min/avg/max/mdev
 
     try:
         ip(*(f"netns add {n}" for n in (x, y, a, b)))
-        ip(f"-n {x} link add e0 type veth peer name px netns {a}", f"-n {y} link add e0 type veth peer name py netns {a}",
-           f"-n {x} addr add 10.79.0.1/24 dev e0", f"-n {y} addr add 10.79.0.2/24 dev e0",
-           f"-n {a} link add br0 type bridge", f"-n {a} link set px master br0", f"-n {a} link set py master br0",
-           *(f"-n {n} link set {i} up" for n, i in ((x, "e0"), (y, "e0"), (a, "px"), (a, "py"), (a, "br0"))))
+        ip(
+            f"-n {x} link add e0 type veth peer name px netns {a}",
+            f"-n {y} link add e0 type veth peer name py netns {a}",
+            f"-n {x} addr add 10.79.0.1/24 dev e0",
+            f"-n {y} addr add 10.79.0.2/24 dev e0",
+            f"-n {a} link add br0 type bridge",
+            f"-n {a} link set px master br0",
+            f"-n {a} link set py master br0",
+            *(f"-n {n} link set {i} up" for n, i in ((x, "e0"), (y, "e0"), (a, "px"), (a, "py"), (a, "br0"))),
+        )
         ping()  # warm-up (ARP)
         direct = ping()
         # the same two hosts, Y now behind a VXLAN tunnel: a.br0 <-vx-> b.br0 over an underlay veth a.u0 - b.u0
-        ip(f"-n {a} link set py netns {b}", f"-n {a} link add u0 mtu {UNDERLAY_MTU} type veth peer name u0 netns {b} mtu {UNDERLAY_MTU}",
-           f"-n {a} addr add {UNDERLAY[0]}/30 dev u0", f"-n {b} addr add {UNDERLAY[1]}/30 dev u0",
-           f"-n {b} link add br0 type bridge",
-           f"-n {a} link add vx0 type vxlan id 100 local {UNDERLAY[0]} remote {UNDERLAY[1]} dstport {VXLAN_PORT} dev u0",
-           f"-n {b} link add vx0 type vxlan id 100 local {UNDERLAY[1]} remote {UNDERLAY[0]} dstport {VXLAN_PORT} dev u0",
-           f"-n {a} link set vx0 master br0", f"-n {b} link set vx0 master br0", f"-n {b} link set py master br0",
-           *(f"-n {n} link set {i} up" for n, i in ((a, "u0"), (b, "u0"), (a, "vx0"), (b, "vx0"), (b, "br0"), (b, "py"))))
+        ip(
+            f"-n {a} link set py netns {b}",
+            f"-n {a} link add u0 mtu {UNDERLAY_MTU} type veth peer name u0 netns {b} mtu {UNDERLAY_MTU}",
+            f"-n {a} addr add {UNDERLAY[0]}/30 dev u0",
+            f"-n {b} addr add {UNDERLAY[1]}/30 dev u0",
+            f"-n {b} link add br0 type bridge",
+            f"-n {a} link add vx0 type vxlan id 100 local {UNDERLAY[0]} remote {UNDERLAY[1]} dstport {VXLAN_PORT} dev "
+            "u0",
+            f"-n {b} link add vx0 type vxlan id 100 local {UNDERLAY[1]} remote {UNDERLAY[0]} dstport {VXLAN_PORT} dev "
+            "u0",
+            f"-n {a} link set vx0 master br0",
+            f"-n {b} link set vx0 master br0",
+            f"-n {b} link set py master br0",
+            *(
+                f"-n {n} link set {i} up"
+                for n, i in ((a, "u0"), (b, "u0"), (a, "vx0"), (b, "vx0"), (b, "br0"), (b, "py"))
+            ),
+        )
         ping()
         tunnel = ping()
     finally:
@@ -125,18 +146,31 @@ def main() -> int:
             continue
         d = p["measured"]["rtt_mean_ms"] - q["measured"]["rtt_mean_ms"]
         deltas.append(d)
-        out["paths"].append({"src": p["src"], "dst": p["dst"], "rtt_one_ms": q["measured"]["rtt_mean_ms"],
-                             "rtt_two_ms": p["measured"]["rtt_mean_ms"], "tunnel_rtt_ms": d})
+        out["paths"].append(
+            {
+                "src": p["src"],
+                "dst": p["dst"],
+                "rtt_one_ms": q["measured"]["rtt_mean_ms"],
+                "rtt_two_ms": p["measured"]["rtt_mean_ms"],
+                "tunnel_rtt_ms": d,
+            }
+        )
     if deltas:
         mean = sum(deltas) / len(deltas)
         out["tunnel_rtt_overhead_ms"] = mean
-        print(f"tunnel: mean RTT overhead on {len(deltas)} crossing paths {mean:+.3f} ms "
-              f"(per path: {', '.join(f'{d:+.3f}' for d in deltas)}); VXLAN {two['links']['two_hosts']['overhead_bytes']} "
-              f"bytes per packet, inner MTU {two['links']['two_hosts']['inner_mtu']}")
+        print(
+            f"tunnel: mean RTT overhead on {len(deltas)} crossing paths {mean:+.3f} ms "
+            f"(per path: {', '.join(f'{d:+.3f}' for d in deltas)}); VXLAN "
+            f"{two['links']['two_hosts']['overhead_bytes']} "
+            f"bytes per packet, inner MTU {two['links']['two_hosts']['inner_mtu']}"
+        )
     raw = raw_tunnel_rtt()
     out["raw"] = raw
-    print(f"tunnel alone (no shaping, {raw['pings']} pings each): RTT {raw['direct_rtt_ms']:.3f} ms through one bridge, "
-          f"{raw['tunnel_rtt_ms']:.3f} ms through bridge + VXLAN + bridge: {raw['overhead_rtt_ms'] * 1000:+.0f} us per round trip")
+    print(
+        f"tunnel alone (no shaping, {raw['pings']} pings each): RTT {raw['direct_rtt_ms']:.3f} ms through one bridge, "
+        f"{raw['tunnel_rtt_ms']:.3f} ms through bridge + VXLAN + bridge: {raw['overhead_rtt_ms'] * 1000:+.0f} us per "
+        "round trip"
+    )
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=2) + "\n")

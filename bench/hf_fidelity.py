@@ -50,8 +50,25 @@ def main() -> int:
         profile = args.out / "profile.yaml"
         print(f"== calibrating into {profile} (~4 min)", flush=True)
         t = time.monotonic()
-        r = subprocess.run([sys.executable, "-m", "testbed", "calibrate", "--threads", "1", "--max-ctx", "256",
-                            "--record", "0", "--out", str(profile)], cwd=ROOT, capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "testbed",
+                "calibrate",
+                "--threads",
+                "1",
+                "--max-ctx",
+                "256",
+                "--record",
+                "0",
+                "--out",
+                str(profile),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
         if r.returncode != 0:
             print(f"calibration failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}", file=sys.stderr)
             return r.returncode
@@ -62,8 +79,12 @@ def main() -> int:
         for edges in args.edges:
             out = args.out / f"e{edges}-s{seed}"
             print(f"== {edges} edge(s), seed {seed}", flush=True)
-            by, r = run_experiment(ROOT / "topologies/hf-pair.yaml", out, [
-                f"seed={seed}", f"edges.0.count={edges}", f"edges.0.profile={profile}", f"nodes.0.profile={profile}"], "none")
+            by, r = run_experiment(
+                ROOT / "topologies/hf-pair.yaml",
+                out,
+                [f"seed={seed}", f"edges.0.count={edges}", f"edges.0.profile={profile}", f"nodes.0.profile={profile}"],
+                "none",
+            )
             if by is None:
                 rows.append({"edges": edges, "seed": seed, "error": r.returncode})
                 continue
@@ -75,8 +96,11 @@ def main() -> int:
             row["interference_verify"] = ov.get("verify_ratio")
             row["interference_draft"] = (ov.get("draft") or {}).get("ratio")
             rows.append(row)
-    print(f"\n{'edges':>5} {'seed':>4} " + " ".join(f"{v:>11}" for v in METRICS.values())
-          + "  interference verify / draft")
+    print(
+        f"\n{'edges':>5} {'seed':>4} "
+        + " ".join(f"{v:>11}" for v in METRICS.values())
+        + "  interference verify / draft"
+    )
     for row in rows:
         if "error" in row:
             print(f"{row['edges']:>5} {row['seed']:>4}  failed")
@@ -87,12 +111,20 @@ def main() -> int:
             mark = "" if m not in GOAL or e is None else (" ✔" if abs(e) <= GOAL[m] else " ✘")
             cells.append(f"{'–' if e is None else f'{100 * e:+.1f} %'}{mark}".rjust(11))
         iv, idr = row["interference_verify"], row["interference_draft"]
-        print(f"{row['edges']:>5} {row['seed']:>4} " + " ".join(cells)
-              + f"  {'–' if iv is None else f'{iv:.2f}'} / {'–' if idr is None else f'{idr:.2f}'}")
-    (args.out / "summary.json").write_text(json.dumps({"profile": str(profile), "goal": GOAL, "runs": rows}, indent=1) + "\n")
+        print(
+            f"{row['edges']:>5} {row['seed']:>4} "
+            + " ".join(cells)
+            + f"  {'–' if iv is None else f'{iv:.2f}'} / {'–' if idr is None else f'{idr:.2f}'}"
+        )
+    (args.out / "summary.json").write_text(
+        json.dumps({"profile": str(profile), "goal": GOAL, "runs": rows}, indent=1) + "\n"
+    )
     print(f"\nsummary in {args.out / 'summary.json'}; goal: throughput and mean TPOT within 10 % (✔ / ✘)")
-    missed = [row for row in rows if "error" in row or any(
-        row[m]["rel_error"] is None or abs(row[m]["rel_error"]) > g for m, g in GOAL.items())]
+    missed = [
+        row
+        for row in rows
+        if "error" in row or any(row[m]["rel_error"] is None or abs(row[m]["rel_error"]) > g for m, g in GOAL.items())
+    ]
     return 1 if missed else 0
 
 

@@ -41,9 +41,14 @@ def one(run: Path) -> bool:
         e = pd.read_parquet(ev)
         applied = e[e.kind.isin(["link_params", "link_down", "link_up", "crash", "restart"])]
         if len(applied):
-            late = f"; applied changes: {len(applied)}, lateness median {applied.lateness_ms.median():.2f} ms, max {applied.lateness_ms.max():.2f} ms"
-    print(f"{run.name}: " + ", ".join(cells) + f"; failed sim/emu {failed['sim']}/{failed['emu']}, re-routed "
-          f"{rerouted['sim']}/{rerouted['emu']}" + late)
+            late = (
+                f"; applied changes: {len(applied)}, lateness median {applied.lateness_ms.median():.2f} ms, max "
+                f"{applied.lateness_ms.max():.2f} ms"
+            )
+    print(
+        f"{run.name}: " + ", ".join(cells) + f"; failed sim/emu {failed['sim']}/{failed['emu']}, re-routed "
+        f"{rerouted['sim']}/{rerouted['emu']}" + late
+    )
     return ok
 
 

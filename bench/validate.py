@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._experiment import run_experiment  # noqa: E402
+
 TOPOLOGIES = ["star-4edge", "star-16edge", "two-tier", "hetero-edge", "multi-cloud"]
 LOADS = {"light": 0.5, "heavy": 1.0}  # workload.rate_scale on the Azure conversation trace
 # judged against the tolerances of analysis/compare.py (compare.json's "tolerance" / "pass" per metric)
@@ -35,8 +36,16 @@ def main() -> int:
         for load, scale in LOADS.items():
             out = args.out / f"{topo}-{load}"
             print(f"== {topo} {load} (rate x{scale})", flush=True)
-            by, r = run_experiment(ROOT / f"topologies/{topo}.yaml", out, [
-                f"workload.trace={args.trace}", f"workload.duration_s={args.duration}", f"workload.rate_scale={scale}"], args.net)
+            by, r = run_experiment(
+                ROOT / f"topologies/{topo}.yaml",
+                out,
+                [
+                    f"workload.trace={args.trace}",
+                    f"workload.duration_s={args.duration}",
+                    f"workload.rate_scale={scale}",
+                ],
+                args.net,
+            )
             if by is None:
                 rows.append({"topology": topo, "load": load, "error": r.stderr[-500:]})
                 continue
@@ -54,16 +63,23 @@ def main() -> int:
         if "error" in row:
             print(f"{row['topology']:<14}{row['load']:<7}  failed")
             continue
-        print(f"{row['topology']:<14}{row['load']:<7}" + "".join(
-            f"{_pct(row[k]) + (' ok' if row[k + '.ok'] else ' !!'):>24}" for k in METRICS))
+        print(
+            f"{row['topology']:<14}{row['load']:<7}"
+            + "".join(f"{_pct(row[k]) + (' ok' if row[k + '.ok'] else ' !!'):>24}" for k in METRICS)
+        )
     return verdict(rows)
 
 
 def verdict(rows: list[dict]) -> int:
     """Exit status of the benchmark: 1 when a run failed or a judged metric is outside its tolerance."""
     failed = [f"{r['topology']} {r['load']}: run failed" for r in rows if "error" in r]
-    failed += [f"{r['topology']} {r['load']}: {k} {_pct(r[k])}" for r in rows if "error" not in r
-               for k in METRICS if not r[f"{k}.ok"]]
+    failed += [
+        f"{r['topology']} {r['load']}: {k} {_pct(r[k])}"
+        for r in rows
+        if "error" not in r
+        for k in METRICS
+        if not r[f"{k}.ok"]
+    ]
     judged = sum(len(METRICS) for r in rows if "error" not in r)
     print(f"\n{judged - len([f for f in failed if 'run failed' not in f])} of {judged} judged cells within tolerance")
     for f in failed:

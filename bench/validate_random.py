@@ -31,10 +31,20 @@ from bench._experiment import run_experiment  # noqa: E402
 from testbed.scenariogen import generate_set  # noqa: E402
 
 # metric -> (tolerance, share of scenarios that must be within it)
-GOAL = {"request_throughput_rps": (0.05, 0.90), "ttft_ms.mean": (0.05, 0.90), "tpot_ms.mean": (0.05, 0.90),
-        "ttft_ms.p99": (0.15, 0.80), "tpot_ms.p99": (0.15, 0.80)}
-ROBUST_OF = {"request_throughput_rps": "window_throughput_rps", "ttft_ms.mean": "matched.ttft_ms.mean",
-             "tpot_ms.mean": "matched.tpot_ms.mean", "ttft_ms.p99": "matched.ttft_ms.p99", "tpot_ms.p99": "matched.tpot_ms.p99"}
+GOAL = {
+    "request_throughput_rps": (0.05, 0.90),
+    "ttft_ms.mean": (0.05, 0.90),
+    "tpot_ms.mean": (0.05, 0.90),
+    "ttft_ms.p99": (0.15, 0.80),
+    "tpot_ms.p99": (0.15, 0.80),
+}
+ROBUST_OF = {
+    "request_throughput_rps": "window_throughput_rps",
+    "ttft_ms.mean": "matched.ttft_ms.mean",
+    "tpot_ms.mean": "matched.tpot_ms.mean",
+    "ttft_ms.p99": "matched.ttft_ms.p99",
+    "tpot_ms.p99": "matched.tpot_ms.p99",
+}
 
 
 def _one(doc: dict) -> dict:
@@ -43,11 +53,16 @@ def _one(doc: dict) -> dict:
     robust = {r["metric"]: r["rel_error"] for r in doc.get("robust") or []}
     conf = ((doc.get("predictions") or {}).get("configured") or {}).get("rel_error") or {}
     dist = doc.get("disturbance") or {}
-    return {"plain": {m: plain.get(m) for m in GOAL}, "robust": {m: robust.get(ROBUST_OF[m]) for m in GOAL},
-            "configured": {m: conf.get(m) for m in GOAL} if conf else None,
-            "trusted": dist.get("trusted"), "disturbance": dist.get("warnings") or [],
-            "host_runnable_mean": (dist.get("host_load") or {}).get("runnable_mean"),
-            "verdict": doc.get("verdict"), "robust_verdict": doc.get("robust_verdict")}
+    return {
+        "plain": {m: plain.get(m) for m in GOAL},
+        "robust": {m: robust.get(ROBUST_OF[m]) for m in GOAL},
+        "configured": {m: conf.get(m) for m in GOAL} if conf else None,
+        "trusted": dist.get("trusted"),
+        "disturbance": dist.get("warnings") or [],
+        "host_runnable_mean": (dist.get("host_load") or {}).get("runnable_mean"),
+        "verdict": doc.get("verdict"),
+        "robust_verdict": doc.get("robust_verdict"),
+    }
 
 
 def landed_rule_view(r: dict) -> tuple[dict, bool]:
@@ -77,16 +92,23 @@ def likely_causes(r: dict) -> list[str]:
         out.append("disturbed: " + "; ".join(r["disturbance"]))
     facts = doc.get("robust_facts") or {}
     if r["spec"]["targets"] > 1 and (facts.get("matched_fraction") or 1) < 0.9:
-        out.append(f"routing differs: {facts.get('matched_requests')} of {facts.get('completed_reference')} requests "
-                   "at the same target")
+        out.append(
+            f"routing differs: {facts.get('matched_requests')} of {facts.get('completed_reference')} requests "
+            "at the same target"
+        )
     n = (doc.get("summaries") or {}).get("sim", {}).get("requests_completed") or 0
     if n < 30:
         out.append(f"few requests: {n} (one request moves a mean by several %)")
-    emulated_net = bool(json.loads((Path(r["run"]) / "emu" / "links.json").read_text()).get("paths")) \
-        if (Path(r["run"]) / "emu" / "links.json").is_file() else False
+    emulated_net = (
+        bool(json.loads((Path(r["run"]) / "emu" / "links.json").read_text()).get("paths"))
+        if (Path(r["run"]) / "emu" / "links.json").is_file()
+        else False
+    )
     if r["spec"]["loss"] and emulated_net:  # --net none: no loss anywhere
-        out.append("packet loss: emulation and simulation lose different segments (each loss costs a retransmission "
-                   "timeout of >= 200 ms)")
+        out.append(
+            "packet loss: emulation and simulation lose different segments (each loss costs a retransmission "
+            "timeout of >= 200 ms)"
+        )
     if r["spec"]["load"] == "saturating":
         out.append("saturating load: queues amplify small timing differences")
     rv = r.get("robust") or {}
@@ -105,26 +127,40 @@ def distribution(runs: list[dict], view: str) -> dict[str, dict]:
         errs = [r[view][m] for r in runs if r.get(view) and r[view].get(m) is not None]
         a = sorted(abs(e) for e in errs)
         within = sum(x <= tol + 1e-12 for x in a)
-        out[m] = {"n": len(a), "median_abs": a[len(a) // 2] if a else None, "p90_abs": a[max(0, math.ceil(0.9 * len(a)) - 1)] if a else None,
-                  "max_abs": a[-1] if a else None, "mean": sum(errs) / len(errs) if errs else None,
-                  "within": within, "share_within": within / len(a) if a else None, "tolerance": tol, "goal_share": share,
-                  "met": bool(a) and within / len(a) >= share}
+        out[m] = {
+            "n": len(a),
+            "median_abs": a[len(a) // 2] if a else None,
+            "p90_abs": a[max(0, math.ceil(0.9 * len(a)) - 1)] if a else None,
+            "max_abs": a[-1] if a else None,
+            "mean": sum(errs) / len(errs) if errs else None,
+            "within": within,
+            "share_within": within / len(a) if a else None,
+            "tolerance": tol,
+            "goal_share": share,
+            "met": bool(a) and within / len(a) >= share,
+        }
     return out
 
 
 def _table(title: str, d: dict[str, dict]) -> list[str]:
-    lines = [title, f"{'metric':<24}{'n':>4}{'median|e|':>11}{'p90|e|':>9}{'max|e|':>9}{'mean e':>9}{'within':>14}{'goal':>10}"]
+    lines = [
+        title,
+        f"{'metric':<24}{'n':>4}{'median|e|':>11}{'p90|e|':>9}{'max|e|':>9}{'mean e':>9}{'within':>14}{'goal':>10}",
+    ]
     for m, s in d.items():
         w = f"{s['within']}/{s['n']} ({100 * (s['share_within'] or 0):.0f}%)"
         g = f"{100 * s['goal_share']:.0f}% @{100 * s['tolerance']:.0f}%"
-        lines.append(f"{m:<24}{s['n']:>4}{_pct(s['median_abs']):>11}{_pct(s['p90_abs']):>9}{_pct(s['max_abs']):>9}"
-                     f"{_pct(s['mean']):>9}{w:>14}{g:>10}  {'met' if s['met'] else 'MISSED'}")
+        lines.append(
+            f"{m:<24}{s['n']:>4}{_pct(s['median_abs']):>11}{_pct(s['p90_abs']):>9}{_pct(s['max_abs']):>9}"
+            f"{_pct(s['mean']):>9}{w:>14}{g:>10}  {'met' if s['met'] else 'MISSED'}"
+        )
     return lines
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--n", type=int, default=30, help="number of random scenarios")
     ap.add_argument("--seed", type=int, default=1, help="generator seed (scenario k of seed s is always the same)")
     ap.add_argument("--seeds", type=int, default=1, help="runs per scenario (different run seeds) for CIs")
@@ -158,54 +194,99 @@ def main() -> int:
             sets = [f"seed={s['seed'] * 1000 + s['id'] + 7919 * rep}"] if rep else []
             t = time.monotonic()
             by, r = run_experiment(Path(s["path"]), out, sets, args.net)
-            rec = {"id": s["id"], "replicate": rep, "generator_seed": args.seed, "spec": s, "run": str(out),
-                   "exit": r.returncode, "wall_s": round(time.monotonic() - t, 1)}
+            rec = {
+                "id": s["id"],
+                "replicate": rep,
+                "generator_seed": args.seed,
+                "spec": s,
+                "run": str(out),
+                "exit": r.returncode,
+                "wall_s": round(time.monotonic() - t, 1),
+            }
             if by is None:
                 rec["error"] = (r.stderr or "").strip()[-400:]
             else:
                 rec.update(_one(json.loads((out / "compare.json").read_text())))
             runs.append(rec)
-            res_path.write_text(json.dumps({"config": vars(args) | {"out": str(args.out)}, "runs": runs}, indent=1, default=str) + "\n")
-            msg = ("FAILED " + rec["error"][-160:]) if "error" in rec else "  ".join(
-                f"{m.split('.')[0][:4]}{'' if '.' not in m else '.' + m.split('.')[1]} {_pct(rec['plain'][m])}" for m in GOAL)
-            print(f"[{len(runs)} {time.monotonic() - t0:5.0f} s] r{s['id']:03d} s{rep} {s['hops']}h {s['trace']:<10} "
-                  f"{s['window']:<9}{s['load']:<11}{msg}{'' if rec.get('trusted', True) else '  (disturbed)'}", flush=True)
+            res_path.write_text(
+                json.dumps({"config": vars(args) | {"out": str(args.out)}, "runs": runs}, indent=1, default=str) + "\n"
+            )
+            msg = (
+                ("FAILED " + rec["error"][-160:])
+                if "error" in rec
+                else "  ".join(
+                    f"{m.split('.')[0][:4]}{'' if '.' not in m else '.' + m.split('.')[1]} {_pct(rec['plain'][m])}"
+                    for m in GOAL
+                )
+            )
+            print(
+                f"[{len(runs)} {time.monotonic() - t0:5.0f} s] r{s['id']:03d} s{rep} {s['hops']}h {s['trace']:<10} "
+                f"{s['window']:<9}{s['load']:<11}{msg}{'' if rec.get('trusted', True) else '  (disturbed)'}",
+                flush=True,
+            )
         if stopped:
             break
     ok = [r for r in runs if "error" not in r]
     failed = [r for r in runs if "error" in r]
     first = [r for r in ok if r["replicate"] == 0]
-    lines = [f"{len(first)} scenarios run ({len(ok)} runs, {len(failed)} failed), generator seed {args.seed}, "
-             f"{args.duration:g} s of trace each" + (f"; stopped early: {stopped}" if stopped else "")]
+    lines = [
+        f"{len(first)} scenarios run ({len(ok)} runs, {len(failed)} failed), generator seed {args.seed}, "
+        f"{args.duration:g} s of trace each" + (f"; stopped early: {stopped}" if stopped else "")
+    ]
     plain = distribution(first, "plain")
     lines += [""] + _table("emulated vs simulated (as built), vLLM-named metrics:", plain)
-    lines += [""] + _table("robust versions (arrival-window throughput, routing-matched latencies):", distribution(first, "robust"))
+    lines += [""] + _table(
+        "robust versions (arrival-window throughput, routing-matched latencies):", distribution(first, "robust")
+    )
     trusted = [r for r in first if r.get("trusted")]
-    lines += [""] + _table(f"runs not flagged as disturbed ({len(trusted)} of {len(first)}):", distribution(trusted, "plain"))
+    lines += [""] + _table(
+        f"runs not flagged as disturbed ({len(trusted)} of {len(first)}):", distribution(trusted, "plain")
+    )
     relabel = [landed_rule_view(r) for r in first]
     n_exact = sum(1 for x in relabel if x[1])
     if any(x[0] is not r["plain"] for x, r in zip(relabel, first)):
-        lines += [""] + _table(f"as-built by the current rule (residuals within the verification tolerance are none), "
-                               f"derived from each run's links.json ({n_exact} of {len(first)} exact):",
-                               distribution([{"plain": x[0]} for x in relabel], "plain"))
+        lines += [""] + _table(
+            f"as-built by the current rule (residuals within the verification tolerance are none), "
+            f"derived from each run's links.json ({n_exact} of {len(first)} exact):",
+            distribution([{"plain": x[0]} for x in relabel], "plain"),
+        )
     withconf = [r for r in first if r.get("configured")]
     if withconf:
-        lines += [""] + _table(f"the configured network's prediction ({len(withconf)} runs where the as-built correction "
-                               "changed a link):", distribution(withconf, "configured"))
-        worse = sum(1 for r in withconf for m in ("ttft_ms.mean", "tpot_ms.mean")
-                    if r["configured"][m] is not None and r["plain"][m] is not None and abs(r["plain"][m]) > abs(r["configured"][m]) + 0.005)
-        lines.append(f"as-built vs configured: the correction made mean TTFT / TPOT worse by > 0.5 points in {worse} of "
-                     f"{2 * len(withconf)} cases")
+        lines += [""] + _table(
+            f"the configured network's prediction ({len(withconf)} runs where the as-built correction changed a link):",
+            distribution(withconf, "configured"),
+        )
+        worse = sum(
+            1
+            for r in withconf
+            for m in ("ttft_ms.mean", "tpot_ms.mean")
+            if r["configured"][m] is not None
+            and r["plain"][m] is not None
+            and abs(r["plain"][m]) > abs(r["configured"][m]) + 0.005
+        )
+        lines.append(
+            f"as-built vs configured: the correction made mean TTFT / TPOT worse by > 0.5 points in {worse} of "
+            f"{2 * len(withconf)} cases"
+        )
     if args.seeds > 1:
         lines += ["", "per scenario over seeds (mean error ± 95 % CI):"]
         for s in scen:
             reps = [r for r in ok if r["id"] == s["id"]]
             if len(reps) < 2:
                 continue
-            sv = seed_verdict([{"metrics": [{"metric": m, "rel_error": r["plain"][m], "tolerance": GOAL[m][0]} for m in GOAL]}
-                               for r in reps])
-            lines.append(f"  r{s['id']:03d}: " + "  ".join(
-                f"{v['metric']} {_pct(v['mean_rel_error'])}±{100 * (v['ci95'] or 0):.1f}{'' if v['pass'] else ' !'}" for v in sv))
+            sv = seed_verdict(
+                [
+                    {"metrics": [{"metric": m, "rel_error": r["plain"][m], "tolerance": GOAL[m][0]} for m in GOAL]}
+                    for r in reps
+                ]
+            )
+            lines.append(
+                f"  r{s['id']:03d}: "
+                + "  ".join(
+                    f"{v['metric']} {_pct(v['mean_rel_error'])}±{100 * (v['ci95'] or 0):.1f}{'' if v['pass'] else ' !'}"
+                    for v in sv
+                )
+            )
 
     def badness(r: dict) -> float:
         return max((abs(r["plain"][m] or 0) / GOAL[m][0] for m in GOAL), default=0.0)
@@ -214,29 +295,48 @@ def main() -> int:
     misses = [r for r in first if badness(r) > 1.0]
     for r in sorted(misses, key=badness, reverse=True):
         causes = likely_causes(r)
-        lines.append(f"  r{r['id']:03d}: " + ", ".join(f"{m} {_pct(r['plain'][m])}" for m in GOAL
-                                                      if r["plain"][m] is not None and abs(r["plain"][m]) > GOAL[m][0])
-                     + " — " + ("; ".join(causes) if causes else "no cause found"))
+        lines.append(
+            f"  r{r['id']:03d}: "
+            + ", ".join(
+                f"{m} {_pct(r['plain'][m])}"
+                for m in GOAL
+                if r["plain"][m] is not None and abs(r["plain"][m]) > GOAL[m][0]
+            )
+            + " — "
+            + ("; ".join(causes) if causes else "no cause found")
+        )
     tally: dict[str, int] = {}
     for r in misses:
         for c in likely_causes(r):
             tally[c.split(":")[0]] = tally.get(c.split(":")[0], 0) + 1
-    lines.append(f"  {len(misses)} of {len(first)} scenarios miss a tolerance; causes: "
-                 + (", ".join(f"{k} {v}" for k, v in sorted(tally.items(), key=lambda x: -x[1])) or "–"))
+    lines.append(
+        f"  {len(misses)} of {len(first)} scenarios miss a tolerance; causes: "
+        + (", ".join(f"{k} {v}" for k, v in sorted(tally.items(), key=lambda x: -x[1])) or "–")
+    )
 
     lines += ["", "worst scenarios (largest error / tolerance):"]
     for r in sorted(first, key=badness, reverse=True)[:5]:
         s = r["spec"]
-        lines.append(f"  r{s['id']:03d} ({badness(r):.1f}x tolerance): {s['hops']} hops, {s['edges']} edges, {s['targets']} "
-                     f"targets, {s['trace']}, {s['window']}, {s['load']} {s['rate_rps']} req/s, routing {s['routing']}, "
-                     f"jitter {s['jitter']}, loss {s['loss']}; " + ", ".join(f"{m} {_pct(r['plain'][m])}" for m in GOAL)
-                     + ("; disturbed: " + "; ".join(r["disturbance"]) if r["disturbance"] else "")
-                     + f"\n     spec: {s['path']}  run: {r['run']}")
+        lines.append(
+            f"  r{s['id']:03d} ({badness(r):.1f}x tolerance): {s['hops']} hops, {s['edges']} edges, {s['targets']} "
+            f"targets, {s['trace']}, {s['window']}, {s['load']} {s['rate_rps']} req/s, routing {s['routing']}, "
+            f"jitter {s['jitter']}, loss {s['loss']}; "
+            + ", ".join(f"{m} {_pct(r['plain'][m])}" for m in GOAL)
+            + ("; disturbed: " + "; ".join(r["disturbance"]) if r["disturbance"] else "")
+            + f"\n     spec: {s['path']}  run: {r['run']}"
+        )
     for r in failed:
         lines.append(f"  failed: r{r['id']:03d} s{r['replicate']}: {r['error'][-200:]}")
     met = bool(first) and all(s["met"] for s in plain.values())
-    lines += ["", "goal (>= 30 scenarios; throughput, mean TTFT / TPOT within 5 % in >= 90 %; p99 within 15 % in >= 80 %): "
-                  + ("met" if met and len(first) >= 30 else "NOT met" + ("" if len(first) >= 30 else f" ({len(first)} scenarios)"))]
+    lines += [
+        "",
+        "goal (>= 30 scenarios; throughput, mean TTFT / TPOT within 5 % in >= 90 %; p99 within 15 % in >= 80 %): "
+        + (
+            "met"
+            if met and len(first) >= 30
+            else "NOT met" + ("" if len(first) >= 30 else f" ({len(first)} scenarios)")
+        ),
+    ]
     text = "\n".join(lines)
     (args.out / "summary.txt").write_text(text + "\n")
     print("\n" + text)

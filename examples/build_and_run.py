@@ -24,16 +24,28 @@ from testbed.workload import build_workload
 
 
 def build(n_drafts: int = 2, delay_ms: float = 10.0, requests: int = 12, window: str = "static:4") -> TopologySpec:
-    return TopologySpec.model_validate({
-        "name": "example-python",
-        "nodes": [{"name": "cloud0", "role": "target", "profile": "cloud-gpu"}],
-        "edges": [{"prefix": "edge", "count": n_drafts, "profile": "edge-cpu",
-                   "link": {"to": "cloud0", "delay_ms": delay_ms, "bw_mbps": 50}}],
-        "workload": {"trace": "synthetic", "duration_s": None, "max_output_tokens": 48,
-                     "synthetic": {"n_requests": requests, "rate_rps": 4.0}},
-        "policy": {"window": window},
-        "seed": 7,
-    })
+    return TopologySpec.model_validate(
+        {
+            "name": "example-python",
+            "nodes": [{"name": "cloud0", "role": "target", "profile": "cloud-gpu"}],
+            "edges": [
+                {
+                    "prefix": "edge",
+                    "count": n_drafts,
+                    "profile": "edge-cpu",
+                    "link": {"to": "cloud0", "delay_ms": delay_ms, "bw_mbps": 50},
+                }
+            ],
+            "workload": {
+                "trace": "synthetic",
+                "duration_s": None,
+                "max_output_tokens": 48,
+                "synthetic": {"n_requests": requests, "rate_rps": 4.0},
+            },
+            "policy": {"window": window},
+            "seed": 7,
+        }
+    )
 
 
 def run_both(spec: TopologySpec, out: Path, net: str = "mininet") -> tuple[dict, dict]:
@@ -43,8 +55,9 @@ def run_both(spec: TopologySpec, out: Path, net: str = "mininet") -> tuple[dict,
     workload = build_workload(scenario)
     with make_emulator(scenario, net) as em:
         prepare(out, scenario, "emulate", workload, backends=emulation_backends(scenario, em.net, em.runtime))
-        emu = emulate(scenario, em.net, out, out / "spec.yaml", EmulateOptions(progress=False), workload,
-                      runtime=em.runtime)
+        emu = emulate(
+            scenario, em.net, out, out / "spec.yaml", EmulateOptions(progress=False), workload, runtime=em.runtime
+        )
     if emu.exit_code != 0:
         raise SystemExit(f"emulation ended with exit code {emu.exit_code}: {emu.summary['partial_reason']}")
     return emu.summary, sim.summary
@@ -52,9 +65,14 @@ def run_both(spec: TopologySpec, out: Path, net: str = "mininet") -> tuple[dict,
 
 def compare(emu: dict, sim: dict) -> None:
     print(f"{'metric':<32}{'emulated':>12}{'simulated':>12}{'diff':>9}")
-    for label, key in (("requests completed", "requests_completed"), ("throughput (tok/s)", "output_token_throughput_tps"),
-                       ("TTFT p50 (ms)", ("ttft_ms", "p50")), ("TPOT p50 (ms)", ("tpot_ms", "p50")),
-                       ("acceptance rate", "acceptance_rate"), ("mean gamma", "mean_gamma")):
+    for label, key in (
+        ("requests completed", "requests_completed"),
+        ("throughput (tok/s)", "output_token_throughput_tps"),
+        ("TTFT p50 (ms)", ("ttft_ms", "p50")),
+        ("TPOT p50 (ms)", ("tpot_ms", "p50")),
+        ("acceptance rate", "acceptance_rate"),
+        ("mean gamma", "mean_gamma"),
+    ):
         e, s = (emu[key[0]][key[1]], sim[key[0]][key[1]]) if isinstance(key, tuple) else (emu[key], sim[key])
         diff = f"{100 * (e - s) / s:+.1f} %" if s else ""
         print(f"{label:<32}{e:>12.3f}{s:>12.3f}{diff:>9}")

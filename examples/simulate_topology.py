@@ -24,12 +24,18 @@ def main(argv: list[str] | None = None) -> dict:
     result = simulate(scenario)
 
     s = result.summary
-    print(f"{scenario.spec.name}: {len(scenario.drafts)} drafts, {len(scenario.targets)} targets, "
-          f"window {scenario.spec.policy.window}")
-    print(f"  {s['requests_completed']} requests in {s['duration_s']:.1f} s simulated "
-          f"({result.events} events, {result.wall_s:.2f} s wall)")
-    print(f"  throughput {s['output_token_throughput_tps']:.1f} tok/s, TTFT p50 {s['ttft_ms']['p50']:.1f} ms, "
-          f"TPOT p50 {s['tpot_ms']['p50']:.1f} ms, acceptance {s['acceptance_rate']:.3f}")
+    print(
+        f"{scenario.spec.name}: {len(scenario.drafts)} drafts, {len(scenario.targets)} targets, "
+        f"window {scenario.spec.policy.window}"
+    )
+    print(
+        f"  {s['requests_completed']} requests in {s['duration_s']:.1f} s simulated "
+        f"({result.events} events, {result.wall_s:.2f} s wall)"
+    )
+    print(
+        f"  throughput {s['output_token_throughput_tps']:.1f} tok/s, TTFT p50 {s['ttft_ms']['p50']:.1f} ms, "
+        f"TPOT p50 {s['tpot_ms']['p50']:.1f} ms, acceptance {s['acceptance_rate']:.3f}"
+    )
     per_edge = result.requests.groupby("edge")["tokens_out"].sum()
     print("  tokens per edge: " + ", ".join(f"{e} {n}" for e, n in per_edge.items()))
     return s

@@ -35,17 +35,29 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spec", required=True, help="resolved spec (DIR/spec.yaml)")
     p.add_argument("--node", required=True, help="node name in the spec")
     p.add_argument("--peers", required=True, help="JSON file: node -> tcp://ip:port")
-    p.add_argument("--t0", required=True,
-                   help="run start, absolute CLOCK_MONOTONIC seconds, or file:PATH (a file the orchestrator writes "
-                        "with that number once every node is ready)")
+    p.add_argument(
+        "--t0",
+        required=True,
+        help="run start, absolute CLOCK_MONOTONIC seconds, or file:PATH (a file the orchestrator writes "
+        "with that number once every node is ready)",
+    )
     p.add_argument("--out", required=True, help="node output directory")
-    p.add_argument("--peer-timeout-s", type=float, default=None,
-                   help="a peer silent this long is dead (default: run.request_timeout_s)")
-    p.add_argument("--heartbeat-s", type=float, default=None,
-                   help="heartbeat interval (default: min(0.5, peer timeout / 4))")
-    p.add_argument("--start-at", type=float, default=None,
-                   help="target: load everything, then wait until this CLOCK_MONOTONIC time before binding (a restart "
-                        "the emulator's schedule prepared at the crash, so it is up at its time, not after an interpreter start)")
+    p.add_argument(
+        "--peer-timeout-s",
+        type=float,
+        default=None,
+        help="a peer silent this long is dead (default: run.request_timeout_s)",
+    )
+    p.add_argument(
+        "--heartbeat-s", type=float, default=None, help="heartbeat interval (default: min(0.5, peer timeout / 4))"
+    )
+    p.add_argument(
+        "--start-at",
+        type=float,
+        default=None,
+        help="target: load everything, then wait until this CLOCK_MONOTONIC time before binding (a restart "
+        "the emulator's schedule prepared at the crash, so it is up at its time, not after an interpreter start)",
+    )
     p.add_argument("--log-level", default="INFO")
     return p.parse_args(argv)
 
@@ -53,8 +65,11 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
 def setup(prog: str, argv: list[str] | None):
     """Parse arguments, configure logging, load the scenario and peers: (args, scenario, peers)."""
     args = parse_args(prog, argv)
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level.upper(), logging.INFO),
-                        format=f"%(asctime)s {args.node} %(levelname)s %(message)s")
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format=f"%(asctime)s {args.node} %(levelname)s %(message)s",
+    )
     from testbed.errors import InputError
     from testbed.spec import load_scenario
 

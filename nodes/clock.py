@@ -70,5 +70,10 @@ class Lateness:
         def q(p: float) -> float:
             return round(s[min(len(s) - 1, int(p * len(s)))] * 1e6, 1)
 
-        return {"count": self.count, "mean_us": round(self.total / self.count * 1e6, 1), "p50_us": q(0.5),
-                "p99_us": q(0.99), "max_us": round(self.worst * 1e6, 1)}
+        return {
+            "count": self.count,
+            "mean_us": round(self.total / self.count * 1e6, 1),
+            "p50_us": q(0.5),
+            "p99_us": q(0.99),
+            "max_us": round(self.worst * 1e6, 1),
+        }

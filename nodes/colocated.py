@@ -63,8 +63,23 @@ class ColocatedRounds:
 
     def record(self, req: LocalRequest, accepted: int, t0: float, start: float, end: float, n: int, depth: int) -> None:
         """The rounds-table row of a verified co-located round (times relative to T0)."""
-        self.rows.append(round_row(req.prog, req.edge, self.node.name, req.gamma, accepted, req.draft_start - t0,
-                                   req.send - t0, req.t_recv - t0, start, end, end, n, depth))
+        self.rows.append(
+            round_row(
+                req.prog,
+                req.edge,
+                self.node.name,
+                req.gamma,
+                accepted,
+                req.draft_start - t0,
+                req.send - t0,
+                req.t_recv - t0,
+                start,
+                end,
+                end,
+                n,
+                depth,
+            )
+        )
 
     def apply(self, local: list[tuple[LocalRequest, int]], now: float, depth: int, b_start: float) -> None:
         """Results of a finished batch for co-located requests (accepted = -1: the prefill's first token).
@@ -80,8 +95,11 @@ class ColocatedRounds:
                 done = p.first_token()
             else:
                 g = req.gamma
-                fb = (RoundFeedback.of_round(g, a, req.draft_start, req.send, b_start, now, now, depth)
-                      if self.observes else None)
+                fb = (
+                    RoundFeedback.of_round(g, a, req.draft_start, req.send, b_start, now, now, depth)
+                    if self.observes
+                    else None
+                )
                 done = p.apply(g, a, fb)
             if done:
                 self.finish(req, now, depth)
@@ -126,8 +144,10 @@ class ColocatedRounds:
     def finish(self, req: LocalRequest, now: float, depth: int) -> None:
         node = self.node
         p = req.prog
-        node.send(req.owner, node.enc.done(req.rid, req.token, p.produced, p.rounds, p.drafted, p.accepted, depth,
-                                           now - node.t0))
+        node.send(
+            req.owner,
+            node.enc.done(req.rid, req.token, p.produced, p.rounds, p.drafted, p.accepted, depth, now - node.t0),
+        )
         node.free(req)
 
     def release(self, rid: int) -> None:

@@ -52,8 +52,24 @@ WAITING = (WAIT_PREFILL, WAIT_VERIFY, WAIT_DONE)  # a message from the target is
 
 
 class Req:
-    __slots__ = ("rid", "arrival", "prog", "target", "prefill_sent", "first_token", "status", "state", "gamma",
-                 "tokens", "topk", "probs", "draft_start", "send", "waiting_since", "finish")
+    __slots__ = (
+        "rid",
+        "arrival",
+        "prog",
+        "target",
+        "prefill_sent",
+        "first_token",
+        "status",
+        "state",
+        "gamma",
+        "tokens",
+        "topk",
+        "probs",
+        "draft_start",
+        "send",
+        "waiting_since",
+        "finish",
+    )
 
     def __init__(self, rid: int, arrival: float, prog: RequestProgress):
         self.rid = rid
@@ -75,7 +91,9 @@ class Req:
 
 
 def _active(req: Req) -> bool:
-    return not req.status and req.state == WAIT_SLOT  # a request that failed while it waited for a draft slot gives its turn away
+    return (
+        not req.status and req.state == WAIT_SLOT
+    )  # a request that failed while it waited for a draft slot gives its turn away
 
 
 class TargetLink:
@@ -170,8 +188,12 @@ class DraftNode:
             link = self.links[t] = TargetLink(t, s, now)
             self.send(link, self.enc.hello(self.name, self.heartbeat))
         self.by_fd = {link.fd: link for link in self.links.values()}
-        log.info("connecting to %s; %d requests, first at T0+%.3f s", ", ".join(self.targets) or "(none)", self.n,
-                 self.arrivals[0] if self.n else 0.0)
+        log.info(
+            "connecting to %s; %d requests, first at T0+%.3f s",
+            ", ".join(self.targets) or "(none)",
+            self.n,
+            self.arrivals[0] if self.n else 0.0,
+        )
 
     def send(self, link: TargetLink, data: bytes) -> bool:
         try:
@@ -203,8 +225,10 @@ class DraftNode:
                     self.t0 = t0
                     self.drain_deadline = t0 + self.last_arrival + self.drain_timeout
                     if self.ready_at is not None:
-                        write_json(self.out / "ready.json", {"node": self.name, "pid": os.getpid(),
-                                                             "ready_s": self.ready_at - t0})
+                        write_json(
+                            self.out / "ready.json",
+                            {"node": self.name, "pid": os.getpid(), "ready_s": self.ready_at - t0},
+                        )
                     break
             if any(l.sock.getsockopt(EVENTS) & POLLIN for l in links):
                 continue
@@ -314,8 +338,10 @@ class DraftNode:
         """Drafts the worker finished: their compute already took its time, so they go out now."""
         for req, out, err in self.worker.done():
             if err is not None:
-                raise RuntimeError(f"nodes.draft {self.name}: the {self.backend.name} backend failed drafting "
-                                   f"request {req.rid}: {err!r}") from err
+                raise RuntimeError(
+                    f"nodes.draft {self.name}: the {self.backend.name} backend failed drafting "
+                    f"request {req.rid}: {err!r}"
+                ) from err
             self.take_draft(req, out)
             self.on_drafted(req, monotonic())
 
@@ -382,8 +408,10 @@ class DraftNode:
                 link.hello = True
                 if all(l.hello for l in self.links.values()):
                     self.ready_at = now
-                    write_json(self.out / "ready.json", {"node": self.name, "pid": os.getpid(),
-                                                         "ready_s": None if self.t0 is None else now - self.t0})
+                    write_json(
+                        self.out / "ready.json",
+                        {"node": self.name, "pid": os.getpid(), "ready_s": None if self.t0 is None else now - self.t0},
+                    )
         elif t == P.ERROR:
             req = self.active.get(m["r"])
             if req is not None and req.target == link.name:
@@ -409,8 +437,23 @@ class DraftNode:
         p = req.prog
         t0 = self.t0
         bs, be = m["bs"], m["be"]
-        self.rounds_rows.append(round_row(p, self.name, link.name, gamma, a, req.draft_start - t0, req.send - t0,
-                                          m["tr"], bs, be, now - t0, m["bn"], qd))
+        self.rounds_rows.append(
+            round_row(
+                p,
+                self.name,
+                link.name,
+                gamma,
+                a,
+                req.draft_start - t0,
+                req.send - t0,
+                m["tr"],
+                bs,
+                be,
+                now - t0,
+                m["bn"],
+                qd,
+            )
+        )
         fb = RoundFeedback.of_round(gamma, a, req.draft_start, req.send, bs, be, now, qd) if self.observes else None
         self.backend.observe(req.rid, a, m["tok"])
         if p.apply(gamma, a, fb):
@@ -468,8 +511,12 @@ class DraftNode:
         link.alive = False
         self.event(monotonic(), "target_dead", link.name)
         victims = [r for r in self.active.values() if r.target == link.name]
-        log.warning("target %s %s: %d requests re-routed", link.name,
-                    "left (BYE)" if why == "bye" else f"silent for {self.peer_timeout:.1f} s, declared dead", len(victims))
+        log.warning(
+            "target %s %s: %d requests re-routed",
+            link.name,
+            "left (BYE)" if why == "bye" else f"silent for {self.peer_timeout:.1f} s, declared dead",
+            len(victims),
+        )
         for r in victims:
             if self.colocated or r.state == WAIT_DONE:
                 self.fail(r, f"target_{why}")
@@ -491,7 +538,9 @@ class DraftNode:
         req.target = target
         self.own_active[target] += 1
         self.n_rerouted += 1
-        self.event(monotonic(), "reroute", f"request {req.rid}: {old} -> {target} ({why}) at {req.prog.produced} tokens")
+        self.event(
+            monotonic(), "reroute", f"request {req.rid}: {old} -> {target} ({why}) at {req.prog.produced} tokens"
+        )
         p = req.prog
         data = self.enc.prefill(req.rid, p.output_tokens, self.backend.prompt(req.rid, p.context()), p.produced)
         req.state = WAIT_PREFILL
@@ -533,8 +582,10 @@ class DraftNode:
         if getattr(self, "_last_progress", -1.0) + 0.25 > now:
             return
         self._last_progress = now
-        write_json(self.out / "progress.json", {"ok": self.n_ok, "failed": self.n_failed, "total": self.n,
-                                                "arrived": self.next_i})
+        write_json(
+            self.out / "progress.json",
+            {"ok": self.n_ok, "failed": self.n_failed, "total": self.n, "arrived": self.next_i},
+        )
 
     # -- results ------------------------------------------------------------------------------------------
     def close(self, why: str, stop: StopFlag) -> None:
@@ -545,34 +596,68 @@ class DraftNode:
         for r in self.finished + list(self.active.values()):
             p = r.prog
             status = r.status or "unfinished"
-            rows.append(request_row(p, self.name, r.target, r.arrival, r.prefill_sent, r.first_token,
-                                    r.finish if status == "ok" else NAN, status))
+            rows.append(
+                request_row(
+                    p,
+                    self.name,
+                    r.target,
+                    r.arrival,
+                    r.prefill_sent,
+                    r.first_token,
+                    r.finish if status == "ok" else NAN,
+                    status,
+                )
+            )
         for i in range(self.next_i, self.n):
-            rows.append(unstarted_request_row(self.rids[i], self.name, self.arrivals[i], self.prompts[i],
-                                              self.outputs[i], "unfinished"))
+            rows.append(
+                unstarted_request_row(
+                    self.rids[i], self.name, self.arrivals[i], self.prompts[i], self.outputs[i], "unfinished"
+                )
+            )
         rows.sort()
         write_parquet(self.out / "requests.parquet", frame(REQUEST_COLUMNS, rows))
         write_parquet(self.out / "rounds.parquet", frame(ROUND_COLUMNS, self.rounds_rows))
         self._last_progress = -1.0
         self.progress(monotonic())
-        write_json(self.out / "node.json", {
-            "node": self.name, "role": "draft", "pid": os.getpid(), "backend": self.backend.name, "end": why,
-            "stopped_by_signal": stop.signal or None, "requests": self.n, "ok": self.n_ok,
-            "failed": self.n_failed, "unfinished": len(rows) - self.n_ok - self.n_failed,
-            "fail_reasons": dict(self.fail_reasons), "rounds": len(self.rounds_rows),
-            "ready_s": None if self.ready_at is None or self.t0 is None else self.ready_at - self.t0,
-            "messages_in": dict(self.msgs_in), "messages_sent": self.sent, "send_dropped": self.send_dropped,
-            "stale_messages": self.stale, "bad_messages": dict(self.bad.counts),
-            "dead_targets": [l.name for l in self.links.values() if not l.alive],
-            "rerouted": self.n_rerouted, "events": self.events,
-            "timer_lateness": self.lateness.report(),
-        })
+        write_json(
+            self.out / "node.json",
+            {
+                "node": self.name,
+                "role": "draft",
+                "pid": os.getpid(),
+                "backend": self.backend.name,
+                "end": why,
+                "stopped_by_signal": stop.signal or None,
+                "requests": self.n,
+                "ok": self.n_ok,
+                "failed": self.n_failed,
+                "unfinished": len(rows) - self.n_ok - self.n_failed,
+                "fail_reasons": dict(self.fail_reasons),
+                "rounds": len(self.rounds_rows),
+                "ready_s": None if self.ready_at is None or self.t0 is None else self.ready_at - self.t0,
+                "messages_in": dict(self.msgs_in),
+                "messages_sent": self.sent,
+                "send_dropped": self.send_dropped,
+                "stale_messages": self.stale,
+                "bad_messages": dict(self.bad.counts),
+                "dead_targets": [l.name for l in self.links.values() if not l.alive],
+                "rerouted": self.n_rerouted,
+                "events": self.events,
+                "timer_lateness": self.lateness.report(),
+            },
+        )
         for link in self.links.values():
             link.sock.close(0)
         if self.worker is not None:
             self.worker.close()
-        log.info("stopped (%s): %d ok, %d failed, %d unfinished of %d", why, self.n_ok, self.n_failed,
-                 len(rows) - self.n_ok - self.n_failed, self.n)
+        log.info(
+            "stopped (%s): %d ok, %d failed, %d unfinished of %d",
+            why,
+            self.n_ok,
+            self.n_failed,
+            len(rows) - self.n_ok - self.n_failed,
+            self.n,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

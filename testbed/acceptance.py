@@ -34,7 +34,9 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def uniforms(seed: int, request_id: int, n: int, stream: int = 0) -> np.ndarray:
     """n uniform floats in [0, 1) for positions 0..n-1 of one request: a pure function of its arguments."""
     with np.errstate(over="ignore"):
-        key = _mix(np.array([seed], dtype=np.uint64) ^ _mix(np.array([request_id * 4 + stream], dtype=np.uint64) + _GOLDEN))
+        key = _mix(
+            np.array([seed], dtype=np.uint64) ^ _mix(np.array([request_id * 4 + stream], dtype=np.uint64) + _GOLDEN)
+        )
         ctr = np.arange(n, dtype=np.uint64)
         u = _mix(key + ctr * _GOLDEN)
     return (u >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)

@@ -41,11 +41,18 @@ class RecordedAcceptance:
         except (OSError, KeyError, ValueError) as e:
             raise InputError(str(path), f"cannot read recorded acceptance sequences: {e}") from None
         n = len(self.request_id)
-        if n == 0 or len(self.offsets) != n + 1 or self.offsets[-1] != len(self.accepted) or np.any(np.diff(self.offsets) < 0):
+        if (
+            n == 0
+            or len(self.offsets) != n + 1
+            or self.offsets[-1] != len(self.accepted)
+            or np.any(np.diff(self.offsets) < 0)
+        ):
             raise InputError(str(path), "recorded acceptance file is inconsistent (request_id / offsets / accepted)")
         self.index = {int(r): i for i, r in enumerate(self.request_id)}
         lens = np.diff(self.offsets)
-        body = np.concatenate([self.accepted[o + 1: o + l] for o, l in zip(self.offsets[:-1], lens) if l > 1] or [np.zeros(0, bool)])
+        body = np.concatenate(
+            [self.accepted[o + 1 : o + l] for o, l in zip(self.offsets[:-1], lens) if l > 1] or [np.zeros(0, bool)]
+        )
         self.rate = float(body.mean()) if len(body) else 0.0
 
     def __len__(self) -> int:
@@ -55,7 +62,7 @@ class RecordedAcceptance:
         i = self.index.get(int(request_id))
         if i is None:
             i = int(request_id) % len(self.request_id)
-        return self.accepted[self.offsets[i]: self.offsets[i + 1]]
+        return self.accepted[self.offsets[i] : self.offsets[i + 1]]
 
     def sequence(self, seed: int, request_id: int, n: int) -> np.ndarray:
         rec = self.recorded(request_id)

@@ -27,7 +27,9 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m testbed", description="DSD testbed: emulate and simulate distributed speculative decoding")
+    p = argparse.ArgumentParser(
+        prog="python -m testbed", description="DSD testbed: emulate and simulate distributed speculative decoding"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         try:

@@ -65,8 +65,13 @@ class ComputeModel:
     @classmethod
     def from_spec(cls, name: str, p: ProfileSpec) -> "ComputeModel":
         dp = Cost.from_spec(p.draft_prefill)
-        return cls(name, Cost.from_spec(p.draft_step), Cost.from_spec(p.prefill), Cost.from_spec(p.verify),
-                   dp if (dp.base or dp.per_req or dp.per_token or dp.per_kctx) else None)
+        return cls(
+            name,
+            Cost.from_spec(p.draft_step),
+            Cost.from_spec(p.prefill),
+            Cost.from_spec(p.verify),
+            dp if (dp.base or dp.per_req or dp.per_token or dp.per_kctx) else None,
+        )
 
     def draft_time(self, gamma: int, ctx_tokens: int, position: int) -> float:
         """Time to draft `gamma` tokens for one request whose context is `ctx_tokens` long and which has
@@ -111,4 +116,6 @@ def resolve_profile(name: str, inline: dict[str, ProfileSpec]) -> ProfileSpec:
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
         return load_profile_file(p)
-    raise KeyError(f"unknown compute profile {name!r} (library: {', '.join(library_profiles())}; or define it under `profiles:`)")
+    raise KeyError(
+        f"unknown compute profile {name!r} (library: {', '.join(library_profiles())}; or define it under `profiles:`)"
+    )

@@ -5,8 +5,10 @@ documented in README.md ("Changing networks and faults").
 
 1. Outage. A path is down for a message when any link of it is down at the moment the message is sent
    (the emulator's delay line sees a packet when it enters the path). TCP then retransmits: the first
-   retransmission after one RTO (rto_s: 200 ms + the path's RTT + a 40 ms delayed ACK), each further one after twice the previous
-   wait (exponential backoff, capped at RTO_MAX_S), as Linux does; the message crosses at the first retransmission at which the path is up.
+   retransmission after one RTO (rto_s: 200 ms + the path's RTT + a 40 ms delayed ACK), each further one after twice
+   the previous
+   wait (exponential backoff, capped at RTO_MAX_S), as Linux does; the message crosses at the first retransmission at
+   which the path is up.
    Messages sent on the same connection meanwhile wait behind it (one byte stream): they leave with it.
    A packet already in flight when the link goes down completes its crossing.
 2. Silence. A draft declares a target dead after `run.peer_timeout_s` (default: run.request_timeout_s)
@@ -36,7 +38,9 @@ from testbed.spec.schema import RunSpec
 
 RTO_MIN_S = 0.2  # Linux TCP_RTO_MIN
 RTO_MAX_S = 120.0  # Linux TCP_RTO_MAX
-DELAYED_ACK_S = 0.04  # Linux's minimum delayed-ACK timeout (TCP_DELACK_MIN): inflates the RTT samples of one-way traffic
+DELAYED_ACK_S = (
+    0.04  # Linux's minimum delayed-ACK timeout (TCP_DELACK_MIN): inflates the RTT samples of one-way traffic
+)
 
 
 def peer_timeout_s(run: RunSpec) -> float:

@@ -195,8 +195,13 @@ def _nanmax(a: float, b: float) -> float:
     return a if math.isnan(b) or a >= b else b
 
 
-def summarize(requests: pd.DataFrame, rounds: pd.DataFrame, batches: pd.DataFrame,
-              slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, slo_tpot_ms: float = DEFAULT_SLO_TPOT_MS) -> dict[str, Any]:
+def summarize(
+    requests: pd.DataFrame,
+    rounds: pd.DataFrame,
+    batches: pd.DataFrame,
+    slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS,
+    slo_tpot_ms: float = DEFAULT_SLO_TPOT_MS,
+) -> dict[str, Any]:
     b = SummaryBuilder()
     b.add_requests(requests, slo_ttft_ms, slo_tpot_ms)
     b.add_rounds(rounds)
@@ -211,8 +216,9 @@ SUMMARY_COLUMNS = {
 }
 
 
-def summarize_dir(d, slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, slo_tpot_ms: float = DEFAULT_SLO_TPOT_MS,
-                  batch_rows: int = 1 << 18) -> dict[str, Any]:
+def summarize_dir(
+    d, slo_ttft_ms: float = DEFAULT_SLO_TTFT_MS, slo_tpot_ms: float = DEFAULT_SLO_TPOT_MS, batch_rows: int = 1 << 18
+) -> dict[str, Any]:
     """`summarize` over a run directory's parquet tables, read in batches of rows: memory independent of the
     number of rows (beyond Quantiles.EXACT_LIMIT requests the latency quantiles are within 0.1 %)."""
     import pyarrow.parquet as pq

@@ -15,8 +15,15 @@ from typing import IO, Any
 class JobProgress:
     """`done` of `total` items (and how many of them failed); silent when disabled."""
 
-    def __init__(self, description: str, total: int, enabled: bool = True, stream: IO[str] | None = None,
-                 every_s: float = 30.0, terminal: bool | None = None):
+    def __init__(
+        self,
+        description: str,
+        total: int,
+        enabled: bool = True,
+        stream: IO[str] | None = None,
+        every_s: float = 30.0,
+        terminal: bool | None = None,
+    ):
         self.description = description
         self.total = total
         self.enabled = enabled
@@ -46,9 +53,16 @@ class JobProgress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(),
-                                console=Console(file=self.stream), transient=False, refresh_per_second=4)
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                console=Console(file=self.stream),
+                transient=False,
+                refresh_per_second=4,
+            )
             self.bar.start()
             self.task = self.bar.add_task(self.description, total=self.total, failed=0)
         else:
@@ -87,8 +101,11 @@ class JobProgress:
         now = time.monotonic()
         pct = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
         failed = f", {self.failed} failed" if self.failed else ""
-        print(f"{self.description}: {self.done}/{self.total}{pct}{failed}, {now - self.started:.0f} s",
-              file=self.stream, flush=True)
+        print(
+            f"{self.description}: {self.done}/{self.total}{pct}{failed}, {now - self.started:.0f} s",
+            file=self.stream,
+            flush=True,
+        )
         self._last_line = now
         self._last_step = 10 * self.done // self.total if self.total else 10
         self._last_printed = (self.done, self.failed)

@@ -21,11 +21,28 @@ from testbed.policies.window import RoundFeedback, WindowController
 
 
 class RequestProgress:
-    __slots__ = ("request_id", "prompt_tokens", "output_tokens", "produced", "rounds", "drafted", "accepted",
-                 "controller", "gamma_max", "speculate")
+    __slots__ = (
+        "request_id",
+        "prompt_tokens",
+        "output_tokens",
+        "produced",
+        "rounds",
+        "drafted",
+        "accepted",
+        "controller",
+        "gamma_max",
+        "speculate",
+    )
 
-    def __init__(self, request_id: int, prompt_tokens: int, output_tokens: int, controller: WindowController,
-                 gamma_max: int, speculate: bool = True):
+    def __init__(
+        self,
+        request_id: int,
+        prompt_tokens: int,
+        output_tokens: int,
+        controller: WindowController,
+        gamma_max: int,
+        speculate: bool = True,
+    ):
         self.request_id = request_id
         self.prompt_tokens = prompt_tokens
         self.output_tokens = output_tokens
@@ -64,24 +81,69 @@ class RequestProgress:
         return self.produced >= self.output_tokens
 
 
-def request_row(p: RequestProgress, edge: str | int, target: str | int, arrival_s: float, prefill_sent_s: float,
-                first_token_s: float, finish_s: float, status: str) -> tuple:
+def request_row(
+    p: RequestProgress,
+    edge: str | int,
+    target: str | int,
+    arrival_s: float,
+    prefill_sent_s: float,
+    first_token_s: float,
+    finish_s: float,
+    status: str,
+) -> tuple:
     """The requests-table row of a request that started (simulator and draft nodes)."""
-    return tables.request_row(request_id=p.request_id, edge=edge, target=target, arrival_s=arrival_s,
-                              prefill_sent_s=prefill_sent_s, first_token_s=first_token_s, finish_s=finish_s,
-                              prompt_tokens=p.prompt_tokens, output_tokens=p.output_tokens, tokens_out=p.produced,
-                              rounds=p.rounds, drafted_tokens=p.drafted, accepted_tokens=p.accepted, status=status)
+    return tables.request_row(
+        request_id=p.request_id,
+        edge=edge,
+        target=target,
+        arrival_s=arrival_s,
+        prefill_sent_s=prefill_sent_s,
+        first_token_s=first_token_s,
+        finish_s=finish_s,
+        prompt_tokens=p.prompt_tokens,
+        output_tokens=p.output_tokens,
+        tokens_out=p.produced,
+        rounds=p.rounds,
+        drafted_tokens=p.drafted,
+        accepted_tokens=p.accepted,
+        status=status,
+    )
 
 
-def round_row(p: RequestProgress, edge: str | int, target: str | int, gamma: int, accepted: int, draft_start_s: float,
-              send_s: float, target_recv_s: float, batch_start_s: float, batch_end_s: float, recv_s: float,
-              batch_size: int, queue_depth: int) -> tuple:
+def round_row(
+    p: RequestProgress,
+    edge: str | int,
+    target: str | int,
+    gamma: int,
+    accepted: int,
+    draft_start_s: float,
+    send_s: float,
+    target_recv_s: float,
+    batch_start_s: float,
+    batch_end_s: float,
+    recv_s: float,
+    batch_size: int,
+    queue_depth: int,
+) -> tuple:
     """The rounds-table row of the round whose result is about to be applied (`p` still holds the state before
     it): simulator, draft nodes and co-located rounds at target nodes."""
-    return tables.round_row(request_id=p.request_id, round=p.rounds, edge=edge, target=target, produced=p.produced,
-                            gamma=gamma, accepted=accepted, draft_start_s=draft_start_s, send_s=send_s,
-                            target_recv_s=target_recv_s, batch_start_s=batch_start_s, batch_end_s=batch_end_s,
-                            recv_s=recv_s, batch_size=batch_size, queue_depth=queue_depth)
+    return tables.round_row(
+        request_id=p.request_id,
+        round=p.rounds,
+        edge=edge,
+        target=target,
+        produced=p.produced,
+        gamma=gamma,
+        accepted=accepted,
+        draft_start_s=draft_start_s,
+        send_s=send_s,
+        target_recv_s=target_recv_s,
+        batch_start_s=batch_start_s,
+        batch_end_s=batch_end_s,
+        recv_s=recv_s,
+        batch_size=batch_size,
+        queue_depth=queue_depth,
+    )
 
 
 def verify(runs: list[int], produced: int, gamma: int) -> int:

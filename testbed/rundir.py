@@ -20,29 +20,42 @@ from testbed.tables import write_events, write_tables
 from testbed.workload import Workload
 
 
-def prepare(out: Path, scenario: Scenario, command: str, workload: Workload, backends: dict[str, str] | None = None,
-            extra: dict[str, Any] | None = None) -> None:
+def prepare(
+    out: Path,
+    scenario: Scenario,
+    command: str,
+    workload: Workload,
+    backends: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Create DIR, write the resolved spec and meta.json (updated, not replaced, by later steps)."""
     tr = workload.trace
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "spec.yaml", f"# resolved from {scenario.source}\n" + spec_to_yaml(scenario.spec))
-    update_meta(out, {
-        "testbed_version": __version__,
-        "command": command,
-        "argv": sys.argv,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "seed": scenario.spec.seed,
-        "scenario": scenario.spec.name,
-        "source": scenario.source,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "backends": backends or {},
-        "workload": {"requests": len(workload), "trace": tr.source, "skipped_rows": tr.skipped_rows,
-                     "excluded_rows": tr.excluded_rows},
-        **(extra or {}),
-    })
+    update_meta(
+        out,
+        {
+            "testbed_version": __version__,
+            "command": command,
+            "argv": sys.argv,
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "seed": scenario.spec.seed,
+            "scenario": scenario.spec.name,
+            "source": scenario.source,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "backends": backends or {},
+            "workload": {
+                "requests": len(workload),
+                "trace": tr.source,
+                "skipped_rows": tr.skipped_rows,
+                "excluded_rows": tr.excluded_rows,
+            },
+            **(extra or {}),
+        },
+    )
 
 
 def update_meta(out: Path, fields: dict[str, Any]) -> None:
@@ -56,8 +69,14 @@ def update_meta(out: Path, fields: dict[str, Any]) -> None:
     write_json(p, meta)
 
 
-def write_results(d: Path, requests: pd.DataFrame | None, rounds: pd.DataFrame | None, batches: pd.DataFrame | None,
-                  summary: dict[str, Any], events: pd.DataFrame | None = None) -> None:
+def write_results(
+    d: Path,
+    requests: pd.DataFrame | None,
+    rounds: pd.DataFrame | None,
+    batches: pd.DataFrame | None,
+    summary: dict[str, Any],
+    events: pd.DataFrame | None = None,
+) -> None:
     """The tables (None: already streamed there by the executor), the events and summary.json."""
     d.mkdir(parents=True, exist_ok=True)
     if requests is not None and rounds is not None and batches is not None:

@@ -45,8 +45,9 @@ class RunnerConfig:
 
     address: str | None = field(default=None, metadata={"help": "Ray cluster to join (None: a private local one)"})
     workers: int = field(default=2, metadata={"help": "CPUs of the local cluster; 0 = serial in this process"})
-    temp_dir: str | None = field(default=None, metadata={"help": "Ray's session files of a local cluster "
-                                                                "(default: /tmp/testbed-ray-<uid>)"})
+    temp_dir: str | None = field(
+        default=None, metadata={"help": "Ray's session files of a local cluster (default: /tmp/testbed-ray-<uid>)"}
+    )
 
     def __post_init__(self) -> None:
         if self.workers < 0:
@@ -84,7 +85,9 @@ class Runner:
         try:
             import ray
         except ImportError as e:  # a regular dependency: a broken install, not a reason to go serial
-            raise RuntimeError(f"Ray is not installed ({e}); `make setup` installs it, --workers 0 runs serially") from None
+            raise RuntimeError(
+                f"Ray is not installed ({e}); `make setup` installs it, --workers 0 runs serially"
+            ) from None
         self._ray = ray
         if ray.is_initialized():
             self.mode = "ray (already initialised by the caller)"
@@ -98,9 +101,18 @@ class Runner:
             env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
             # address="local": always a new private cluster, never one found on this machine or in RAY_ADDRESS
-            ray.init(address="local", num_cpus=self.cfg.workers, resources={EMULATION_RESOURCE: 1}, include_dashboard=False,
-                     _node_ip_address="127.0.0.1", _temp_dir=temp, logging_level="WARNING", log_to_driver=False,
-                     configure_logging=True, runtime_env={"env_vars": env})
+            ray.init(
+                address="local",
+                num_cpus=self.cfg.workers,
+                resources={EMULATION_RESOURCE: 1},
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                _temp_dir=temp,
+                logging_level="WARNING",
+                log_to_driver=False,
+                configure_logging=True,
+                runtime_env={"env_vars": env},
+            )
             self.mode = f"ray local ({self.cfg.workers} CPUs, 127.0.0.1)"
         else:
             ray.init(address=self.cfg.address, logging_level="WARNING", log_to_driver=False)
@@ -116,19 +128,24 @@ class Runner:
     def describe_cluster(self) -> str:
         nodes = [n for n in self._ray.nodes() if n.get("Alive")]
         res = self._ray.cluster_resources()
-        return (f"{len(nodes)} nodes, {int(res.get('CPU', 0))} CPUs, "
-                f"{int(res.get(EMULATION_RESOURCE, 0))} emulation slots")
+        return (
+            f"{len(nodes)} nodes, {int(res.get('CPU', 0))} CPUs, {int(res.get(EMULATION_RESOURCE, 0))} emulation slots"
+        )
 
     def emulation_slots(self) -> tuple[int, int]:
         """(hosts offering the emulation resource, CPUs of the smallest of them); (1, os.cpu_count()) serially."""
         if self.serial:
             return 1, os.cpu_count() or 1
-        cpus = [int(n["Resources"].get("CPU", 0)) for n in self._ray.nodes()
-                if n.get("Alive") and n["Resources"].get(EMULATION_RESOURCE, 0) >= 1]
+        cpus = [
+            int(n["Resources"].get("CPU", 0))
+            for n in self._ray.nodes()
+            if n.get("Alive") and n["Resources"].get(EMULATION_RESOURCE, 0) >= 1
+        ]
         return len(cpus), (min(cpus) if cpus else 0)
 
-    def map(self, fn: Callable[[Any], Any], items: list[Any],
-            resources: Callable[[Any], dict[str, float]] | None = None) -> Iterator[Outcome]:
+    def map(
+        self, fn: Callable[[Any], Any], items: list[Any], resources: Callable[[Any], dict[str, float]] | None = None
+    ) -> Iterator[Outcome]:
         """fn(item) for every item; `resources(item)` -> {"CPU": n, other: k} that its task holds (default 1 CPU).
         Yields each outcome as it completes."""
         if self.serial:
@@ -166,8 +183,9 @@ def host() -> str:
     return socket.gethostname()
 
 
-def ordered(runner: Runner, fn: Callable[[Any], Any], items: list[Any],
-            progress: Callable[[int, int], None] | None = None) -> list[Any]:
+def ordered(
+    runner: Runner, fn: Callable[[Any], Any], items: list[Any], progress: Callable[[int, int], None] | None = None
+) -> list[Any]:
     """[fn(x) for x in items] in item order; the first task error is raised (after all tasks ended)."""
     results: list[Any] = [None] * len(items)
     errors: list[str] = []

@@ -3,7 +3,8 @@ bring, not only on the shipped topologies (`make validate-random`, bench/validat
 
     python -m testbed.scenariogen --seed 1 --n 30 --out runs/random-scenarios [--duration 20]
 
-Scenario k of seed s is a function of (s, k) and of the trace families available (the Azure files may be absent). What varies, each drawn independently:
+Scenario k of seed s is a function of (s, k) and of the trace families available (the Azure files may be absent). What
+varies, each drawn independently:
 - path length 1-4 hops from every edge to every target: 1 = edges linked straight to one target; 2-4 = edges ->
   access switch -> 0-2 aggregation links (shared by every edge: shared shaped links) -> a core switch -> targets;
 - every link: rate 1-1000 Mbit/s (log-uniform; unshaped target links beyond the core), one-way delay 1-100 ms
@@ -86,14 +87,17 @@ def _write_trace(family: str, path: Path, rng: random.Random, rate: float, durat
         path.write_text("\n".join(rows) + "\n")
 
 
-def generate(seed: int, k: int, out_dir: Path, duration_s: float = 20.0,
-             families: tuple[str, ...] = TRACE_FAMILIES) -> dict[str, Any]:
+def generate(
+    seed: int, k: int, out_dir: Path, duration_s: float = 20.0, families: tuple[str, ...] = TRACE_FAMILIES
+) -> dict[str, Any]:
     """Write scenario k of `seed` into out_dir (topology.yaml and its trace file); returns its description."""
     rng = random.Random(f"dsd-scenariogen/{seed}/{k}")
     out_dir.mkdir(parents=True, exist_ok=True)
     hops = rng.randint(1, 4)
     n_targets = 1 if hops == 1 else rng.randint(1, 3)
-    targets = [{"name": f"cloud{i}", "role": "target", "profile": rng.choice(TARGET_PROFILES)} for i in range(n_targets)]
+    targets = [
+        {"name": f"cloud{i}", "role": "target", "profile": rng.choice(TARGET_PROFILES)} for i in range(n_targets)
+    ]
     nodes: list[dict[str, Any]] = list(targets)
     links: list[dict[str, Any]] = []
     if hops == 1:
@@ -109,8 +113,14 @@ def generate(seed: int, k: int, out_dir: Path, duration_s: float = 20.0,
         attach = "acc0"
     groups = []
     for g in range(rng.randint(1, 3)):
-        groups.append({"prefix": f"e{g}x", "count": rng.randint(1, 4), "profile": rng.choice(EDGE_PROFILES),
-                       "link": {"to": attach, **_link(rng)}})
+        groups.append(
+            {
+                "prefix": f"e{g}x",
+                "count": rng.randint(1, 4),
+                "profile": rng.choice(EDGE_PROFILES),
+                "link": {"to": attach, **_link(rng)},
+            }
+        )
     family = rng.choice(families)
     window = rng.choice(WINDOW_POLICIES)
     if window == "static":
@@ -118,28 +128,56 @@ def generate(seed: int, k: int, out_dir: Path, duration_s: float = 20.0,
     load = rng.choice(LOADS)
     # capacity is rough: a verifier serves a few requests per second at these lengths; saturating = well above it
     rate = (rng.uniform(0.3, 0.8) if load == "light" else rng.uniform(2.0, 4.0)) * n_targets
-    workload: dict[str, Any] = {"duration_s": duration_s, "max_output_tokens": MAX_OUTPUT_TOKENS,
-                                "max_requests": max(3, int(1.5 * rate * duration_s)),  # a burst of a real trace, capped
-                                "mapping": rng.choice(["round_robin", "random"])}
+    workload: dict[str, Any] = {
+        "duration_s": duration_s,
+        "max_output_tokens": MAX_OUTPUT_TOKENS,
+        "max_requests": max(3, int(1.5 * rate * duration_s)),  # a burst of a real trace, capped
+        "mapping": rng.choice(["round_robin", "random"]),
+    }
     if family in ("azure-conv", "azure-code"):
         # a window of duration_s * rate_scale trace seconds replays in duration_s (arrivals are divided by the scale)
         scale = round(rate / (5.4 if family == "azure-conv" else 2.5), 3)
-        workload.update(trace=family, start_s=round(rng.uniform(0, 3000), 1), rate_scale=scale,
-                        duration_s=round(duration_s * scale, 2))
+        workload.update(
+            trace=family,
+            start_s=round(rng.uniform(0, 3000), 1),
+            rate_scale=scale,
+            duration_s=round(duration_s * scale, 2),
+        )
     elif family == "synthetic":
-        workload.update(trace="synthetic", synthetic={"n_requests": max(3, int(rate * duration_s)), "rate_rps": round(rate, 3),
-                                                      "prompt_mean": 400, "output_mean": 120})
+        workload.update(
+            trace="synthetic",
+            synthetic={
+                "n_requests": max(3, int(rate * duration_s)),
+                "rate_rps": round(rate, 3),
+                "prompt_mean": 400,
+                "output_mean": 120,
+            },
+        )
     else:
         name = "trace.csv" if family == "burstgpt" else "trace.jsonl"
         _write_trace(family, out_dir / name, rng, rate, duration_s)
         workload.update(trace=str((out_dir / name).resolve()), format=family)
-    acc = ({"kind": "iid", "alpha": round(rng.uniform(0.6, 0.9), 2)} if rng.random() < 0.7 else
-           {"kind": "position_decay", "alpha": round(rng.uniform(0.8, 0.95), 2), "alpha_end": round(rng.uniform(0.5, 0.7), 2),
-            "decay_tokens": 100.0})
-    spec = {"name": f"random-s{seed}-{k:03d}", "description": f"scenariogen seed {seed} scenario {k}", "seed": seed * 1000 + k,
-            "nodes": nodes, "edges": groups, "links": links, "workload": workload,
-            "policy": {"window": window, "routing": rng.choice(["jsq", "round_robin", "random"])},
-            "models": {"acceptance": acc}}
+    acc = (
+        {"kind": "iid", "alpha": round(rng.uniform(0.6, 0.9), 2)}
+        if rng.random() < 0.7
+        else {
+            "kind": "position_decay",
+            "alpha": round(rng.uniform(0.8, 0.95), 2),
+            "alpha_end": round(rng.uniform(0.5, 0.7), 2),
+            "decay_tokens": 100.0,
+        }
+    )
+    spec = {
+        "name": f"random-s{seed}-{k:03d}",
+        "description": f"scenariogen seed {seed} scenario {k}",
+        "seed": seed * 1000 + k,
+        "nodes": nodes,
+        "edges": groups,
+        "links": links,
+        "workload": workload,
+        "policy": {"window": window, "routing": rng.choice(["jsq", "round_robin", "random"])},
+        "models": {"acceptance": acc},
+    }
     path = out_dir / "topology.yaml"
     from testbed.errors import InputError
     from testbed.spec import load_scenario
@@ -156,15 +194,27 @@ def generate(seed: int, k: int, out_dir: Path, duration_s: float = 20.0,
         workload["start_s"] = round(rng.uniform(0, 3000), 1)
     else:
         raise RuntimeError(f"{path}: no window of the {family} trace with 3 requests found")
-    return {"id": k, "seed": seed, "path": str(path), "hops": hops, "targets": n_targets,
-            "edges": sum(g["count"] for g in groups), "trace": family, "window": window, "load": load,
-            "rate_rps": round(rate, 3), "routing": spec["policy"]["routing"],
-            "shared_links": max(0, hops - 2), "jitter": any("jitter_ms" in (l.get("link") or l) for l in groups + links),
-            "loss": any("loss_pct" in (l.get("link") or l) for l in groups + links)}
+    return {
+        "id": k,
+        "seed": seed,
+        "path": str(path),
+        "hops": hops,
+        "targets": n_targets,
+        "edges": sum(g["count"] for g in groups),
+        "trace": family,
+        "window": window,
+        "load": load,
+        "rate_rps": round(rate, 3),
+        "routing": spec["policy"]["routing"],
+        "shared_links": max(0, hops - 2),
+        "jitter": any("jitter_ms" in (l.get("link") or l) for l in groups + links),
+        "loss": any("loss_pct" in (l.get("link") or l) for l in groups + links),
+    }
 
 
-def generate_set(seed: int, n: int, out: Path, duration_s: float = 20.0, available: tuple[str, ...] | None = None
-                 ) -> list[dict[str, Any]]:
+def generate_set(
+    seed: int, n: int, out: Path, duration_s: float = 20.0, available: tuple[str, ...] | None = None
+) -> list[dict[str, Any]]:
     """Scenarios 0..n-1 of `seed` into out/rNNN/, and out/scenarios.json. `available`: trace families that can be
     used here (default: every family whose files are found; azure-* need the trace files)."""
     from traces import find_trace
@@ -193,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/random-scenarios"))
     a = ap.parse_args(argv)
     for s in generate_set(a.seed, a.n, a.out, a.duration):
-        print(f"{s['path']}: {s['hops']} hops, {s['edges']} edges, {s['targets']} targets, {s['trace']}, {s['window']}, "
-              f"{s['load']} ({s['rate_rps']} req/s), routing {s['routing']}")
+        print(
+            f"{s['path']}: {s['hops']} hops, {s['edges']} edges, {s['targets']} targets, {s['trace']}, {s['window']}, "
+            f"{s['load']} ({s['rate_rps']} req/s), routing {s['routing']}"
+        )
     return 0
 
 

@@ -176,8 +176,10 @@ def describe_change(c: Change, links) -> tuple[str, str, str]:
     detail = c.cause
     if c.state is not None:
         st = c.state
-        detail = (f"delay_ms={st.delay_ms:g} jitter_ms={st.jitter_ms:g} loss_pct={st.loss_pct:g} "
-                  f"bw_mbps={'-' if st.bw_mbps is None else f'{st.bw_mbps:g}'} ({c.cause})")
+        detail = (
+            f"delay_ms={st.delay_ms:g} jitter_ms={st.jitter_ms:g} loss_pct={st.loss_pct:g} "
+            f"bw_mbps={'-' if st.bw_mbps is None else f'{st.bw_mbps:g}'} ({c.cause})"
+        )
     return link, c.node, detail
 
 

@@ -34,14 +34,30 @@ def build_workload(scenario: Scenario) -> Workload:
     w = scenario.spec.workload
     try:
         if w.trace == "synthetic" or w.format == "synthetic":
-            trace = load_trace(None, "synthetic", synthetic=w.synthetic.model_dump(), seed=scenario.spec.seed,
-                               start_s=w.start_s, duration_s=w.duration_s, max_requests=w.max_requests,
-                               time_scale=w.time_scale, rate_scale=w.rate_scale)
+            trace = load_trace(
+                None,
+                "synthetic",
+                synthetic=w.synthetic.model_dump(),
+                seed=scenario.spec.seed,
+                start_s=w.start_s,
+                duration_s=w.duration_s,
+                max_requests=w.max_requests,
+                time_scale=w.time_scale,
+                rate_scale=w.rate_scale,
+            )
         else:
             path = find_trace(w.trace)
-            trace = load_trace(str(path), w.format, start_s=w.start_s, duration_s=w.duration_s,
-                               max_requests=w.max_requests, time_scale=w.time_scale, rate_scale=w.rate_scale,
-                               skip_bad_rows=w.skip_bad_rows, seed=scenario.spec.seed)
+            trace = load_trace(
+                str(path),
+                w.format,
+                start_s=w.start_s,
+                duration_s=w.duration_s,
+                max_requests=w.max_requests,
+                time_scale=w.time_scale,
+                rate_scale=w.rate_scale,
+                skip_bad_rows=w.skip_bad_rows,
+                seed=scenario.spec.seed,
+            )
     except TraceError as e:
         raise InputError("", f"{e} (workload of {scenario.source})") from None
     if w.tile_s is not None:

@@ -20,21 +20,38 @@ def write_native_trace(path: Path, rows: list[tuple[float, int, int]]) -> Path:
     return path
 
 
-def one_edge_spec(trace: Path, *, delay_ms: float = 10.0, bw_mbps: float | None = None, t_draft_ms: float = 10.0,
-                  t_verify_ms: float = 20.0, t_prefill_ms: float = 30.0, alpha: float = 0.8, window: str = "static:4",
-                  mode: str = "distributed", **extra: Any) -> dict[str, Any]:
+def one_edge_spec(
+    trace: Path,
+    *,
+    delay_ms: float = 10.0,
+    bw_mbps: float | None = None,
+    t_draft_ms: float = 10.0,
+    t_verify_ms: float = 20.0,
+    t_prefill_ms: float = 30.0,
+    alpha: float = 0.8,
+    window: str = "static:4",
+    mode: str = "distributed",
+    **extra: Any,
+) -> dict[str, Any]:
     """One draft, one target, one link; constant compute: the analytic case."""
     d: dict[str, Any] = {
         "name": "analytic",
         "seed": 7,
-        "nodes": [{"name": "edge0", "role": "draft", "profile": "edgec"}, {"name": "cloud0", "role": "target", "profile": "cloudc"}],
+        "nodes": [
+            {"name": "edge0", "role": "draft", "profile": "edgec"},
+            {"name": "cloud0", "role": "target", "profile": "cloudc"},
+        ],
         "links": [{"a": "edge0", "b": "cloud0", "delay_ms": delay_ms, "bw_mbps": bw_mbps}],
         "workload": {"trace": str(trace), "format": "native", "duration_s": None},
         "policy": {"window": window, "routing": "round_robin"},
         "models": {"acceptance": {"kind": "iid", "alpha": alpha}},
         "profiles": {
             "edgec": {"draft_step": {"base_ms": t_draft_ms}},
-            "cloudc": {"prefill": {"base_ms": t_prefill_ms}, "verify": {"base_ms": t_verify_ms}, "draft_step": {"base_ms": 1.0}},
+            "cloudc": {
+                "prefill": {"base_ms": t_prefill_ms},
+                "verify": {"base_ms": t_verify_ms},
+                "draft_step": {"base_ms": 1.0},
+            },
         },
         "run": {"mode": mode},
     }

@@ -20,8 +20,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ---- known tables ----------------------------------------------------------------------------------------------
 
-def write_side(d: Path, scale: float = 1.0, *, n: int = 4, status: str = "ok", gamma: int = 4, accepted: int = 2,
-               summary: dict | None = None) -> None:
+
+def write_side(
+    d: Path,
+    scale: float = 1.0,
+    *,
+    n: int = 4,
+    status: str = "ok",
+    gamma: int = 4,
+    accepted: int = 2,
+    summary: dict | None = None,
+) -> None:
     """n requests arriving 1 s apart; TTFT = 100*scale ms, TPOT = 100*scale ms (10 output tokens), E2E = 1000*scale ms;
     3 rounds per request of `gamma` drafted / `accepted` accepted; one verify batch (size 1, 50 ms) per round."""
     reqs, rounds, batches = [], [], []
@@ -29,12 +38,46 @@ def write_side(d: Path, scale: float = 1.0, *, n: int = 4, status: str = "ok", g
         a = float(i)
         first, fin = a + 0.1 * scale, a + 1.0 * scale
         ok = status == "ok"
-        reqs.append((i, f"edge{i % 2}", "cloud0", a, a + 0.01, first if ok else math.nan, fin if ok else math.nan,
-                     100, 10, 10 if ok else 3, 3, 3 * gamma, 3 * accepted, status))
+        reqs.append(
+            (
+                i,
+                f"edge{i % 2}",
+                "cloud0",
+                a,
+                a + 0.01,
+                first if ok else math.nan,
+                fin if ok else math.nan,
+                100,
+                10,
+                10 if ok else 3,
+                3,
+                3 * gamma,
+                3 * accepted,
+                status,
+            )
+        )
         for k in range(3):
             t = first + 0.2 * k
-            rounds.append((i, k, f"edge{i % 2}", "cloud0", 1 + k, gamma, accepted, accepted + 1,
-                           t, t + 0.01, t + 0.02, t + 0.03, t + 0.08, t + 0.09, 1, 0))
+            rounds.append(
+                (
+                    i,
+                    k,
+                    f"edge{i % 2}",
+                    "cloud0",
+                    1 + k,
+                    gamma,
+                    accepted,
+                    accepted + 1,
+                    t,
+                    t + 0.01,
+                    t + 0.02,
+                    t + 0.03,
+                    t + 0.08,
+                    t + 0.09,
+                    1,
+                    0,
+                )
+            )
             batches.append(("cloud0", "verify", t + 0.03, t + 0.08, 1, gamma + 1))
     write_tables(d, frame(REQUEST_COLUMNS, reqs), frame(ROUND_COLUMNS, rounds), frame(BATCH_COLUMNS, batches))
     (d / "summary.json").write_text(json.dumps(summary or {"note": "numbers here must be ignored"}))
@@ -71,8 +114,15 @@ def test_tolerance_table():
     keys = set(kinds)
     for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
         assert {f"{k}.{s}" for s in ("mean", "p50", "p90", "p99")} <= keys
-    assert {"request_throughput_rps", "output_token_throughput_tps", "goodput_rps", "acceptance_rate",
-            "tokens_per_round", "mean_gamma", "target_batch_size"} <= keys
+    assert {
+        "request_throughput_rps",
+        "output_token_throughput_tps",
+        "goodput_rps",
+        "acceptance_rate",
+        "tokens_per_round",
+        "mean_gamma",
+        "target_batch_size",
+    } <= keys
 
 
 def test_compare_known_tables(tmp_path):
@@ -152,10 +202,26 @@ def test_sim_only_and_emu_only(tmp_path):
 
 # ---- runs from the simulator -------------------------------------------------------------------------------------
 
+
 def _sim(out: Path, *sets: str) -> None:
-    args = [sys.executable, "-m", "testbed", "sim", "topologies/star-4edge.yaml", "--out", str(out), "--quiet",
-            "--set", "workload.trace=synthetic", "--set", "workload.synthetic.n_requests=40",
-            "--set", "workload.synthetic.rate_rps=4", "--set", "workload.duration_s=null"]
+    args = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "sim",
+        "topologies/star-4edge.yaml",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "workload.trace=synthetic",
+        "--set",
+        "workload.synthetic.n_requests=40",
+        "--set",
+        "workload.synthetic.rate_rps=4",
+        "--set",
+        "workload.duration_s=null",
+    ]
     for s in sets:
         args += ["--set", s]
     r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -174,16 +240,41 @@ def links_json() -> dict:
     """As written by testbed/emu/net/verify.py (the fields the report reads)."""
     paths = []
     for i, ok in ((0, True), (1, False)):
-        paths.append({"src": f"edge{i}", "dst": "cloud0", "hops": [i, 4],
-                      "configured": {"one_way_delay_ms": 11.0, "rtt_ms": 22.01, "rtt_std_ms": 0.0, "loss_pct": 0.0,
-                                     "rtt_loss_pct": 0.0, "rate_mbps": 100.0},
-                      "measured": {"rtt_p50_ms": 22.4 if ok else 25.0, "rtt_p99_ms": 23.1, "rtt_mean_ms": 22.5,
-                                   "rtt_std_ms": 0.2, "samples": 50, "lost": 0, "loss_pct": 0.0, "rate_mbps": 97.5},
-                      "rtt_error_ms": 0.39 if ok else 2.99, "problems": [] if ok else ["RTT p50 25.000 ms vs configured 22.010 ms"],
-                      "ok": ok})
-    return {"backends": {"network": "mininet", "shaping": "userspace"}, "mode": "quick", "paths": paths,
-            "links": [{"index": 0, "a": "edge0", "b": "sw0", "bw_mbps": 100, "delay_ms": 10}],
-            "warnings": ["path edge1->cloud0: RTT p50 25.000 ms vs configured 22.010 ms"]}
+        paths.append(
+            {
+                "src": f"edge{i}",
+                "dst": "cloud0",
+                "hops": [i, 4],
+                "configured": {
+                    "one_way_delay_ms": 11.0,
+                    "rtt_ms": 22.01,
+                    "rtt_std_ms": 0.0,
+                    "loss_pct": 0.0,
+                    "rtt_loss_pct": 0.0,
+                    "rate_mbps": 100.0,
+                },
+                "measured": {
+                    "rtt_p50_ms": 22.4 if ok else 25.0,
+                    "rtt_p99_ms": 23.1,
+                    "rtt_mean_ms": 22.5,
+                    "rtt_std_ms": 0.2,
+                    "samples": 50,
+                    "lost": 0,
+                    "loss_pct": 0.0,
+                    "rate_mbps": 97.5,
+                },
+                "rtt_error_ms": 0.39 if ok else 2.99,
+                "problems": [] if ok else ["RTT p50 25.000 ms vs configured 22.010 ms"],
+                "ok": ok,
+            }
+        )
+    return {
+        "backends": {"network": "mininet", "shaping": "userspace"},
+        "mode": "quick",
+        "paths": paths,
+        "links": [{"index": 0, "a": "edge0", "b": "sw0", "bw_mbps": 100, "delay_ms": 10}],
+        "warnings": ["path edge1->cloud0: RTT p50 25.000 ms vs configured 22.010 ms"],
+    }
 
 
 def make_emu_run(sim_runs, dest: Path) -> Path:
@@ -276,14 +367,19 @@ def test_cli_compare_and_report(sim_runs, tmp_path, capsys):
     assert main(["compare", str(sim_runs[0]), str(sim_runs[1]), "--json", str(tmp_path / "ab.json")]) == 0
     assert json.loads((tmp_path / "ab.json").read_text())["kind"] == "run-vs-run"
     capsys.readouterr()
-    for args in (("compare", str(tmp_path / "missing")), ("compare", str(tmp_path)), ("report", str(tmp_path / "missing")),
-                 ("compare", str(run), str(tmp_path / "missing"))):
+    for args in (
+        ("compare", str(tmp_path / "missing")),
+        ("compare", str(tmp_path)),
+        ("report", str(tmp_path / "missing")),
+        ("compare", str(run), str(tmp_path / "missing")),
+    ):
         assert main(list(args)) == 2, args
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path) in lines[0], lines
     # end to end, as a user runs it
-    r = subprocess.run([sys.executable, "-m", "testbed", "report", str(run)], capture_output=True, text=True, cwd=ROOT,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "testbed", "report", str(run)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout and (run / "report.html").is_file() and len(list((run / "plots").glob("*.png"))) == 5
 
@@ -300,10 +396,12 @@ def test_bad_table_is_input_error(tmp_path):
 
 
 def test_dependency_rules():
-    code = ("import sys, analysis.compare; assert 'matplotlib' not in sys.modules, 'compare imports matplotlib'; "
-            "import analysis.report, analysis.plots; "
-            "bad = [m for m in sys.modules if m.startswith(('testbed.sim', 'testbed.emu', 'zmq', 'mininet', 'nodes'))]; "
-            "assert not bad, bad")
+    code = (
+        "import sys, analysis.compare; assert 'matplotlib' not in sys.modules, 'compare imports matplotlib'; "
+        "import analysis.report, analysis.plots; "
+        "bad = [m for m in sys.modules if m.startswith(('testbed.sim', 'testbed.emu', 'zmq', 'mininet', 'nodes'))]; "
+        "assert not bad, bad"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
 
@@ -334,10 +432,25 @@ def test_compute_overlap_measures_interference(tmp_path):
     emu.mkdir()
     # request 1 drafts in [0, 1) and [3, 4) ; batches: alone ones at 1..1.1, 4..4.1 (100 ms), overlapped ones
     # at 0.2..0.35 and 3.2..3.35 (150 ms)
-    batches = pd.DataFrame({"target": "c", "kind": "verify", "start_s": [1.0, 4.0, 0.2, 3.2],
-                            "end_s": [1.1, 4.1, 0.35, 3.35], "size": 1, "tokens": 5})
-    rounds = pd.DataFrame({"request_id": [1, 1, 1], "round": [0, 1, 2], "gamma": [4, 4, 4],
-                           "draft_start_s": [0.0, 3.0, 6.0], "send_s": [1.0, 4.0, 6.2]})
+    batches = pd.DataFrame(
+        {
+            "target": "c",
+            "kind": "verify",
+            "start_s": [1.0, 4.0, 0.2, 3.2],
+            "end_s": [1.1, 4.1, 0.35, 3.35],
+            "size": 1,
+            "tokens": 5,
+        }
+    )
+    rounds = pd.DataFrame(
+        {
+            "request_id": [1, 1, 1],
+            "round": [0, 1, 2],
+            "gamma": [4, 4, 4],
+            "draft_start_s": [0.0, 3.0, 6.0],
+            "send_s": [1.0, 4.0, 6.2],
+        }
+    )
     batches.to_parquet(emu / "batches.parquet")
     rounds.to_parquet(emu / "rounds.parquet")
     st = overlap_stats(emu)
@@ -357,6 +470,12 @@ def test_overlap_fraction_equals_the_pairwise_sum():
     s = rng.uniform(-5, 105, 500)
     e = s + rng.uniform(0, 3, 500)
     e[:5] = s[:5]
-    ref = np.array([min(1.0, float(np.clip(np.minimum(b, other[:, 1]) - np.maximum(a, other[:, 0]), 0, None).sum()) / (b - a))
-                    if b > a else np.nan for a, b in zip(s, e)])
+    ref = np.array(
+        [
+            min(1.0, float(np.clip(np.minimum(b, other[:, 1]) - np.maximum(a, other[:, 0]), 0, None).sum()) / (b - a))
+            if b > a
+            else np.nan
+            for a, b in zip(s, e)
+        ]
+    )
     assert np.allclose(_overlap_fraction(s, e, other), ref, equal_nan=True)

@@ -17,8 +17,13 @@ from testbed.policies.features import FEATURE_NAMES, FeatureState, model_gamma
 from testbed.policies.window import RoundFeedback, parse_window_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = ["workload.trace=synthetic", "workload.synthetic.n_requests=30", "workload.synthetic.rate_rps=4",
-         "workload.duration_s=null", "workload.max_output_tokens=64"]
+SMALL = [
+    "workload.trace=synthetic",
+    "workload.synthetic.n_requests=30",
+    "workload.synthetic.rate_rps=4",
+    "workload.duration_s=null",
+    "workload.max_output_tokens=64",
+]
 
 
 def test_features_on_a_crafted_feedback_sequence():
@@ -67,8 +72,16 @@ def test_shipped_policy_loads_and_decides_in_range(capsys):
             g = c.next_gamma()
             assert 1 <= g <= gmax
             acc = int(rng.integers(0, g + 1))
-            c.observe(RoundFeedback(g, acc, float(rng.uniform(0.002, 0.3)), float(rng.uniform(0.005, 0.05)),
-                                    int(rng.integers(0, 40)), g * float(rng.uniform(0.002, 0.04))))
+            c.observe(
+                RoundFeedback(
+                    g,
+                    acc,
+                    float(rng.uniform(0.002, 0.3)),
+                    float(rng.uniform(0.005, 0.05)),
+                    int(rng.integers(0, 40)),
+                    g * float(rng.uniform(0.002, 0.04)),
+                )
+            )
     c = pol.controller(500, 16)
     fb = RoundFeedback(4, 2, 0.03, 0.015, 3, 0.05)
     n = 2000
@@ -77,7 +90,10 @@ def test_shipped_policy_loads_and_decides_in_range(capsys):
         c.observe(fb)
         c.next_gamma()
     with capsys.disabled():
-        print(f"\n[awc] observe + decision: {(time.perf_counter() - t) / n * 1e6:.1f} us per round (reported, not asserted)")
+        print(
+            f"\n[awc] observe + decision: {(time.perf_counter() - t) / n * 1e6:.1f} us per round (reported, not "
+            "asserted)"
+        )
 
 
 def test_bad_weights_are_a_clear_error(tmp_path):
@@ -110,8 +126,14 @@ def test_tiny_training_end_to_end(tmp_path):
     from testbed.awc.train import TrainConfig, train_all
     from testbed.policies.awc import load_awc_policy, save_weights
 
-    rows, how = generate(tasks(2, 5, families=("star-4edge", "two-tier")), workers=0, n_branches=1, per_branch=2,
-                         max_requests=30, candidates=(2, 4))
+    rows, how = generate(
+        tasks(2, 5, families=("star-4edge", "two-tier")),
+        workers=0,
+        n_branches=1,
+        per_branch=2,
+        max_requests=30,
+        candidates=(2, 4),
+    )
     assert how.startswith("serial") and len(rows) >= 2
     import pandas as pd
 
@@ -130,8 +152,18 @@ def test_tiny_training_end_to_end(tmp_path):
 
 def test_awc_runs_inside_a_simulation(tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "testbed", "sim", "topologies/star-4edge.yaml", "--out", str(out), "--quiet",
-            "--set", "policy.window=awc"]
+    args = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "sim",
+        "topologies/star-4edge.yaml",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "policy.window=awc",
+    ]
     for s in SMALL:
         args += ["--set", s]
     r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=120)

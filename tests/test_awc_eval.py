@@ -20,11 +20,22 @@ def test_grid_has_the_acceptance_dimension_and_specs_carry_it():
 
 
 def test_goal_lines_count_scenarios_within_3_percent_and_gain_where_best_is_not_4():
-    cols = {"awc_good_vs_best_pct": [-1.0, -4.0, 0.0], "awc_tput_vs_best_pct": [-1.0, -2.0, 0.5],
-            "awc_tput_vs_static4_pct": [12.0, 6.0, 0.0], "awc_good_vs_static4_pct": [10.0, 5.0, 0.0],
-            "awc_tpot_vs_static4_pct": [-3.0, -1.0, 0.0], "static:4_tput_vs_best_pct": [-13.0, -8.0, 0.0]}
-    gap = pd.DataFrame({"cell": ["a", "b", "c"], "alpha": [0.6, 0.6, 0.95],
-                        "best_static": ["static:2", "static:8", "static:4"], **cols})
+    cols = {
+        "awc_good_vs_best_pct": [-1.0, -4.0, 0.0],
+        "awc_tput_vs_best_pct": [-1.0, -2.0, 0.5],
+        "awc_tput_vs_static4_pct": [12.0, 6.0, 0.0],
+        "awc_good_vs_static4_pct": [10.0, 5.0, 0.0],
+        "awc_tpot_vs_static4_pct": [-3.0, -1.0, 0.0],
+        "static:4_tput_vs_best_pct": [-13.0, -8.0, 0.0],
+    }
+    gap = pd.DataFrame(
+        {
+            "cell": ["a", "b", "c"],
+            "alpha": [0.6, 0.6, 0.95],
+            "best_static": ["static:2", "static:8", "static:4"],
+            **cols,
+        }
+    )
     lines = goal_lines(gap)
     assert lines[0].startswith("AWC [all]: within 3% of the hindsight-best static in 2/3 scenarios (goodput), 3/3")
     assert "where the best static is not 4 (2 scenarios): throughput +9.0% (best +12.0%)" in lines[0]

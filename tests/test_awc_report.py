@@ -18,20 +18,53 @@ def _runs(gains: dict[tuple[str, str, str], list[float]], base: float = 100.0) -
     for c in sorted(cells):
         for seed in range(1, n + 1):
             for ex in ("sim", "emu"):
-                runs.append({"cell": c, "load": "saturating", "draft": "slow", "rtt_ms": 5, "alpha": 0.8,
-                             "policy": "static:4", "seed": seed, "executor": ex, "output_token_throughput_tps": base,
-                             "goodput_rps": 2.0, "tpot_ms": 50.0, "mean_gamma": 4.0, "error": None})
+                runs.append(
+                    {
+                        "cell": c,
+                        "load": "saturating",
+                        "draft": "slow",
+                        "rtt_ms": 5,
+                        "alpha": 0.8,
+                        "policy": "static:4",
+                        "seed": seed,
+                        "executor": ex,
+                        "output_token_throughput_tps": base,
+                        "goodput_rps": 2.0,
+                        "tpot_ms": 50.0,
+                        "mean_gamma": 4.0,
+                        "error": None,
+                    }
+                )
     for (c, p, ex), gs in gains.items():
         for seed, g in enumerate(gs, start=1):
-            runs.append({"cell": c, "load": "saturating", "draft": "slow", "rtt_ms": 5, "alpha": 0.8, "policy": p,
-                         "seed": seed, "executor": ex, "output_token_throughput_tps": base * (1 + g / 100.0),
-                         "goodput_rps": 2.0, "tpot_ms": 50.0, "mean_gamma": 2.0, "error": None})
+            runs.append(
+                {
+                    "cell": c,
+                    "load": "saturating",
+                    "draft": "slow",
+                    "rtt_ms": 5,
+                    "alpha": 0.8,
+                    "policy": p,
+                    "seed": seed,
+                    "executor": ex,
+                    "output_token_throughput_tps": base * (1 + g / 100.0),
+                    "goodput_rps": 2.0,
+                    "tpot_ms": 50.0,
+                    "mean_gamma": 2.0,
+                    "error": None,
+                }
+            )
     return runs
 
 
-GAINS = {("good", "awc", "sim"): [10.0, 12.0], ("good", "awc", "emu"): [12.0, 14.0],      # diff +2: pass
-         ("bad", "awc", "sim"): [10.0, 10.0], ("bad", "awc", "emu"): [20.0, 18.0],        # diff +9: fail
-         ("edge", "awc", "sim"): [0.0, 0.0], ("edge", "awc", "emu"): [-5.0, -5.0]}        # |diff| = 5: pass (<=)
+GAINS = {
+    ("good", "awc", "sim"): [10.0, 12.0],
+    ("good", "awc", "emu"): [12.0, 14.0],  # diff +2: pass
+    ("bad", "awc", "sim"): [10.0, 10.0],
+    ("bad", "awc", "emu"): [20.0, 18.0],  # diff +9: fail
+    ("edge", "awc", "sim"): [0.0, 0.0],
+    ("edge", "awc", "emu"): [-5.0, -5.0],
+}  # |diff| = 5: pass (<=)
 
 
 def test_validation_gains_differences_and_verdicts():
@@ -66,9 +99,19 @@ def test_failed_runs_leave_their_seed_out():
 
 
 def test_report_is_written_from_result_json_alone(tmp_path, capsys):
-    (tmp_path / "result.json").write_text(json.dumps({"config": {"tolerance_points": 5.0, "cells": ["good", "bad", "edge"],
-                                                                 "seeds": [1, 2], "net": "mininet"},
-                                                      "runs": _runs(GAINS)}))
+    (tmp_path / "result.json").write_text(
+        json.dumps(
+            {
+                "config": {
+                    "tolerance_points": 5.0,
+                    "cells": ["good", "bad", "edge"],
+                    "seeds": [1, 2],
+                    "net": "mininet",
+                },
+                "runs": _runs(GAINS),
+            }
+        )
+    )
     assert awc_report.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "2 of 3 within 5 points" in out and "FAIL" in out

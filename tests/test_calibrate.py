@@ -38,9 +38,11 @@ def test_fit_is_non_negative_and_handles_constant_columns():
 
 def test_written_profile_loads_via_compute(tmp_path):
     B, tok, ctx = np.array([1, 2, 4, 8]), np.array([5, 10, 20, 40]), np.array([256, 512, 1024, 2048])
-    fits = {"draft_step": fit_cost(np.ones(4), np.ones(4), ctx, 30 + 4 * ctx / 1000),
-            "prefill": fit_cost(B, tok * 50, np.zeros(4), 10 + 0.5 * tok * 50),
-            "verify": fit_cost(B, tok, ctx, 20 + 2 * B + 1.0 * tok + 3 * ctx / 1000)}
+    fits = {
+        "draft_step": fit_cost(np.ones(4), np.ones(4), ctx, 30 + 4 * ctx / 1000),
+        "prefill": fit_cost(B, tok * 50, np.zeros(4), 10 + 0.5 * tok * 50),
+        "verify": fit_cost(B, tok, ctx, 20 + 2 * B + 1.0 * tok + 3 * ctx / 1000),
+    }
     path = write_profile(tmp_path / "hf-test.yaml", fits, "Synthetic.", {"grid": "test"})
     spec = load_profile_file(path)
     assert "R2 1.000" in spec.description
@@ -73,7 +75,9 @@ def test_recorded_acceptance_bad_file(tmp_path):
 
 
 def test_draft_prefill_replaces_the_first_step_of_the_first_round(tmp_path):
-    spec = load_profile_file(_write(tmp_path / "p.yaml", "draft_step: {base_ms: 10}\ndraft_prefill: {base_ms: 4, per_token_ms: 0.25}\n"))
+    spec = load_profile_file(
+        _write(tmp_path / "p.yaml", "draft_step: {base_ms: 10}\ndraft_prefill: {base_ms: 4, per_token_ms: 0.25}\n")
+    )
     cm = ComputeModel.from_spec("p", spec)
     assert cm.draft_time(4, 101, 1) == pytest.approx((4 + 0.25 * 101 + 3 * 10) / 1e3)  # first round
     assert cm.draft_time(4, 101, 2) == pytest.approx(4 * 10 / 1e3)  # any later round

@@ -13,9 +13,19 @@ import pytest
 from testbed.tables import REQUEST_COLUMNS, ROUND_COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
-SUMMARY_KEYS = {"requests_completed", "requests_failed", "duration_s", "request_throughput_rps",
-                "output_token_throughput_tps", "ttft_ms", "tpot_ms", "e2e_ms", "acceptance_rate",
-                "tokens_per_round", "mean_gamma"}
+SUMMARY_KEYS = {
+    "requests_completed",
+    "requests_failed",
+    "duration_s",
+    "request_throughput_rps",
+    "output_token_throughput_tps",
+    "ttft_ms",
+    "tpot_ms",
+    "e2e_ms",
+    "acceptance_rate",
+    "tokens_per_round",
+    "mean_gamma",
+}
 
 
 def run_sim(out: Path, *sets: str) -> subprocess.CompletedProcess:
@@ -44,8 +54,13 @@ def test_sim_writes_the_run_directory(tmp_path):
     assert meta["seed"] == 1 and meta["backends"]["executor"] == "dsd-sim"
     # the written spec reproduces the run exactly
     out2 = tmp_path / "again"
-    r2 = subprocess.run([sys.executable, "-m", "testbed", "sim", str(out / "spec.yaml"), "--out", str(out2), "--quiet"],
-                        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r2 = subprocess.run(
+        [sys.executable, "-m", "testbed", "sim", str(out / "spec.yaml"), "--out", str(out2), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r2.returncode == 0, r2.stderr
     assert pd.read_parquet(out2 / "sim/requests.parquet").equals(req)
 
@@ -64,7 +79,9 @@ def test_sim_real_trace_default(tmp_path):
 
 def test_bad_trace_row_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,10,5\n2023-11-16 18:17:04.0,abc,5\n")
+    bad.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,10,5\n2023-11-16 18:17:04.0,abc,5\n"
+    )
     out = tmp_path / "run"
     r = run_sim(out, f"workload.trace={bad}")
     assert r.returncode == 2
@@ -74,11 +91,24 @@ def test_bad_trace_row_names_file_and_line(tmp_path):
 
 def test_skip_bad_rows_counts_them(tmp_path):
     bad = tmp_path / "bad.csv"
-    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,10,5\n"
-                   "2023-11-16 18:17:04.0,abc,5\n2023-11-16 18:17:05.0,20,7\n")
+    bad.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.9799600,10,5\n"
+        "2023-11-16 18:17:04.0,abc,5\n2023-11-16 18:17:05.0,20,7\n"
+    )
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "testbed", "sim", "topologies/star-4edge.yaml", "--out", str(out), "--quiet",
-            "--set", f"workload.trace={bad}", "--skip-bad-rows"]
+    args = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "sim",
+        "topologies/star-4edge.yaml",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        f"workload.trace={bad}",
+        "--skip-bad-rows",
+    ]
     r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "skipped 1 malformed rows" in r.stderr

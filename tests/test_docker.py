@@ -23,11 +23,23 @@ from testbed.spec import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPO = str(ROOT / "topologies" / "star-4edge.yaml")
-LOAD = ["workload.trace=synthetic", "workload.synthetic.n_requests=40", "workload.synthetic.rate_rps=10",
-        "workload.synthetic.output_mean=60", "workload.synthetic.prompt_mean=200", "workload.duration_s=null",
-        "workload.max_output_tokens=150", "run.request_timeout_s=3", "run.drain_timeout_s=20"]
+LOAD = [
+    "workload.trace=synthetic",
+    "workload.synthetic.n_requests=40",
+    "workload.synthetic.rate_rps=10",
+    "workload.synthetic.output_mean=60",
+    "workload.synthetic.prompt_mean=200",
+    "workload.duration_s=null",
+    "workload.max_output_tokens=150",
+    "run.request_timeout_s=3",
+    "run.drain_timeout_s=20",
+]
 
-pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(os.geteuid() != 0, reason="the docker runtime needs root")]
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the docker runtime needs root"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +64,21 @@ def _containers(client, **labels) -> list:
 
 
 def _emulate(out: Path, *extra: str, net: str = "none", load=LOAD) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "testbed", "emulate", TOPO, "--runtime", "docker", "--net", net, "--out", str(out),
-            "--quiet", *extra]
+    argv = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "emulate",
+        TOPO,
+        "--runtime",
+        "docker",
+        "--net",
+        net,
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+    ]
     for s in load:
         argv += ["--set", s]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -66,8 +91,9 @@ def test_image_is_current_and_labelled(engine):
     assert ref == img.image_ref() and stale is None
     labels = engine.images.get(ref).labels
     assert labels["dsd.version"] == img.image_version() and labels["dsd.project_version"] == img.project_version()
-    out = engine.containers.run(ref, [img.IMAGE_PYTHON, "-c", "import nodes.draft, nodes.target; print('ok')"],
-                                network_mode="none", remove=True)
+    out = engine.containers.run(
+        ref, [img.IMAGE_PYTHON, "-c", "import nodes.draft, nodes.target; print('ok')"], network_mode="none", remove=True
+    )
     assert out.strip() == b"ok"
 
 
@@ -87,9 +113,25 @@ def test_memory_limit_below_the_node_is_input_error(engine, tmp_path):
         from testbed.emu.runtime import make_runtime
 
         make_runtime(load_scenario(TOPO, [*LOAD, "edges.0.memory_mb=64"]), "docker", network="none")
-    r = subprocess.run([sys.executable, "-m", "testbed", "emulate", TOPO, "--runtime", "docker", "--out",
-                        str(tmp_path / "x"), "--set", "edges.0.memory_mb=64", *sum((["--set", s] for s in LOAD), [])],
-                       cwd=ROOT, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testbed",
+            "emulate",
+            TOPO,
+            "--runtime",
+            "docker",
+            "--out",
+            str(tmp_path / "x"),
+            "--set",
+            "edges.0.memory_mb=64",
+            *sum((["--set", s] for s in LOAD), []),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "memory_mb" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
 
@@ -127,8 +169,9 @@ def test_containers_are_the_emulated_hosts(engine):
             pid = holder.attrs["State"]["Pid"]
             assert net.hosts[h].pid != pid
             assert os.stat(f"/proc/{net.hosts[h].pid}/ns/net").st_ino == os.stat(f"/proc/{pid}/ns/net").st_ino
-            routes = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "route"], capture_output=True,
-                                    text=True).stdout
+            routes = subprocess.run(
+                ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "route"], capture_output=True, text=True
+            ).stdout
             assert "default" not in routes and "eth0" in routes
         res = measure_rtts(net, {"edge0": ["cloud0"], "edge1": ["cloud0"]}, count=20, interval=0.02)
         for k, m in res.items():
@@ -141,8 +184,13 @@ def test_containers_are_the_emulated_hosts(engine):
         attrs = h.c.attrs["HostConfig"]
         assert attrs["NanoCpus"] == int(0.5e9) and attrs["Memory"] == 512 << 20
         assert attrs["NetworkMode"] == f"container:{rt.holders['edge0'].id}"
-        busy = rt.start("edge1", [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"],
-                        {}, Path("/tmp/dsd-test-busy.log"), "/")
+        busy = rt.start(
+            "edge1",
+            [sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 4: pass"],
+            {},
+            Path("/tmp/dsd-test-busy.log"),
+            "/",
+        )
         t0 = time.monotonic()
         assert busy.wait(30) == 0
         wall = time.monotonic() - t0
@@ -175,8 +223,11 @@ def test_killed_container_run_survives_and_reports_it(engine, tmp_path):
     try:
         nodes = out / "emu" / "nodes"
         wait_for(lambda: read_json(nodes / "edge1" / "progress.json").get("ok", 0) >= 2, 120, "edge1 progress")
-        victim = wait_for(lambda: _containers(engine, **{"dsd.node": "edge1", "dsd.owner": str(p.pid),
-                                                          "dsd.kind": "node"}), 10, "edge1's container")
+        victim = wait_for(
+            lambda: _containers(engine, **{"dsd.node": "edge1", "dsd.owner": str(p.pid), "dsd.kind": "node"}),
+            10,
+            "edge1's container",
+        )
         victim[0].kill()
         _, err = p.communicate(timeout=180)
     finally:
@@ -219,8 +270,11 @@ def forward_drop():
     if not nf.exists():
         pytest.skip("br_netfilter not loaded: bridged frames never see iptables here")
     old_nf = nf.read_text().strip()
-    old_policy = next(ln.split()[2] for ln in subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True,
-                                                             text=True).stdout.splitlines() if ln.startswith("-P"))
+    old_policy = next(
+        ln.split()[2]
+        for ln in subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True).stdout.splitlines()
+        if ln.startswith("-P")
+    )
     nf.write_text("1")
     subprocess.run(["iptables", "-w", "-P", "FORWARD", "DROP"], check=True)
     try:
@@ -249,7 +303,9 @@ def test_bridges_immune_to_forward_drop_and_dead_path_stops_the_run(forward_drop
         with net:
             pass
     f = find_leftovers(include_live=True)
-    assert not [x for x in f["links"] if x.startswith("dsd" + net.tag)] and not [s for s in f["shells"] if s[1] == net.tag]
+    assert not [x for x in f["links"] if x.startswith("dsd" + net.tag)] and not [
+        s for s in f["shells"] if s[1] == net.tag
+    ]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

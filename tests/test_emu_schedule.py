@@ -17,9 +17,15 @@ import pytest
 from testbed.schedule import LinkTrace, TraceServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SYNTH = ["workload.trace=synthetic", "workload.synthetic.n_requests=40", "workload.synthetic.rate_rps=4",
-         "workload.synthetic.output_mean=60", "workload.synthetic.prompt_mean=200", "workload.duration_s=null",
-         "workload.max_output_tokens=150"]
+SYNTH = [
+    "workload.trace=synthetic",
+    "workload.synthetic.n_requests=40",
+    "workload.synthetic.rate_rps=4",
+    "workload.synthetic.output_mean=60",
+    "workload.synthetic.prompt_mean=200",
+    "workload.duration_s=null",
+    "workload.max_output_tokens=150",
+]
 
 
 def _delayline() -> Path:
@@ -45,8 +51,13 @@ def test_delay_line_replays_a_trace_exactly_as_the_simulator(tmp_path):
     for offset in (0, 333):
         py = TraceServer(LinkTrace(str(trace), times, offset))
         expect = np.array([py.depart(float(t), int(b)) for t, b in zip(arrivals, sizes)])
-        r = subprocess.run([str(binary), "--selftest-trace", str(trace), str(offset)], capture_output=True, text=True,
-                           input="".join(f"{t:.6f} {b}\n" for t, b in zip(arrivals, sizes)), check=True)
+        r = subprocess.run(
+            [str(binary), "--selftest-trace", str(trace), str(offset)],
+            capture_output=True,
+            text=True,
+            input="".join(f"{t:.6f} {b}\n" for t, b in zip(arrivals, sizes)),
+            check=True,
+        )
         got = np.array([float(x) for x in r.stdout.split()])
         assert len(got) == len(expect) and np.abs(got - expect).max() < 1e-6
 
@@ -97,9 +108,27 @@ def test_live_link_changes_in_mininet(tmp_path):
     topo.write_text(WAN)
     out = tmp_path / "run"
     env = dict(os.environ, DSD_CACHE_DIR=os.environ.get("DSD_CACHE_DIR", ""))
-    r = subprocess.run([sys.executable, "-m", "testbed", "run", str(topo), "--net", "mininet", "--shaping", "userspace",
-                        "--out", str(out), *sum((["--set", s] for s in SYNTH), [])], cwd=ROOT, capture_output=True,
-                       text=True, timeout=240, env={k: v for k, v in env.items() if v})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testbed",
+            "run",
+            str(topo),
+            "--net",
+            "mininet",
+            "--shaping",
+            "userspace",
+            "--out",
+            str(out),
+            *sum((["--set", s] for s in SYNTH), []),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={k: v for k, v in env.items() if v},
+    )
     assert r.returncode in (0, 1), r.stderr[-2000:]
     ev = pd.read_parquet(out / "emu" / "events.parquet")
     assert list(ev.kind) == ["link_params", "link_params", "link_down", "link_up"]
@@ -119,11 +148,31 @@ def test_live_link_changes_in_mininet(tmp_path):
 @pytest.mark.slow
 def test_verifier_killed_and_restarted_drafts_reroute(tmp_path):
     out = tmp_path / "run"
-    sets = SYNTH + ["schedule.events.0.at_s=4", "schedule.events.0.until_s=8", "workload.synthetic.n_requests=50",
-                    "workload.synthetic.rate_rps=5"]
-    r = subprocess.run([sys.executable, "-m", "testbed", "emulate", str(ROOT / "topologies" / "verifier-restart.yaml"),
-                        "--net", "none", "--quiet", "--out", str(out), *sum((["--set", s] for s in sets), [])],
-                       cwd=ROOT, capture_output=True, text=True, timeout=180)
+    sets = SYNTH + [
+        "schedule.events.0.at_s=4",
+        "schedule.events.0.until_s=8",
+        "workload.synthetic.n_requests=50",
+        "workload.synthetic.rate_rps=5",
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testbed",
+            "emulate",
+            str(ROOT / "topologies" / "verifier-restart.yaml"),
+            "--net",
+            "none",
+            "--quiet",
+            "--out",
+            str(out),
+            *sum((["--set", s] for s in sets), []),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     ev = pd.read_parquet(out / "emu" / "events.parquet")
     kinds = ev.kind.value_counts().to_dict()

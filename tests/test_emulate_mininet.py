@@ -22,8 +22,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPO = ROOT / "topologies" / "star-4edge.yaml"
-SETS = ["workload.trace=synthetic", "workload.synthetic.n_requests=30", "workload.synthetic.rate_rps=6",
-        "workload.duration_s=null"]
+SETS = [
+    "workload.trace=synthetic",
+    "workload.synthetic.n_requests=30",
+    "workload.synthetic.rate_rps=6",
+    "workload.duration_s=null",
+]
 N = 30
 RUN_TIMEOUT_S = 120
 
@@ -57,9 +61,13 @@ def _objects_of(tag: str) -> dict:
     from testbed.emu.cleanup import find_leftovers
 
     f = find_leftovers(include_live=True)
-    return {"shells": [s for s in f["shells"] if s[1] == tag], "delaylines": [d for d in f["delaylines"] if d[1] == tag],
-            "links": [l for l in f["links"] if l.startswith("dsd" + tag)],
-            "cgroups": [c for c in f["cgroups"] if c.endswith("dsd-" + tag)], "states": [t for t in f["states"] if t == tag]}
+    return {
+        "shells": [s for s in f["shells"] if s[1] == tag],
+        "delaylines": [d for d in f["delaylines"] if d[1] == tag],
+        "links": [l for l in f["links"] if l.startswith("dsd" + tag)],
+        "cgroups": [c for c in f["cgroups"] if c.endswith("dsd-" + tag)],
+        "states": [t for t in f["states"] if t == tag],
+    }
 
 
 def _remove_run(tag: str) -> None:
@@ -137,7 +145,7 @@ def test_all_requests_complete_and_links_are_measured(run_dir):
         assert m["samples"] > 0 and m["rtt_p50_ms"] == pytest.approx(p["configured"]["rtt_ms"], abs=1.0), p
     # the target bound its own host's address only (drafts only connect)
     ready = json.loads((emu / "nodes" / "cloud0" / "ready.json").read_text())
-    host = ready["endpoint"][len("tcp://"):].rpartition(":")[0]
+    host = ready["endpoint"][len("tcp://") :].rpartition(":")[0]
     assert host == links["addresses"]["cloud0"] and host not in ("0.0.0.0", "*", "127.0.0.1")
     for name, info in summary["nodes"].items():
         assert info["exit_code"] == 0 and not info.get("bad_messages"), name

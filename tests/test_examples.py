@@ -26,8 +26,14 @@ def _row(out: str, label: str) -> tuple[float, float]:
 
 
 def test_simulate_a_topology_file():
-    out = _run("examples.simulate_topology", "topologies/star-4edge.yaml", "--set", "workload.trace=synthetic",
-               "--set", "workload.duration_s=10")
+    out = _run(
+        "examples.simulate_topology",
+        "topologies/star-4edge.yaml",
+        "--set",
+        "workload.trace=synthetic",
+        "--set",
+        "workload.duration_s=10",
+    )
     assert out.startswith("star-4edge: 4 drafts, 1 targets, window static:4")
     m = re.search(r"(\d+) requests in", out)
     assert m and int(m.group(1)) > 0

@@ -32,9 +32,17 @@ from testbed.spec import load_scenario, spec_to_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPO = str(ROOT / "topologies" / "star-4edge.yaml")
-LOAD = ["workload.trace=synthetic", "workload.synthetic.n_requests=120", "workload.synthetic.rate_rps=30",
-        "workload.synthetic.output_mean=100", "workload.synthetic.prompt_mean=200", "workload.duration_s=null",
-        "workload.max_output_tokens=300", "run.request_timeout_s=2", "run.drain_timeout_s=20"]
+LOAD = [
+    "workload.trace=synthetic",
+    "workload.synthetic.n_requests=120",
+    "workload.synthetic.rate_rps=30",
+    "workload.synthetic.output_mean=100",
+    "workload.synthetic.prompt_mean=200",
+    "workload.duration_s=null",
+    "workload.max_output_tokens=300",
+    "run.request_timeout_s=2",
+    "run.drain_timeout_s=20",
+]
 
 
 # -- garbage -----------------------------------------------------------------------------------------------
@@ -45,9 +53,26 @@ def test_target_survives_garbage_and_wrong_versions(tmp_path):
     peers = tmp_path / "peers.json"
     peers.write_text(json.dumps({"cloud0": "tcp://127.0.0.1:0"}))
     out = tmp_path / "cloud0"
-    proc = subprocess.Popen([sys.executable, "-m", "nodes.target", "--spec", str(spec), "--node", "cloud0",
-                             "--peers", str(peers), "--t0", f"{time.monotonic():.6f}", "--out", str(out)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "nodes.target",
+            "--spec",
+            str(spec),
+            "--node",
+            "cloud0",
+            "--peers",
+            str(peers),
+            "--t0",
+            f"{time.monotonic():.6f}",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     ctx = zmq.Context()
     try:
         endpoint = wait_for(lambda: read_json(out / "ready.json").get("endpoint"), 30, "target ready")
@@ -60,8 +85,16 @@ def test_target_survives_garbage_and_wrong_versions(tmp_path):
         d.setsockopt(zmq.LINGER, 0)
         d.connect(endpoint)
         pk = lambda m: msgpack.packb(m, use_bin_type=True)  # noqa: E731
-        junk = [b"", b"\xff" * 64, os.urandom(1000), pk([1, 2]), pk({"v": 99, "t": P.PREFILL, "r": 1}),
-                pk({"v": 0, "t": P.HELLO, "n": "edge0"}), pk({"v": 1, "t": 42}), pk({"v": 1, "t": P.VERIFY, "r": "x"})]
+        junk = [
+            b"",
+            b"\xff" * 64,
+            os.urandom(1000),
+            pk([1, 2]),
+            pk({"v": 99, "t": P.PREFILL, "r": 1}),
+            pk({"v": 0, "t": P.HELLO, "n": "edge0"}),
+            pk({"v": 1, "t": 42}),
+            pk({"v": 1, "t": P.VERIFY, "r": "x"}),
+        ]
         for j in junk:
             d.send(j)
         d.send_multipart([b"two", b"frames"])
@@ -105,8 +138,7 @@ def test_target_survives_garbage_and_wrong_versions(tmp_path):
 
 # -- killed nodes ------------------------------------------------------------------------------------------
 def _start(out: Path, *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "testbed", "emulate", TOPO, "--net", "none", "--out", str(out), "--quiet",
-            *extra]
+    argv = [sys.executable, "-m", "testbed", "emulate", TOPO, "--net", "none", "--out", str(out), "--quiet", *extra]
     for s in LOAD:
         argv += ["--set", s]
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

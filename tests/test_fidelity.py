@@ -26,8 +26,13 @@ def test_agreed_residual_rule():
 
 
 def _path(src: str, dst: str, conf: float, meas: float) -> dict:
-    return {"src": src, "dst": dst, "configured": {"rtt_ms": conf}, "measured": {"rtt_p50_ms": meas},
-            "rtt_error_ms": meas - conf}
+    return {
+        "src": src,
+        "dst": dst,
+        "configured": {"rtt_ms": conf},
+        "measured": {"rtt_p50_ms": meas},
+        "rtt_error_ms": meas - conf,
+    }
 
 
 def test_as_built_uses_what_both_probes_agree_on():
@@ -35,14 +40,23 @@ def test_as_built_uses_what_both_probes_agree_on():
     d0, d1 = sc.drafts[0], sc.drafts[1]
     t = sc.reachable[d0][0]
     conf = 20.0
-    before = {"paths": [_path(d0, t, conf, conf + 4.0), _path(d1, t, conf, conf + 1.0), _path(sc.drafts[2], t, conf, conf + 0.5)]}
+    before = {
+        "paths": [
+            _path(d0, t, conf, conf + 4.0),
+            _path(d1, t, conf, conf + 1.0),
+            _path(sc.drafts[2], t, conf, conf + 0.5),
+        ]
+    }
     # before only: the whole residual (4 ms RTT -> +2 ms one way on d0's access link); 0.5 ms is within the
     # verification tolerance (0.6 ms at 20 ms): no correction
     _, ch = as_built_spec(sc, before)
     by = {c["a"]: c["residual_ms"] for c in ch}
     assert by == {d0: pytest.approx(2.0), d1: pytest.approx(0.5)}
     # after the run d0's path shows +1.4 ms (the 4 ms were contention during the first probe), d1's -0.2 ms
-    after = {**before, "after": {"paths": [{"src": d0, "dst": t, "rtt_error_ms": 1.4}, {"src": d1, "dst": t, "rtt_error_ms": -0.2}]}}
+    after = {
+        **before,
+        "after": {"paths": [{"src": d0, "dst": t, "rtt_error_ms": 1.4}, {"src": d1, "dst": t, "rtt_error_ms": -0.2}]},
+    }
     res = {(s, d): r for s, d, r in path_residuals(after)}
     assert res[(d0, t)] == pytest.approx(1.4) and res[(d1, t)] == 0.0
     spec, ch = as_built_spec(sc, after)
@@ -56,8 +70,25 @@ def test_as_built_uses_what_both_probes_agree_on():
 
 def _side(d: Path, rows: list[tuple]) -> None:
     """rows: (request_id, target, arrival, ttft_s, e2e_s, status); 11 output tokens each."""
-    reqs = [(rid, "edge0", tgt, a, a + 0.001, a + f if st == "ok" else math.nan, a + e if st == "ok" else math.nan,
-             10, 11, 11 if st == "ok" else 0, 1, 4, 2, st) for rid, tgt, a, f, e, st in rows]
+    reqs = [
+        (
+            rid,
+            "edge0",
+            tgt,
+            a,
+            a + 0.001,
+            a + f if st == "ok" else math.nan,
+            a + e if st == "ok" else math.nan,
+            10,
+            11,
+            11 if st == "ok" else 0,
+            1,
+            4,
+            2,
+            st,
+        )
+        for rid, tgt, a, f, e, st in rows
+    ]
     write_tables(d, frame(REQUEST_COLUMNS, reqs), frame(ROUND_COLUMNS, []), frame(BATCH_COLUMNS, []))
     (d / "summary.json").write_text("{}")
 
@@ -83,8 +114,15 @@ def test_robust_verdict_ignores_tail_and_routing_race(tmp_path):
 
 
 def test_seed_verdict_mean_and_ci():
-    docs = [{"metrics": [{"metric": "m", "rel_error": e, "tolerance": 0.05}, {"metric": "i", "rel_error": 1.0, "tolerance": None}]}
-            for e in (0.02, 0.04, 0.06)]
+    docs = [
+        {
+            "metrics": [
+                {"metric": "m", "rel_error": e, "tolerance": 0.05},
+                {"metric": "i", "rel_error": 1.0, "tolerance": None},
+            ]
+        }
+        for e in (0.02, 0.04, 0.06)
+    ]
     v = {r["metric"]: r for r in seed_verdict(docs)}
     assert v["m"]["mean_rel_error"] == pytest.approx(0.04) and v["m"]["n"] == 3 and v["m"]["pass"] is True
     assert v["m"]["ci95"] == pytest.approx(4.303 * 0.02 / math.sqrt(3))
@@ -96,18 +134,33 @@ def test_seed_verdict_mean_and_ci():
 def test_disturbance_record(tmp_path):
     emu = tmp_path / "run" / "emu"
     emu.mkdir(parents=True)
-    calm = {"emulator": {"host_load": {"cores": 2, "runnable_mean": 1.2, "cpu_busy_frac": 0.5}},
-            "nodes": {"edge0": {"timer_lateness": {"p99_us": 300.0}}}}
-    links = {"paths": [_path("edge0", "cloud0", 20.0, 20.3)],
-             "after": {"paths": [{"src": "edge0", "dst": "cloud0", "rtt_error_ms": 0.1, "measured": {"rtt_std_ms": 0.2}}]},
-             "shaping_detail": {"delayline_stats": {"cloud0": {"released": 1000, "late_over_1ms": 2, "late_mean_us": 20.0,
-                                                               "late_max_us": 1500.0, "sched": "fifo"}}}}
+    calm = {
+        "emulator": {"host_load": {"cores": 2, "runnable_mean": 1.2, "cpu_busy_frac": 0.5}},
+        "nodes": {"edge0": {"timer_lateness": {"p99_us": 300.0}}},
+    }
+    links = {
+        "paths": [_path("edge0", "cloud0", 20.0, 20.3)],
+        "after": {"paths": [{"src": "edge0", "dst": "cloud0", "rtt_error_ms": 0.1, "measured": {"rtt_std_ms": 0.2}}]},
+        "shaping_detail": {
+            "delayline_stats": {
+                "cloud0": {
+                    "released": 1000,
+                    "late_over_1ms": 2,
+                    "late_mean_us": 20.0,
+                    "late_max_us": 1500.0,
+                    "sched": "fifo",
+                }
+            }
+        },
+    }
     (emu / "summary.json").write_text(json.dumps(calm))
     (emu / "links.json").write_text(json.dumps(links))
     d = assess(tmp_path / "run")
     assert d["trusted"] is True and d["warnings"] == [] and d["delay_line"]["late_over_1ms"] == 2
-    busy = {"emulator": {"host_load": {"cores": 2, "runnable_mean": 6.0, "cpu_busy_frac": 1.0}},
-            "nodes": {"edge0": {"timer_lateness": {"p99_us": 9000.0}}}}
+    busy = {
+        "emulator": {"host_load": {"cores": 2, "runnable_mean": 6.0, "cpu_busy_frac": 1.0}},
+        "nodes": {"edge0": {"timer_lateness": {"p99_us": 9000.0}}},
+    }
     links["after"]["paths"][0]["rtt_error_ms"] = 3.0
     links["shaping_detail"]["delayline_stats"]["cloud0"]["late_over_1ms"] = 50
     (emu / "summary.json").write_text(json.dumps(busy))
@@ -126,10 +179,19 @@ def test_report_shows_disturbance_robust_verdict_and_both_predictions(tmp_path):
     _side(run / "sim", rows)
     _side(run / "sim-configured", [(i, "c0", float(i), 0.2, 1.1, "ok") for i in range(6)])
     _side(run / "emu", [(i, "c0", float(i), 0.11, 1.0, "ok") for i in range(6)])
-    (run / "emu" / "summary.json").write_text(json.dumps({"emulator": {"host_load": {"cores": 2, "runnable_mean": 5.0}}}))
-    (run / "emu" / "links.json").write_text(json.dumps({"paths": [_path("edge0", "c0", 20.0, 20.2)],
-                                                         "after": {"paths": [{"src": "edge0", "dst": "c0", "rtt_error_ms": 2.5,
-                                                                              "measured": {"rtt_std_ms": 1.0}}]}}))
+    (run / "emu" / "summary.json").write_text(
+        json.dumps({"emulator": {"host_load": {"cores": 2, "runnable_mean": 5.0}}})
+    )
+    (run / "emu" / "links.json").write_text(
+        json.dumps(
+            {
+                "paths": [_path("edge0", "c0", 20.0, 20.2)],
+                "after": {
+                    "paths": [{"src": "edge0", "dst": "c0", "rtt_error_ms": 2.5, "measured": {"rtt_std_ms": 1.0}}]
+                },
+            }
+        )
+    )
     build(run)
     page = (run / "report.html").read_text()
     doc = json.loads((run / "compare.json").read_text())

@@ -30,7 +30,9 @@ def make_tokenizer(path, extra: list[str] = ()):
     tk = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.train_from_iterator(SENTENCES + list(extra), trainers.WordLevelTrainer(special_tokens=["<unk>", "<s>", "</s>"]))
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
     fast.save_pretrained(path)
     return fast
 
@@ -39,8 +41,16 @@ def make_model(path, vocab: int, seed: int = 0, layers: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
     m = LlamaForCausalLM(cfg)
     with torch.no_grad():  # sharper logits than the default init, so greedy choices are not near-ties
         m.model.embed_tokens.weight.mul_(50)
@@ -88,8 +98,10 @@ def test_draft_rollback_equals_drafting_from_scratch(tiny):
     a.observe(1, 4, 2)
     c = hf.HFDraft(model, tok)
     c.start(3, tb(prompt + [8] + d1[:2] + [13] + again + [2]), 50)
-    assert (np.frombuffer(a.draft([DraftItem(1, 9, 3, 16)]).tokens[0], "<i4").tolist()
-            == np.frombuffer(c.draft([DraftItem(3, 9, 3, 16)]).tokens[0], "<i4").tolist())
+    assert (
+        np.frombuffer(a.draft([DraftItem(1, 9, 3, 16)]).tokens[0], "<i4").tolist()
+        == np.frombuffer(c.draft([DraftItem(3, 9, 3, 16)]).tokens[0], "<i4").tolist()
+    )
 
 
 def test_snapshot_restore_repeats_a_round_on_the_same_context(tiny):
@@ -175,7 +187,7 @@ def test_verify_matches_full_forward(tiny):
     seq = t.reqs[0].tokens + draft
     lg, _ = t.forward_batch([t.reqs[0]], [draft])
     with torch.inference_mode():
-        full = model(input_ids=torch.tensor([seq])).logits[0, len(prompt):]
+        full = model(input_ids=torch.tensor([seq])).logits[0, len(prompt) :]
     assert torch.allclose(lg[0], full.float(), atol=1e-4)
 
 
@@ -323,11 +335,19 @@ def test_run_with_real_models_simulates_the_acceptance_it_showed(tiny, tmp_path)
     d, dd, _ = tiny
     root = Path(__file__).resolve().parents[1]
     topo = {
-        "name": "hf-tiny", "seed": 3,
-        "nodes": [{"name": "edge0", "role": "draft", "profile": "e"}, {"name": "cloud0", "role": "target", "profile": "c"}],
+        "name": "hf-tiny",
+        "seed": 3,
+        "nodes": [
+            {"name": "edge0", "role": "draft", "profile": "e"},
+            {"name": "cloud0", "role": "target", "profile": "c"},
+        ],
         "links": [{"a": "edge0", "b": "cloud0", "delay_ms": 1.0}],
-        "workload": {"trace": "synthetic", "duration_s": None, "max_output_tokens": 24,
-                     "synthetic": {"n_requests": 4, "rate_rps": 4, "arrival": "uniform", "prompt_mean": 12, "output_mean": 20}},
+        "workload": {
+            "trace": "synthetic",
+            "duration_s": None,
+            "max_output_tokens": 24,
+            "synthetic": {"n_requests": 4, "rate_rps": 4, "arrival": "uniform", "prompt_mean": 12, "output_mean": 20},
+        },
         "policy": {"window": "static:3", "routing": "round_robin"},
         "models": {"backend": "hf", "draft": str(dd), "target": str(d), "acceptance": {"kind": "iid", "alpha": 0.5}},
         "profiles": {"e": {"draft_step": {"base_ms": 2}}, "c": {"prefill": {"base_ms": 5}, "verify": {"base_ms": 5}}},
@@ -336,19 +356,30 @@ def test_run_with_real_models_simulates_the_acceptance_it_showed(tiny, tmp_path)
     spec = tmp_path / "hf-tiny.yaml"
     spec.write_text(yaml.safe_dump(topo))
     out = tmp_path / "run"
-    p = subprocess.run([sys.executable, "-m", "testbed", "run", str(spec), "--net", "none", "--out", str(out), "--quiet"],
-                       cwd=root, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [sys.executable, "-m", "testbed", "run", str(spec), "--net", "none", "--out", str(out), "--quiet"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert (out / "sim_acceptance.npz").is_file()
     emu, sim = pd.read_parquet(out / "emu" / "rounds.parquet"), pd.read_parquet(out / "sim" / "rounds.parquet")
     key = ["request_id", "round"]
-    m = emu[key + ["produced", "gamma", "accepted"]].merge(sim[key + ["produced", "gamma", "accepted"]], on=key,
-                                                            suffixes=("_emu", "_sim"), how="outer")
+    m = emu[key + ["produced", "gamma", "accepted"]].merge(
+        sim[key + ["produced", "gamma", "accepted"]], on=key, suffixes=("_emu", "_sim"), how="outer"
+    )
     assert len(m) == len(emu) == len(sim) and len(emu) > 4
     assert (m["accepted_emu"] == m["accepted_sim"]).all() and (m["produced_emu"] == m["produced_sim"]).all()
     # the configured model (iid 0.5) would have given other counts: the test can tell the two apart
-    p2 = subprocess.run([sys.executable, "-m", "testbed", "sim", str(spec), "--out", str(tmp_path / "sim2")],
-                        cwd=root, capture_output=True, text=True, timeout=120)
+    p2 = subprocess.run(
+        [sys.executable, "-m", "testbed", "sim", str(spec), "--out", str(tmp_path / "sim2")],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p2.returncode == 0, p2.stderr[-2000:]
     sim2 = pd.read_parquet(tmp_path / "sim2" / "sim" / "rounds.parquet").sort_values(key)
     assert sim2["accepted"].tolist() != emu.sort_values(key)["accepted"].tolist()
@@ -381,16 +412,47 @@ def test_calibrate_end_to_end_with_tiny_models(tiny, tmp_path):
     d, dd, _ = tiny
     root = Path(__file__).resolve().parents[1]
     topo = tmp_path / "t.yaml"
-    topo.write_text(yaml.safe_dump({
-        "name": "cal", "nodes": [{"name": "e", "role": "draft"}, {"name": "c", "role": "target"}],
-        "links": [{"a": "e", "b": "c", "delay_ms": 1}],
-        "workload": {"trace": "synthetic", "duration_s": None,
-                     "synthetic": {"n_requests": 3, "rate_rps": 1, "prompt_mean": 10, "output_mean": 12}},
-        "models": {"backend": "hf", "draft": str(dd), "target": str(d)}}))
+    topo.write_text(
+        yaml.safe_dump(
+            {
+                "name": "cal",
+                "nodes": [{"name": "e", "role": "draft"}, {"name": "c", "role": "target"}],
+                "links": [{"a": "e", "b": "c", "delay_ms": 1}],
+                "workload": {
+                    "trace": "synthetic",
+                    "duration_s": None,
+                    "synthetic": {"n_requests": 3, "rate_rps": 1, "prompt_mean": 10, "output_mean": 12},
+                },
+                "models": {"backend": "hf", "draft": str(dd), "target": str(d)},
+            }
+        )
+    )
     out = tmp_path / "prof" / "tiny.yaml"
-    p = subprocess.run([sys.executable, "-m", "testbed", "calibrate", "--draft", str(dd), "--target", str(d), "--quick",
-                        "--max-ctx", "64", "--record", "3", "--topology", str(topo), "--out", str(out)],
-                       cwd=root, capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testbed",
+            "calibrate",
+            "--draft",
+            str(dd),
+            "--target",
+            str(d),
+            "--quick",
+            "--max-ctx",
+            "64",
+            "--record",
+            "3",
+            "--topology",
+            str(topo),
+            "--out",
+            str(out),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     cm = ComputeModel.from_spec("tiny", load_profile_file(out))
     assert cm.draft_prefill is not None and cm.verify_time(1, 5, 32) > 0

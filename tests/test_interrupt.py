@@ -19,10 +19,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_ctrl_c_during_run_keeps_partial_results_and_reports(tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "testbed", "run", "topologies/star-4edge.yaml", "--net", "none", "--out", str(out),
-            "--quiet", "--set", "workload.trace=synthetic", "--set", "workload.synthetic.n_requests=400",
-            "--set", "workload.synthetic.rate_rps=5", "--set", "workload.duration_s=null"]
-    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "run",
+        "topologies/star-4edge.yaml",
+        "--net",
+        "none",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "workload.trace=synthetic",
+        "--set",
+        "workload.synthetic.n_requests=400",
+        "--set",
+        "workload.synthetic.rate_rps=5",
+        "--set",
+        "workload.duration_s=null",
+    ]
+    p = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         t0_file = out / "emu" / "t0"
@@ -41,5 +60,7 @@ def test_ctrl_c_during_run_keeps_partial_results_and_reports(tmp_path):
     assert (out / "sim" / "summary.json").is_file() and (out / "report.html").is_file()
     assert "Partial run" in (out / "report.html").read_text()
     # no node program survived
-    pids = subprocess.run(["pgrep", "-f", f"nodes\\.(draft|target) .*{out}"], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(
+        ["pgrep", "-f", f"nodes\\.(draft|target) .*{out}"], capture_output=True, text=True
+    ).stdout.split()
     assert pids == []

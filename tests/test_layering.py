@@ -17,10 +17,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The shared core: what both executors use (spec, policies, acceptance, compute model, metrics, tables, trace
 # loading, ...).
-CORE = ("testbed/__init__.py", "testbed/spec/", "testbed/policies/", "testbed/acceptance.py",
-        "testbed/acceptance_recorded.py", "testbed/compute.py", "testbed/errors.py", "testbed/faults.py",
-        "testbed/files.py", "testbed/metrics.py", "testbed/progress.py", "testbed/rounds.py", "testbed/schedule.py", "testbed/tables.py",
-        "testbed/wire.py", "testbed/workload.py", "traces/")
+CORE = (
+    "testbed/__init__.py",
+    "testbed/spec/",
+    "testbed/policies/",
+    "testbed/acceptance.py",
+    "testbed/acceptance_recorded.py",
+    "testbed/compute.py",
+    "testbed/errors.py",
+    "testbed/faults.py",
+    "testbed/files.py",
+    "testbed/metrics.py",
+    "testbed/progress.py",
+    "testbed/rounds.py",
+    "testbed/schedule.py",
+    "testbed/tables.py",
+    "testbed/wire.py",
+    "testbed/workload.py",
+    "traces/",
+)
 LAYERS: dict[str, tuple[str, ...]] = {
     "core": CORE,
     "sim": ("testbed/sim/",),
@@ -29,8 +44,17 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "analysis": ("analysis/",),
     # wiring and tools: the CLI and its commands, the run directory writer, calibration, AWC training, the Ray task
     # runner and sweeps (which run the CLI's commands as trials), the random-scenario generator
-    "tools": ("testbed/__main__.py", "testbed/cli.py", "testbed/commands/", "testbed/rundir.py", "testbed/calibrate/",
-              "testbed/awc/", "testbed/runner.py", "testbed/sweep/", "testbed/scenariogen.py"),
+    "tools": (
+        "testbed/__main__.py",
+        "testbed/cli.py",
+        "testbed/commands/",
+        "testbed/rundir.py",
+        "testbed/calibrate/",
+        "testbed/awc/",
+        "testbed/runner.py",
+        "testbed/sweep/",
+        "testbed/scenariogen.py",
+    ),
 }
 
 EXECUTORS = ("testbed.sim", "testbed.emu", "nodes")
@@ -41,7 +65,9 @@ SYSTEM = ("zmq", "mininet", "docker")
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "core": EXECUTORS + CLI + TRAINING + SYSTEM + ("analysis", "testbed.rundir"),
     "sim": ("testbed.emu", "nodes", "analysis", "subprocess", "socket", "threading", "datetime")
-    + CLI + TRAINING + SYSTEM,
+    + CLI
+    + TRAINING
+    + SYSTEM,
     "nodes": ("testbed.emu", "testbed.sim", "analysis", "testbed.rundir", "mininet", "docker") + CLI + TRAINING[:2],
     "emu": ("nodes", "testbed.sim", "analysis") + CLI + TRAINING,
     "analysis": EXECUTORS + CLI + SYSTEM,
@@ -66,8 +92,11 @@ def _modules() -> list[Path]:
 
 def _layer(path: Path) -> str | None:
     rel = path.relative_to(ROOT).as_posix()
-    hits = [name for name, prefixes in LAYERS.items() if any(rel == p or (p.endswith("/") and rel.startswith(p))
-                                                            for p in prefixes)]
+    hits = [
+        name
+        for name, prefixes in LAYERS.items()
+        if any(rel == p or (p.endswith("/") and rel.startswith(p)) for p in prefixes)
+    ]
     # the most specific prefix wins (testbed/__init__.py vs testbed/...)
     return hits[0] if len(hits) == 1 else (None if not hits else "ambiguous:" + ",".join(hits))
 
@@ -88,8 +117,11 @@ def _matches(module: str, banned: str) -> bool:
 
 
 def test_every_module_has_a_layer():
-    bad = {p.relative_to(ROOT).as_posix(): _layer(p) for p in _modules() if _layer(p) in (None,) or
-           str(_layer(p)).startswith("ambiguous")}
+    bad = {
+        p.relative_to(ROOT).as_posix(): _layer(p)
+        for p in _modules()
+        if _layer(p) in (None,) or str(_layer(p)).startswith("ambiguous")
+    }
     assert not bad, f"modules without exactly one layer (add them to LAYERS in {Path(__file__).name}): {bad}"
 
 
@@ -108,10 +140,15 @@ def test_import_rules(layer):
         if layer == "sim":
             for n in ast.walk(tree):
                 if isinstance(n, ast.ImportFrom) and n.module == "time":
-                    violations += [f"{rel}:{n.lineno} from time import {a.name}" for a in n.names
-                                   if a.name not in SIM_TIME_ALLOWED]
-                if (isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "time"
-                        and n.attr not in SIM_TIME_ALLOWED):
+                    violations += [
+                        f"{rel}:{n.lineno} from time import {a.name}" for a in n.names if a.name not in SIM_TIME_ALLOWED
+                    ]
+                if (
+                    isinstance(n, ast.Attribute)
+                    and isinstance(n.value, ast.Name)
+                    and n.value.id == "time"
+                    and n.attr not in SIM_TIME_ALLOWED
+                ):
                     violations.append(f"{rel}:{n.lineno} time.{n.attr}: the simulator does not read the wall clock")
     assert not violations, "\n".join(violations)
 

@@ -21,6 +21,7 @@ TWO_TIER = ROOT / "topologies" / "two-tier.yaml"
 
 # ---- no root needed ---------------------------------------------------------------------------------------
 
+
 def test_plan_two_tier_addresses_routes_and_names():
     from testbed.emu.net.plan import make_plan
 
@@ -44,8 +45,11 @@ def test_switch_loop_is_rejected_before_building(tmp_path):
 
     text = TWO_TIER.read_text() + "\n"
     f = tmp_path / "loop.yaml"
-    f.write_text(text.replace("links:\n", "links:\n  - {a: acc0, b: sw9}\n  - {a: sw9, b: core0}\n", 1)
-                 .replace("nodes:\n", "nodes:\n  - {name: sw9, role: switch}\n", 1))
+    f.write_text(
+        text.replace("links:\n", "links:\n  - {a: acc0, b: sw9}\n  - {a: sw9, b: core0}\n", 1).replace(
+            "nodes:\n", "nodes:\n  - {name: sw9, role: switch}\n", 1
+        )
+    )
     sc = load_scenario(f)
     with pytest.raises(InputError, match="loop"):
         make_plan(sc, "abc")
@@ -69,6 +73,7 @@ def test_unknown_network_kind():
 
 
 # ---- root: a real network ---------------------------------------------------------------------------------
+
 
 def _can_emulate() -> str | None:
     if os.geteuid() != 0:
@@ -94,9 +99,13 @@ def _objects_of(tag: str) -> dict:
     from testbed.emu.cleanup import find_leftovers
 
     f = find_leftovers(include_live=True)
-    return {"shells": [s for s in f["shells"] if s[1] == tag], "delaylines": [d for d in f["delaylines"] if d[1] == tag],
-            "links": [l for l in f["links"] if l.startswith("dsd" + tag)],
-            "cgroups": [c for c in f["cgroups"] if c.endswith("dsd-" + tag)], "states": [t for t in f["states"] if t == tag]}
+    return {
+        "shells": [s for s in f["shells"] if s[1] == tag],
+        "delaylines": [d for d in f["delaylines"] if d[1] == tag],
+        "links": [l for l in f["links"] if l.startswith("dsd" + tag)],
+        "cgroups": [c for c in f["cgroups"] if c.endswith("dsd-" + tag)],
+        "states": [t for t in f["states"] if t == tag],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +163,9 @@ def test_loss_roughly_right(two_tier_net):
 @root
 def test_popen_runs_inside_the_node_with_its_cpu_limit(two_tier_net):
     net = two_tier_net
-    p = net.popen("cloud0", ["sh", "-c", "ip -4 -o addr show; cat /proc/self/cgroup"], stdout=subprocess.PIPE, text=True)
+    p = net.popen(
+        "cloud0", ["sh", "-c", "ip -4 -o addr show; cat /proc/self/cgroup"], stdout=subprocess.PIPE, text=True
+    )
     out, _ = p.communicate(timeout=10)
     assert net.address("cloud0") in out
     assert f"dsd-{net.tag}/cloud0" in out
@@ -183,8 +194,11 @@ def test_build_after_killed_build_succeeds_and_cleanup_removes_leftovers():
     from testbed.emu.cleanup import cleanup
     from testbed.emu.net import make_network
 
-    child = subprocess.Popen([sys.executable, "-c", KILLED_BUILD.format(root=str(ROOT), topo=str(TWO_TIER))],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_BUILD.format(root=str(ROOT), topo=str(TWO_TIER))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         tag = child.stdout.readline().strip()
         assert tag, "child build failed"

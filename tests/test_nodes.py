@@ -21,14 +21,20 @@ from testbed.tables import BATCH_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPO = str(ROOT / "topologies" / "star-4edge.yaml")
-SMALL = ["workload.trace=synthetic", "workload.synthetic.n_requests=16", "workload.synthetic.rate_rps=20",
-         "workload.synthetic.output_mean=40", "workload.synthetic.prompt_mean=200", "workload.duration_s=null",
-         "run.request_timeout_s=5", "run.drain_timeout_s=30"]
+SMALL = [
+    "workload.trace=synthetic",
+    "workload.synthetic.n_requests=16",
+    "workload.synthetic.rate_rps=20",
+    "workload.synthetic.output_mean=40",
+    "workload.synthetic.prompt_mean=200",
+    "workload.duration_s=null",
+    "run.request_timeout_s=5",
+    "run.drain_timeout_s=30",
+]
 
 
 def emulate(out: Path, sets: list[str], *extra: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    argv = [sys.executable, "-m", "testbed", "emulate", TOPO, "--net", "none", "--out", str(out), "--quiet",
-            *extra]
+    argv = [sys.executable, "-m", "testbed", "emulate", TOPO, "--net", "none", "--out", str(out), "--quiet", *extra]
     for s in sets:
         argv += ["--set", s]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -36,8 +42,12 @@ def emulate(out: Path, sets: list[str], *extra: str, timeout: float = 120) -> su
 
 def tables(out: Path):
     emu = out / "emu"
-    return (pd.read_parquet(emu / "requests.parquet"), pd.read_parquet(emu / "rounds.parquet"),
-            pd.read_parquet(emu / "batches.parquet"), json.loads((emu / "summary.json").read_text()))
+    return (
+        pd.read_parquet(emu / "requests.parquet"),
+        pd.read_parquet(emu / "rounds.parquet"),
+        pd.read_parquet(emu / "batches.parquet"),
+        json.loads((emu / "summary.json").read_text()),
+    )
 
 
 def check_schema(df: pd.DataFrame, columns: dict) -> None:
@@ -128,9 +138,11 @@ def test_loopback_colocated_modes_match_the_simulator(tmp_path, mode):
     sim = simulate(load_scenario(out / "spec.yaml"))
     same_token_level(req, sim.requests)
     key = ["request_id", "round", "edge", "target", "produced", "gamma", "accepted", "gained"]
-    pd.testing.assert_frame_equal(rnd[key].reset_index(drop=True),
-                                  sim.rounds[key].sort_values(["request_id", "round"]).reset_index(drop=True),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        rnd[key].reset_index(drop=True),
+        sim.rounds[key].sort_values(["request_id", "round"]).reset_index(drop=True),
+        check_dtype=False,
+    )
     if mode == "autoregressive":
         assert (rnd["gamma"] == 0).all() and (req["drafted_tokens"] == 0).all()
         assert (req["rounds"] == req["output_tokens"] - 1).all()
@@ -140,7 +152,8 @@ def test_loopback_colocated_modes_match_the_simulator(tmp_path, mode):
     # no network inside a round: the VERIFY job is queued when drafting ends, the result applied at batch end
     assert (rnd["send_s"] == rnd["target_recv_s"]).all() and (rnd["recv_s"] == rnd["batch_end_s"]).all()
     assert summary["nodes"]["cloud0"]["local_rounds"] == len(rnd)
-    assert all(info["messages_in"].get("VERIFY_RESULT", 0) == 0 for n, info in summary["nodes"].items()
-               if n.startswith("edge"))
+    assert all(
+        info["messages_in"].get("VERIFY_RESULT", 0) == 0 for n, info in summary["nodes"].items() if n.startswith("edge")
+    )
     emu_tpot, sim_tpot = summary["tpot_ms"]["mean"], sim.summary["tpot_ms"]["mean"]
     assert emu_tpot == pytest.approx(sim_tpot, rel=0.15), (emu_tpot, sim_tpot)

@@ -72,6 +72,7 @@ def test_routing():
     jsq = Router("jsq", ["a", "b"], 0, "e0")
     assert jsq.choose({"a": 3, "b": 1}, {}) == "b"
     assert jsq.choose({"a": 1, "b": 1}, {"a": 2, "b": 0}) == "b"
+
     def draws(seed: int, draft: str, n: int = 200) -> list[str]:
         r = Router("random", ["a", "b"], seed, draft)
         return [r.choose({}, {}) for _ in range(n)]
@@ -86,8 +87,12 @@ def test_routing():
 
 
 def jobs(spec):
-    return [Job(VERIFY, 5, 100, 0.0, "v1"), Job(PREFILL, 900, 0, 0.1, "p1"), Job(VERIFY, 2, 100, 0.2, "v2"),
-            Job(VERIFY, 9, 100, 0.3, "v3")]
+    return [
+        Job(VERIFY, 5, 100, 0.0, "v1"),
+        Job(PREFILL, 900, 0, 0.1, "p1"),
+        Job(VERIFY, 2, 100, 0.2, "v2"),
+        Job(VERIFY, 9, 100, 0.3, "v3"),
+    ]
 
 
 def test_batching_fifo_length_aware_and_limits():
@@ -123,8 +128,10 @@ def test_recorded_acceptance_replays_exactly(tmp_path):
     from testbed.errors import SpecError
     from testbed.sim import simulate
 
-    seqs = {0: np.array([True, True, False, True, True, True, True, False, True, False] * 5, bool),
-            1: np.array([True, False] * 25, bool)}
+    seqs = {
+        0: np.array([True, True, False, True, True, True, True, False, True, False] * 5, bool),
+        1: np.array([True, False] * 25, bool),
+    }
     path = save_recorded(tmp_path / "x.acceptance.npz", seqs, {"draft": "d", "target": "t"})
     m = AcceptanceModel(AcceptanceSpec(kind="recorded", path=str(path)))
     assert np.array_equal(m.sequence(1, 0, 50), seqs[0]) and np.array_equal(m.sequence(9, 1, 50), seqs[1])
@@ -135,6 +142,7 @@ def test_recorded_acceptance_replays_exactly(tmp_path):
     rd = r.rounds[r.rounds["request_id"] == 0]
     # replayed exactly: round at produced k accepts the run of True from k, capped at gamma
     from testbed.rounds import verify
+
     runs = accepted_runs(seqs[0])
     assert rd["accepted"].tolist() == [verify(runs, k, g) for k, g in zip(rd["produced"], rd["gamma"])]
     d["models"]["acceptance"] = {"kind": "recorded", "path": str(tmp_path / "missing.npz")}
@@ -153,11 +161,16 @@ def test_registered_and_plugin_window_policies(tmp_path, monkeypatch):
     (tmp_path / "my_window.py").write_text(
         "from testbed.policies.window import StaticWindow\n"
         "def policy(arg):\n    return StaticWindow(int(arg or 2))\n"
-        "def not_a_policy(arg):\n    return 42\n")
+        "def not_a_policy(arg):\n    return 42\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     assert parse_window_policy("py:my_window:policy:5").controller(10, 16).next_gamma() == 5
     assert parse_window_policy("py:my_window:policy").controller(10, 16).next_gamma() == 2
-    for bad, msg in (("py:my_window:missing", "has no attribute"), ("py:no_such_module_x:policy", "No module"),
-                     ("py:my_window:not_a_policy", "not a window policy"), ("py:my_window", "required")):
+    for bad, msg in (
+        ("py:my_window:missing", "has no attribute"),
+        ("py:no_such_module_x:policy", "No module"),
+        ("py:my_window:not_a_policy", "not a window policy"),
+        ("py:my_window", "required"),
+    ):
         with pytest.raises(ValueError, match=msg):
             parse_window_policy(bad)

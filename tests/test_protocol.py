@@ -17,11 +17,22 @@ T = 1234.567891234  # a realistic timestamp (float64 on the wire)
 
 def all_messages() -> list[bytes]:
     tk = synthetic_tokens(5, 0, 4)
-    return [E.hello("edge0", 0.5), E.hello("cloud0", None, 3), E.bye("edge0"), E.heartbeat("edge0"),
-            E.heartbeat("cloud0", 7), E.prefill(5, 100, synthetic_tokens(5, 0, 300)),
-            E.prefill_done(5, 123, 2, T, T, T, 8), E.verify(5, 17, tk), E.verify(5, 17, tk, 2, bytes(4 * 2 * 6)),
-            E.verify(5, 17, b""), E.verify_result(5, 3, 99, 0, T, T, T, 1), E.release(5), E.error(5, "unknown_request", "x"),
-            E.done(5, 1, 10, 3, 8, 6, 0, T)]
+    return [
+        E.hello("edge0", 0.5),
+        E.hello("cloud0", None, 3),
+        E.bye("edge0"),
+        E.heartbeat("edge0"),
+        E.heartbeat("cloud0", 7),
+        E.prefill(5, 100, synthetic_tokens(5, 0, 300)),
+        E.prefill_done(5, 123, 2, T, T, T, 8),
+        E.verify(5, 17, tk),
+        E.verify(5, 17, tk, 2, bytes(4 * 2 * 6)),
+        E.verify(5, 17, b""),
+        E.verify_result(5, 3, 99, 0, T, T, T, 1),
+        E.release(5),
+        E.error(5, "unknown_request", "x"),
+        E.done(5, 1, 10, 3, 8, 6, 0, T),
+    ]
 
 
 def test_every_message_round_trips():
@@ -49,29 +60,35 @@ def _pk(d) -> bytes:
     return msgpack.packb(d, use_bin_type=True)
 
 
-@pytest.mark.parametrize("frame,reason", [
-    (b"", "garbage"),
-    (b"\xc1\xc1\xc1", "garbage"),
-    (b"\x00" * 100, "garbage"),
-    (_pk([1, 2, 3]), "garbage"),
-    (_pk({"v": 1, "t": P.RELEASE, "r": 1}) + b"x", "garbage"),
-    (_pk({"v": 2, "t": P.RELEASE, "r": 1}), "version"),
-    (_pk({"v": True, "t": P.RELEASE, "r": 1}), "version"),
-    (_pk({"t": P.RELEASE, "r": 1}), "version"),
-    (_pk({"v": 1, "t": 99, "r": 1}), "unknown_type"),
-    (_pk({"v": 1, "t": "VERIFY", "r": 1}), "unknown_type"),
-    (_pk({"v": 1, "t": P.RELEASE}), "bad_field"),
-    (_pk({"v": 1, "t": P.RELEASE, "r": "1"}), "bad_field"),
-    (_pk({"v": 1, "t": P.RELEASE, "r": -1}), "bad_field"),
-    (_pk({"v": 1, "t": P.RELEASE, "r": 1, "zz": 0}), "bad_field"),
-    (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": 1, "tk": b"abc"}), "bad_field"),
-    (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": 1, "tk": [1, 2]}), "garbage"),  # arrays are not accepted at all
-    (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": -1, "tk": b""}), "bad_field"),
-    (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": 1, "tk": b"\0" * 8, "k": 2, "pr": b"\0" * 5}), "bad_field"),
-    (_pk({"v": 1, "t": P.PREFILL, "r": 1, "o": 0, "tk": b""}), "bad_field"),
-    (_pk({"v": 1, "t": P.VERIFY_RESULT, "r": 1, "a": -1, "tok": 1, "qd": 0, "tr": T, "bs": T, "be": T, "bn": 1}), "bad_field"),
-    (_pk({"v": 1, "t": P.HELLO, "n": 5}), "bad_field"),
-])
+@pytest.mark.parametrize(
+    "frame,reason",
+    [
+        (b"", "garbage"),
+        (b"\xc1\xc1\xc1", "garbage"),
+        (b"\x00" * 100, "garbage"),
+        (_pk([1, 2, 3]), "garbage"),
+        (_pk({"v": 1, "t": P.RELEASE, "r": 1}) + b"x", "garbage"),
+        (_pk({"v": 2, "t": P.RELEASE, "r": 1}), "version"),
+        (_pk({"v": True, "t": P.RELEASE, "r": 1}), "version"),
+        (_pk({"t": P.RELEASE, "r": 1}), "version"),
+        (_pk({"v": 1, "t": 99, "r": 1}), "unknown_type"),
+        (_pk({"v": 1, "t": "VERIFY", "r": 1}), "unknown_type"),
+        (_pk({"v": 1, "t": P.RELEASE}), "bad_field"),
+        (_pk({"v": 1, "t": P.RELEASE, "r": "1"}), "bad_field"),
+        (_pk({"v": 1, "t": P.RELEASE, "r": -1}), "bad_field"),
+        (_pk({"v": 1, "t": P.RELEASE, "r": 1, "zz": 0}), "bad_field"),
+        (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": 1, "tk": b"abc"}), "bad_field"),
+        (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": 1, "tk": [1, 2]}), "garbage"),  # arrays are not accepted at all
+        (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": -1, "tk": b""}), "bad_field"),
+        (_pk({"v": 1, "t": P.VERIFY, "r": 1, "p": 1, "tk": b"\0" * 8, "k": 2, "pr": b"\0" * 5}), "bad_field"),
+        (_pk({"v": 1, "t": P.PREFILL, "r": 1, "o": 0, "tk": b""}), "bad_field"),
+        (
+            _pk({"v": 1, "t": P.VERIFY_RESULT, "r": 1, "a": -1, "tok": 1, "qd": 0, "tr": T, "bs": T, "be": T, "bn": 1}),
+            "bad_field",
+        ),
+        (_pk({"v": 1, "t": P.HELLO, "n": 5}), "bad_field"),
+    ],
+)
 def test_malformed_frames_are_rejected(frame, reason):
     with pytest.raises(P.ProtocolError) as e:
         P.decode(frame)

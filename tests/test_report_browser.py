@@ -32,9 +32,20 @@ def find_browser() -> str | None:
 def chromium(browser: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
     profile.mkdir()
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", f"--user-data-dir={profile}", *args]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
@@ -42,17 +53,39 @@ def chromium(browser: str, tmp: Path, *args: str) -> subprocess.CompletedProcess
 def browser() -> str:
     b = find_browser()
     if b is None:
-        pytest.skip("no Chromium found (looked for: " + ", ".join(BROWSERS) + "); install Debian's: apt-get install -y chromium")
+        pytest.skip(
+            "no Chromium found (looked for: " + ", ".join(BROWSERS) + "); install Debian's: apt-get install -y chromium"
+        )
     return b
 
 
 @pytest.fixture(scope="module")
 def report(browser, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("browser") / "run"
-    r = subprocess.run([sys.executable, "-m", "testbed", "sim", "topologies/star-4edge.yaml", "--out", str(run), "--quiet",
-                        "--set", "workload.trace=synthetic", "--set", "workload.synthetic.n_requests=40",
-                        "--set", "workload.synthetic.rate_rps=4", "--set", "workload.duration_s=null"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testbed",
+            "sim",
+            "topologies/star-4edge.yaml",
+            "--out",
+            str(run),
+            "--quiet",
+            "--set",
+            "workload.trace=synthetic",
+            "--set",
+            "workload.synthetic.n_requests=40",
+            "--set",
+            "workload.synthetic.rate_rps=4",
+            "--set",
+            "workload.duration_s=null",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     shutil.copytree(run / "sim", run / "emu")  # an emulated side with the emulator's schema
     from analysis.report import build
@@ -62,8 +95,9 @@ def report(browser, tmp_path_factory) -> Path:
 
 def test_report_renders_in_chromium(browser, report, tmp_path):
     shot = tmp_path / "report.png"
-    r = chromium(browser, tmp_path, f"--screenshot={shot}", "--window-size=1400,3000", "--hide-scrollbars",
-                 report.as_uri())
+    r = chromium(
+        browser, tmp_path, f"--screenshot={shot}", "--window-size=1400,3000", "--hide-scrollbars", report.as_uri()
+    )
     assert shot.is_file(), f"no screenshot (exit {r.returncode}): {r.stderr[-2000:]}"
     assert shot.stat().st_size > 50_000, f"screenshot only {shot.stat().st_size} bytes: blank page?"
     import matplotlib.image as mpimg
@@ -78,10 +112,14 @@ def test_report_renders_in_chromium(browser, report, tmp_path):
 def test_report_dom_has_decoded_plots_and_tables(browser, report, tmp_path):
     # A copy with a probe that records, once loaded, how many images the browser actually decoded.
     probe = tmp_path / "probe.html"
-    probe.write_text(report.read_text().replace(
-        "</body>", "<script>window.addEventListener('load', () => { const n = [...document.images].filter("
-                   "i => i.complete && i.naturalWidth > 0).length; document.body.setAttribute('data-decoded', String(n)); "
-                   "});</script></body>"))
+    probe.write_text(
+        report.read_text().replace(
+            "</body>",
+            "<script>window.addEventListener('load', () => { const n = [...document.images].filter("
+            "i => i.complete && i.naturalWidth > 0).length; document.body.setAttribute('data-decoded', String(n)); "
+            "});</script></body>",
+        )
+    )
     r = chromium(browser, tmp_path, "--virtual-time-budget=10000", "--dump-dom", probe.as_uri())
     dom = r.stdout
     assert r.returncode == 0 and "<body" in dom, f"exit {r.returncode}: {r.stderr[-2000:]}"

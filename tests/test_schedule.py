@@ -45,7 +45,10 @@ def trace_file(tmp_path: Path, lines: list[str], name: str = "link.up") -> Path:
 def test_schedule_resolves_into_changes_intervals_and_traces(tmp_path):
     trace_file(tmp_path, ["0", "0", "5", "10"])
     write(tmp_path, "at_s,delay_ms,loss_pct\n2,,0.5\n7,30,\n", "steps.csv")
-    p = write(tmp_path, BASE + """\
+    p = write(
+        tmp_path,
+        BASE
+        + """\
 schedule:
   links:
     - link: edge*-sw0
@@ -58,7 +61,8 @@ schedule:
     - {at_s: 8, kind: partition, nodes: [edge0]}
     - {at_s: 9, kind: heal, nodes: [edge0]}
     - {at_s: 12, kind: crash, node: cloud0, until_s: 15}
-""")
+""",
+    )
     sc = load_scenario(p)
     s = sc.schedule
     assert s.down == {2: ((3.0, 4.0),), 0: ((8.0, 9.0),)}
@@ -66,7 +70,9 @@ schedule:
     assert s.traces[(0, True)].offset_ms == 0 and s.traces[(1, True)].offset_ms == 4 and (0, False) not in s.traces
     assert [c.t for c in s.changes] == sorted(c.t for c in s.changes)
     assert s.state_at(0, 4.99).delay_ms == 5 and s.state_at(0, 5.0).delay_ms == 20
-    assert s.state_at(2, 1).loss_pct == 0 and s.state_at(2, 2).loss_pct == 0.5 and s.state_at(2, 7) == (30, 0, 0.5, None)
+    assert (
+        s.state_at(2, 1).loss_pct == 0 and s.state_at(2, 2).loss_pct == 0.5 and s.state_at(2, 7) == (30, 0, 0.5, None)
+    )
     assert s.link_down_at(2, 3.5) and not s.link_down_at(2, 4.0) and s.node_down_at("cloud0", 14.9)
     # the resolved spec is itself a schedule that resolves to the same thing
     again = write(tmp_path, spec_to_yaml(sc.spec), "spec.yaml")
@@ -74,22 +80,37 @@ schedule:
     assert sc2.spec == sc.spec and sc2.schedule.changes == s.changes and sc2.schedule.down == s.down
 
 
-@pytest.mark.parametrize("sched,needle", [
-    ("  links: [{link: edge0-sw9, steps: [{at_s: 1, delay_ms: 2}]}]\n", "topo.yaml:13: schedule.links[0].link: 'edge0-sw9' names no link"),
-    ("  events: [{at_s: 1, kind: crash, node: nosuch}]\n", "schedule.events[0].node: crash needs `node`"),
-    ("  events: [{at_s: 1, kind: crash, node: sw0}]\n", "is a switch"),
-    ("  events: [{at_s: 1, kind: partition, nodes: [edge0, bogus]}]\n", "unknown node 'bogus'"),
-    ("  events: [{at_s: 999, kind: link_down, link: sw0-cloud0}]\n", "schedule.events[0].at_s: 999 s is after the end of the run"),
-    ("  events: [{at_s: 2, kind: link_up, link: sw0-cloud0}]\n", "is not down at 2 s"),
-    ("  events: [{at_s: 2, kind: link_down, link: edge*-sw0}]\n", "names 2 links"),
-    ("  events: [{at_s: 2, kind: restart, node: cloud0}]\n", "is not crashed"),
-    ("  events: [{at_s: 2, kind: crash, node: cloud0, until_s: 1}]\n", "until_s=1 is not after at_s=2"),
-    ("  events: [{at_s: -1, kind: crash, node: cloud0}]\n", "greater than or equal to 0"),
-    ("  links: [{link: edge0-sw0, trace_fwd: no-such-trace}]\n", "schedule.links[0].trace_fwd: no-such-trace: network trace not found"),
-    ("  links: [{link: sw0-cloud0, steps: [{at_s: 1, bw_mbps: 3}]}]\n", "a rate step on link sw0-cloud0, which has no bw_mbps"),
-    ("  links: [{link: edge0-sw0}, {link: sw0-edge0}]\n", "already scheduled by schedule.links[0]"),
-    ("  bogus: 1\n", "schedule.bogus: unknown key"),
-])
+@pytest.mark.parametrize(
+    "sched,needle",
+    [
+        (
+            "  links: [{link: edge0-sw9, steps: [{at_s: 1, delay_ms: 2}]}]\n",
+            "topo.yaml:13: schedule.links[0].link: 'edge0-sw9' names no link",
+        ),
+        ("  events: [{at_s: 1, kind: crash, node: nosuch}]\n", "schedule.events[0].node: crash needs `node`"),
+        ("  events: [{at_s: 1, kind: crash, node: sw0}]\n", "is a switch"),
+        ("  events: [{at_s: 1, kind: partition, nodes: [edge0, bogus]}]\n", "unknown node 'bogus'"),
+        (
+            "  events: [{at_s: 999, kind: link_down, link: sw0-cloud0}]\n",
+            "schedule.events[0].at_s: 999 s is after the end of the run",
+        ),
+        ("  events: [{at_s: 2, kind: link_up, link: sw0-cloud0}]\n", "is not down at 2 s"),
+        ("  events: [{at_s: 2, kind: link_down, link: edge*-sw0}]\n", "names 2 links"),
+        ("  events: [{at_s: 2, kind: restart, node: cloud0}]\n", "is not crashed"),
+        ("  events: [{at_s: 2, kind: crash, node: cloud0, until_s: 1}]\n", "until_s=1 is not after at_s=2"),
+        ("  events: [{at_s: -1, kind: crash, node: cloud0}]\n", "greater than or equal to 0"),
+        (
+            "  links: [{link: edge0-sw0, trace_fwd: no-such-trace}]\n",
+            "schedule.links[0].trace_fwd: no-such-trace: network trace not found",
+        ),
+        (
+            "  links: [{link: sw0-cloud0, steps: [{at_s: 1, bw_mbps: 3}]}]\n",
+            "a rate step on link sw0-cloud0, which has no bw_mbps",
+        ),
+        ("  links: [{link: edge0-sw0}, {link: sw0-edge0}]\n", "already scheduled by schedule.links[0]"),
+        ("  bogus: 1\n", "schedule.bogus: unknown key"),
+    ],
+)
 def test_bad_schedules_name_file_line_and_field(tmp_path, sched, needle):
     with pytest.raises(SpecError) as e:
         load_scenario(write(tmp_path, BASE + "schedule:\n" + sched))
@@ -97,13 +118,16 @@ def test_bad_schedules_name_file_line_and_field(tmp_path, sched, needle):
     assert needle in msg and "\n" not in msg and msg.startswith(str(tmp_path / "topo.yaml"))
 
 
-@pytest.mark.parametrize("lines,needle", [
-    (["0", "x5", "10"], "link.up:2: 'x5' is not a whole number"),
-    (["0", "10", "5"], "link.up:3: time 5 ms is before the previous line's 10 ms"),
-    (["0", "-3"], "link.up:2: negative time"),
-    (["0", "0"], "the last time must be > 0"),
-    ([], "link.up:1: empty network trace"),
-])
+@pytest.mark.parametrize(
+    "lines,needle",
+    [
+        (["0", "x5", "10"], "link.up:2: 'x5' is not a whole number"),
+        (["0", "10", "5"], "link.up:3: time 5 ms is before the previous line's 10 ms"),
+        (["0", "-3"], "link.up:2: negative time"),
+        (["0", "0"], "the last time must be > 0"),
+        ([], "link.up:1: empty network trace"),
+    ],
+)
 def test_malformed_trace_is_named_by_path_and_line(tmp_path, lines, needle):
     trace_file(tmp_path, lines)
     with pytest.raises(SpecError) as e:
@@ -126,13 +150,15 @@ def test_cli_bad_schedule_exits_2_and_writes_nothing(tmp_path):
     trace_file(tmp_path, ["0", "oops"])
     p = write(tmp_path, BASE + "schedule:\n  links: [{link: edge0-sw0, trace_fwd: link.up}]\n")
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "testbed", "sim", str(p), "--out", str(out)], capture_output=True,
-                       text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "testbed", "sim", str(p), "--out", str(out)], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "link.up:2:" in r.stderr
     assert not out.exists()
 
 
 # -- Mahimahi delivery opportunities ----------------------------------------------------------------------
+
 
 def server(times: list[int], offset_ms: int = 0) -> TraceServer:
     return TraceServer(LinkTrace("t", np.asarray(times, dtype=np.int64), offset_ms))
@@ -183,6 +209,7 @@ def test_shipped_net_trace_capacities_match_their_readme():
 
 
 # -- fault rule 1: retransmission with backoff -------------------------------------------------------------
+
 
 def test_retransmission_backs_off_until_the_path_is_up():
     down = lambda t: 1.0 <= t < 2.0  # noqa: E731

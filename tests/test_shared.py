@@ -28,25 +28,47 @@ def test_row_builders_follow_the_table_columns():
 
 
 def test_rows_from_a_request_progress_land_in_their_columns():
-    p = RequestProgress(7, prompt_tokens=30, output_tokens=20, controller=parse_window_policy("static:3").controller(30, 8),
-                        gamma_max=8)
+    p = RequestProgress(
+        7, prompt_tokens=30, output_tokens=20, controller=parse_window_policy("static:3").controller(30, 8), gamma_max=8
+    )
     p.first_token()
     r = dict(zip(tables.ROUND_COLUMNS, round_row(p, "e0", "t0", 3, 2, 1.0, 1.5, 1.6, 1.7, 1.9, 2.0, 4, 5)))
-    assert r == {"request_id": 7, "round": 0, "edge": "e0", "target": "t0", "produced": 1, "gamma": 3, "accepted": 2,
-                 "gained": 3, "draft_start_s": 1.0, "send_s": 1.5, "target_recv_s": 1.6, "batch_start_s": 1.7,
-                 "batch_end_s": 1.9, "recv_s": 2.0, "batch_size": 4, "queue_depth": 5}
+    assert r == {
+        "request_id": 7,
+        "round": 0,
+        "edge": "e0",
+        "target": "t0",
+        "produced": 1,
+        "gamma": 3,
+        "accepted": 2,
+        "gained": 3,
+        "draft_start_s": 1.0,
+        "send_s": 1.5,
+        "target_recv_s": 1.6,
+        "batch_start_s": 1.7,
+        "batch_end_s": 1.9,
+        "recv_s": 2.0,
+        "batch_size": 4,
+        "queue_depth": 5,
+    }
     p.apply(3, 2, None)
     q = dict(zip(tables.REQUEST_COLUMNS, request_row(p, "e0", "t0", 0.5, 0.6, 0.9, 3.0, "ok")))
     assert (q["tokens_out"], q["rounds"], q["drafted_tokens"], q["accepted_tokens"]) == (4, 1, 3, 2)
     assert (q["prompt_tokens"], q["output_tokens"], q["finish_s"], q["status"]) == (30, 20, 3.0, "ok")
-    df = tables.frame(tables.REQUEST_COLUMNS, [request_row(p, "e0", "t0", 0.5, 0.6, 0.9, 3.0, "ok"),
-                                               tables.unstarted_request_row(8, "e0", 1.0, 10, 5, "failed")])
+    df = tables.frame(
+        tables.REQUEST_COLUMNS,
+        [
+            request_row(p, "e0", "t0", 0.5, 0.6, 0.9, 3.0, "ok"),
+            tables.unstarted_request_row(8, "e0", 1.0, 10, 5, "failed"),
+        ],
+    )
     assert list(df["status"]) == ["ok", "failed"] and df["target"].iloc[1] == "" and df["rounds"].iloc[1] == 0
 
 
 def test_round_feedback_from_timestamps():
-    fb = RoundFeedback.of_round(4, 3, draft_start=10.0, send=10.5, batch_start=10.7, batch_end=10.8, recv=11.0,
-                                queue_depth=2)
+    fb = RoundFeedback.of_round(
+        4, 3, draft_start=10.0, send=10.5, batch_start=10.7, batch_end=10.8, recv=11.0, queue_depth=2
+    )
     assert fb == RoundFeedback(4, 3, rtt_s=0.5, verify_s=pytest.approx(0.1), queue_depth=2, draft_s=0.5)
 
 
@@ -67,8 +89,12 @@ def test_draft_slots_fifo_handover():
 
 
 def test_one_acceptance_estimator_for_specdec_and_awc_features():
-    fb = [RoundFeedback(4, 4, 0.03, 0.01, 1, 0.02), RoundFeedback(4, 1, 0.03, 0.01, 1, 0.02),
-          RoundFeedback(0, 0, 0.03, 0.01, 1, 0.0), RoundFeedback(6, 2, 0.03, 0.01, 1, 0.02)]
+    fb = [
+        RoundFeedback(4, 4, 0.03, 0.01, 1, 0.02),
+        RoundFeedback(4, 1, 0.03, 0.01, 1, 0.02),
+        RoundFeedback(0, 0, 0.03, 0.01, 1, 0.0),
+        RoundFeedback(6, 2, 0.03, 0.01, 1, 0.02),
+    ]
     est = DecayedAcceptance()
     feat = FeatureState(100, 16)
     ctl = parse_window_policy("specdec:0.7").controller(100, 16)

@@ -18,7 +18,9 @@ def spaced(n: int, prompt: int, output: int, gap: float = 1000.0) -> list[tuple[
 @pytest.mark.parametrize("gamma,alpha", [(4, 0.8), (2, 0.6), (7, 0.9)])
 def test_low_load_tpot_matches_leviathan(tmp_path, gamma, alpha):
     trace = write_native_trace(tmp_path / "t.jsonl", spaced(30, 100, 1501))
-    sc = scenario(one_edge_spec(trace, window=f"static:{gamma}", alpha=alpha, delay_ms=10, t_draft_ms=10, t_verify_ms=20))
+    sc = scenario(
+        one_edge_spec(trace, window=f"static:{gamma}", alpha=alpha, delay_ms=10, t_draft_ms=10, t_verify_ms=20)
+    )
     r = simulate(sc)
     s = r.summary
     assert s["requests_completed"] == 30
@@ -27,7 +29,7 @@ def test_low_load_tpot_matches_leviathan(tmp_path, gamma, alpha):
     assert s["tpot_ms"]["mean"] == pytest.approx(expect_ms, rel=0.02)
     # TTFT = prompt up + prefill + first token down (unshaped links: no serialisation)
     assert s["ttft_ms"]["mean"] == pytest.approx(10 + 30 + 10, rel=0.02)
-    assert s["acceptance_rate"] == pytest.approx(sum(alpha ** k for k in range(1, gamma + 1)) / gamma, rel=0.03)
+    assert s["acceptance_rate"] == pytest.approx(sum(alpha**k for k in range(1, gamma + 1)) / gamma, rel=0.03)
 
 
 def test_ttft_includes_serialisation_at_link_rate(tmp_path):
@@ -47,12 +49,17 @@ def test_autoregressive_and_fused_baselines(tmp_path):
     assert ar["mean_gamma"] is None and ar["tokens_per_round"] == pytest.approx(1.0)
     fused = simulate(scenario(one_edge_spec(trace, mode="fused", alpha=0.8))).summary
     # drafting with the cloud's draft step (1 ms), no per-round hop
-    assert fused["tpot_ms"]["mean"] == pytest.approx((4 * 0.001 + 0.020) / expected_tokens_per_round(0.8, 4) * 1e3, rel=0.02)
+    assert fused["tpot_ms"]["mean"] == pytest.approx(
+        (4 * 0.001 + 0.020) / expected_tokens_per_round(0.8, 4) * 1e3, rel=0.02
+    )
 
 
 def test_conservation_and_schema(tmp_path):
     rng = np.random.default_rng(3)
-    rows = [(float(t), int(p), int(o)) for t, p, o in zip(np.cumsum(rng.exponential(0.05, 300)), rng.integers(1, 3000, 300), rng.integers(1, 400, 300))]
+    rows = [
+        (float(t), int(p), int(o))
+        for t, p, o in zip(np.cumsum(rng.exponential(0.05, 300)), rng.integers(1, 3000, 300), rng.integers(1, 400, 300))
+    ]
     trace = write_native_trace(tmp_path / "t.jsonl", rows)
     d = one_edge_spec(trace, window="hf")
     r = simulate(scenario(d))
@@ -69,7 +76,9 @@ def test_conservation_and_schema(tmp_path):
     assert (rd["target_recv_s"] <= rd["batch_start_s"]).all() and (rd["batch_start_s"] < rd["batch_end_s"]).all()
     assert (rd["batch_end_s"] < rd["recv_s"]).all()
     # gamma never exceeds what was left
-    assert (rd["produced"] + rd["gamma"] + 1 <= rd["request_id"].map(dict(zip(req["request_id"], req["output_tokens"])))).all()
+    assert (
+        rd["produced"] + rd["gamma"] + 1 <= rd["request_id"].map(dict(zip(req["request_id"], req["output_tokens"])))
+    ).all()
 
 
 def test_deterministic_for_a_seed(tmp_path):
@@ -93,8 +102,14 @@ def test_sampling_mode_verify_carries_draft_probabilities(tmp_path):
     d = one_edge_spec(trace, bw_mbps=1.0)
     d["models"]["temperature"] = 0.7
     sampling = simulate(scenario(d)).summary
-    extra_s = (wire.wire_bytes(wire.payload_bytes("VERIFY", 4, wire.SAMPLING_TOPK))
-               - wire.wire_bytes(wire.payload_bytes("VERIFY", 4))) * 8 / 1e6
+    extra_s = (
+        (
+            wire.wire_bytes(wire.payload_bytes("VERIFY", 4, wire.SAMPLING_TOPK))
+            - wire.wire_bytes(wire.payload_bytes("VERIFY", 4))
+        )
+        * 8
+        / 1e6
+    )
     expect = extra_s / expected_tokens_per_round(0.8, 4) * 1e3
     assert sampling["tpot_ms"]["mean"] - greedy["tpot_ms"]["mean"] == pytest.approx(expect, rel=0.05)
 
@@ -117,4 +132,6 @@ def test_first_round_pays_the_draft_prefill(tmp_path):
     # without the term every round costs gamma steps (the profile default)
     del d["profiles"]["edgec"]["draft_prefill"]
     r0 = simulate(scenario(d)).rounds
-    assert ((r0["send_s"] - r0["draft_start_s"]) * 1e3).to_numpy() == pytest.approx((r0["gamma"] * 10.0).to_numpy(), abs=1e-6)
+    assert ((r0["send_s"] - r0["draft_start_s"]) * 1e3).to_numpy() == pytest.approx(
+        (r0["gamma"] * 10.0).to_numpy(), abs=1e-6
+    )

@@ -14,15 +14,20 @@ def two_target_spec(trace, routing: str, max_batch: int = 8) -> dict:
     return {
         "name": "q",
         "seed": 3,
-        "nodes": [{"name": "t0", "role": "target", "profile": "c"}, {"name": "t1", "role": "target", "profile": "c"},
-                  {"name": "sw", "role": "switch"}],
+        "nodes": [
+            {"name": "t0", "role": "target", "profile": "c"},
+            {"name": "t1", "role": "target", "profile": "c"},
+            {"name": "sw", "role": "switch"},
+        ],
         "edges": [{"prefix": "e", "count": 4, "profile": "d", "link": {"to": "sw", "delay_ms": 5}}],
         "links": [{"a": "sw", "b": "t0", "delay_ms": 1}, {"a": "sw", "b": "t1", "delay_ms": 1}],
         "workload": {"trace": str(trace), "format": "native", "duration_s": None},
         "policy": {"window": "static:4", "routing": routing, "batching": {"max_batch_reqs": max_batch}},
         "models": {"acceptance": {"alpha": 0.7}},
-        "profiles": {"d": {"draft_step": {"base_ms": 5}},
-                     "c": {"prefill": {"base_ms": 20, "per_token_ms": 0.05}, "verify": {"base_ms": 15, "per_req_ms": 1.0}}},
+        "profiles": {
+            "d": {"draft_step": {"base_ms": 5}},
+            "c": {"prefill": {"base_ms": 20, "per_token_ms": 0.05}, "verify": {"base_ms": 15, "per_req_ms": 1.0}},
+        },
     }
 
 

@@ -20,7 +20,9 @@ def steady(n: int, gap: float, prompt: int = 100, output: int = 200) -> list[tup
 def test_delay_step_changes_the_round_trip_exactly_at_the_step(tmp_path):
     trace = write_native_trace(tmp_path / "t.jsonl", steady(20, 0.5))
     d = one_edge_spec(trace, delay_ms=10)
-    d["schedule"] = {"links": [{"link": "edge0-cloud0", "steps": [{"at_s": 5.0, "delay_ms": 30}, {"at_s": 8.0, "delay_ms": 2}]}]}
+    d["schedule"] = {
+        "links": [{"link": "edge0-cloud0", "steps": [{"at_s": 5.0, "delay_ms": 30}, {"at_s": 8.0, "delay_ms": 2}]}]
+    }
     r = simulate(scenario(d))
     rd = r.rounds
     up = rd.target_recv_s - rd.send_s
@@ -76,16 +78,25 @@ def test_outage_holds_messages_until_a_retransmission_after_the_link_is_back(tmp
 
 def _two_targets(trace, **run):
     return {
-        "name": "crash", "seed": 3,
-        "nodes": [{"name": "edge0", "role": "draft", "profile": "edgec"}, {"name": "sw0", "role": "switch"},
-                  {"name": "cloud0", "role": "target", "profile": "cloudc"},
-                  {"name": "cloud1", "role": "target", "profile": "cloudc"}],
-        "links": [{"a": "edge0", "b": "sw0", "delay_ms": 5}, {"a": "sw0", "b": "cloud0", "delay_ms": 1},
-                  {"a": "sw0", "b": "cloud1", "delay_ms": 1}],
+        "name": "crash",
+        "seed": 3,
+        "nodes": [
+            {"name": "edge0", "role": "draft", "profile": "edgec"},
+            {"name": "sw0", "role": "switch"},
+            {"name": "cloud0", "role": "target", "profile": "cloudc"},
+            {"name": "cloud1", "role": "target", "profile": "cloudc"},
+        ],
+        "links": [
+            {"a": "edge0", "b": "sw0", "delay_ms": 5},
+            {"a": "sw0", "b": "cloud0", "delay_ms": 1},
+            {"a": "sw0", "b": "cloud1", "delay_ms": 1},
+        ],
         "workload": {"trace": str(trace), "format": "native", "duration_s": None},
         "policy": {"window": "static:4", "routing": "round_robin"},
-        "profiles": {"edgec": {"draft_step": {"base_ms": 5.0}},
-                     "cloudc": {"prefill": {"base_ms": 20.0}, "verify": {"base_ms": 10.0}}},
+        "profiles": {
+            "edgec": {"draft_step": {"base_ms": 5.0}},
+            "cloudc": {"prefill": {"base_ms": 20.0}, "verify": {"base_ms": 10.0}},
+        },
         "run": {"peer_timeout_s": 0.5, "request_timeout_s": 5, **run},
     }
 
@@ -177,14 +188,21 @@ def test_timeline_figure_of_a_scheduled_run(tmp_path):
     import yaml
 
     d = one_edge_spec(trace, delay_ms=5)
-    d["schedule"] = {"links": [{"link": "edge0-cloud0", "trace_rev": str(tmp_path / "every5.up"),
-                                "steps": [{"at_s": 2, "delay_ms": 20}]}],
-                     "events": [{"at_s": 3, "kind": "link_down", "link": "edge0-cloud0", "until_s": 3.5}]}
+    d["schedule"] = {
+        "links": [
+            {"link": "edge0-cloud0", "trace_rev": str(tmp_path / "every5.up"), "steps": [{"at_s": 2, "delay_ms": 20}]}
+        ],
+        "events": [{"at_s": 3, "kind": "link_down", "link": "edge0-cloud0", "until_s": 3.5}],
+    }
     topo.write_text(yaml.safe_dump(d))
     out = tmp_path / "run"
     root = Path(__file__).resolve().parent.parent
-    r = subprocess.run([sys.executable, "-m", "testbed", "sim", str(topo), "--out", str(out), "--quiet"], cwd=root,
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "testbed", "sim", str(topo), "--out", str(out), "--quiet"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     ev = __import__("pandas").read_parquet(out / "sim" / "events.parquet")
     assert list(ev.kind) == ["link_params", "link_down", "link_up"]
@@ -193,6 +211,10 @@ def test_timeline_figure_of_a_scheduled_run(tmp_path):
     plain = tmp_path / "plain"
     d.pop("schedule")
     topo.write_text(yaml.safe_dump(d))
-    subprocess.run([sys.executable, "-m", "testbed", "sim", str(topo), "--out", str(plain), "--quiet"], cwd=root, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "testbed", "sim", str(topo), "--out", str(plain), "--quiet"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     assert "schedule" not in render_all([("sim", load_side(plain / "sim", "sim"))])

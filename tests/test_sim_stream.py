@@ -33,12 +33,15 @@ def assert_close(a, b, path="summary"):
         assert a == b, (path, a, b)
 
 
-@pytest.mark.parametrize("topology, extra", [
-    ("star-4edge", []),
-    ("star-4edge", ["run.mode=fused", "models.temperature=0.8"]),
-    ("two-tier", ["policy.window=hf", "policy.routing=round_robin"]),
-    ("verifier-restart", []),
-])
+@pytest.mark.parametrize(
+    "topology, extra",
+    [
+        ("star-4edge", []),
+        ("star-4edge", ["run.mode=fused", "models.temperature=0.8"]),
+        ("two-tier", ["policy.window=hf", "policy.routing=round_robin"]),
+        ("verifier-restart", []),
+    ],
+)
 def test_streamed_tables_equal_the_in_memory_run(topology, extra, tmp_path, monkeypatch):
     sc = load_scenario(ROOT / f"topologies/{topology}.yaml", SYNTH + extra)
     mem = simulate(sc)
@@ -63,6 +66,7 @@ def _counting(write, log):
         if rows:
             log.append(self.path.name)
         return write(self, rows)
+
     return counted
 
 

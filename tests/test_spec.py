@@ -18,10 +18,16 @@ def skip_without_net_traces(path: Path) -> None:
     """Topologies on capacity traces need the Mahimahi files, which are not part of the repository."""
     from traces.nettrace import net_trace_dirs
 
-    names = [ln.split(":", 1)[1].strip() for ln in path.read_text().splitlines() if ln.strip().startswith(("trace_fwd:", "trace_rev:"))]
+    names = [
+        ln.split(":", 1)[1].strip()
+        for ln in path.read_text().splitlines()
+        if ln.strip().startswith(("trace_fwd:", "trace_rev:"))
+    ]
     missing = [n for n in names if not any((d / n).is_file() for d in net_trace_dirs())]
     if missing:
         pytest.skip(f"network traces not on this machine: {', '.join(missing)} (see ../shared/net-traces)")
+
+
 SHIPPED = sorted((ROOT / "topologies").glob("*.yaml"))
 
 
@@ -41,8 +47,16 @@ def test_shipped_topologies_resolve_and_round_trip(path, tmp_path):
 
 def test_required_topologies_are_shipped():
     names = {p.stem for p in SHIPPED}
-    assert {"star-4edge", "star-16edge", "two-tier", "hetero-edge", "multi-cloud", "cellular-edge", "flaky-wan",
-            "verifier-restart"} <= names
+    assert {
+        "star-4edge",
+        "star-16edge",
+        "two-tier",
+        "hetero-edge",
+        "multi-cloud",
+        "cellular-edge",
+        "flaky-wan",
+        "verifier-restart",
+    } <= names
 
 
 def test_two_tier_paths_cross_the_wan():
@@ -71,19 +85,34 @@ def write(tmp_path, text):
     return p
 
 
-@pytest.mark.parametrize("text,needle", [
-    (BASE + "bogus: 1\n", "topo.yaml:11: bogus: unknown key"),
-    (BASE.replace("delay_ms: 5", "delay_ms: -5"), "topo.yaml:8: edges[0].link.delay_ms: Input should be greater than or equal to 0"),
-    (BASE.replace("{a: sw0, b: cloud0", "{a: sw9, b: cloud0"), "links[0].a: link to unknown node 'sw9'"),
-    (BASE.replace("role: target}", "role: targett}"), "nodes[0].role"),
-    (BASE + "  - {a: edge0, b: cloud0}\n  - {a: edge0, b: cloud0, delay_ms: 3}\n", "second link between 'edge0' and 'cloud0'"),
-    (BASE + "workload: {rate_scale: 0}\n", "workload.rate_scale: Input should be greater than 0"),
-    (BASE + "policy: {window: static:0}\n", "policy.window: unknown window policy 'static:0'"),
-    (BASE.replace("count: 2", "count: 2\n    profile: nosuch"), "edges[0].profile: unknown compute profile 'nosuch'"),
-    ("name: t\nnodes: [{name: cloud0, role: target}, {name: edge0, role: draft}]\n", "nodes[1]: draft 'edge0' has no link"),
-    ("- just a list\n", "must be a YAML mapping"),
-    ("name: [unclosed\n", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        (BASE + "bogus: 1\n", "topo.yaml:11: bogus: unknown key"),
+        (
+            BASE.replace("delay_ms: 5", "delay_ms: -5"),
+            "topo.yaml:8: edges[0].link.delay_ms: Input should be greater than or equal to 0",
+        ),
+        (BASE.replace("{a: sw0, b: cloud0", "{a: sw9, b: cloud0"), "links[0].a: link to unknown node 'sw9'"),
+        (BASE.replace("role: target}", "role: targett}"), "nodes[0].role"),
+        (
+            BASE + "  - {a: edge0, b: cloud0}\n  - {a: edge0, b: cloud0, delay_ms: 3}\n",
+            "second link between 'edge0' and 'cloud0'",
+        ),
+        (BASE + "workload: {rate_scale: 0}\n", "workload.rate_scale: Input should be greater than 0"),
+        (BASE + "policy: {window: static:0}\n", "policy.window: unknown window policy 'static:0'"),
+        (
+            BASE.replace("count: 2", "count: 2\n    profile: nosuch"),
+            "edges[0].profile: unknown compute profile 'nosuch'",
+        ),
+        (
+            "name: t\nnodes: [{name: cloud0, role: target}, {name: edge0, role: draft}]\n",
+            "nodes[1]: draft 'edge0' has no link",
+        ),
+        ("- just a list\n", "must be a YAML mapping"),
+        ("name: [unclosed\n", "invalid YAML"),
+    ],
+)
 def test_bad_specs_name_file_line_and_field(tmp_path, text, needle):
     with pytest.raises(SpecError) as e:
         load_scenario(write(tmp_path, text))
@@ -115,7 +144,9 @@ def test_set_overrides(tmp_path):
 def test_cli_bad_spec_exits_2_and_writes_nothing(tmp_path):
     p = write(tmp_path, BASE + "bogus: 1\n")
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "testbed", "sim", str(p), "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "testbed", "sim", str(p), "--out", str(out)], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "bogus: unknown key" in r.stderr
     assert not out.exists()
@@ -127,8 +158,9 @@ def test_binary_topology_file_is_a_one_line_error(tmp_path):
     with pytest.raises(SpecError, match=r"topo.yaml:3: not a text file"):
         load_scenario(p)
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "testbed", "sim", str(p), "--out", str(out)], capture_output=True, text=True,
-                       cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "testbed", "sim", str(p), "--out", str(out)], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "not a text file" in r.stderr and "Traceback" not in r.stderr
     assert not out.exists()

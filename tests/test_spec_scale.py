@@ -45,8 +45,13 @@ def random_topology(seed: int) -> dict:
     edges = []
     for g in range(rng.randint(1, 4)):
         to = f"cloud{rng.randrange(n_t)}" if rng.random() < 0.2 else f"sw{rng.randrange(n_sw)}"
-        edges.append({"prefix": f"g{g}e", "count": rng.randint(1, 12),
-                      "link": {"to": to, "bw_mbps": 100, "delay_ms": rng.choice([1, 10])}})
+        edges.append(
+            {
+                "prefix": f"g{g}e",
+                "count": rng.randint(1, 12),
+                "link": {"to": to, "bw_mbps": 100, "delay_ms": rng.choice([1, 10])},
+            }
+        )
     return {"name": f"random{seed}", "seed": seed, "nodes": nodes, "edges": edges, "links": links}
 
 

@@ -52,26 +52,34 @@ def test_azure(tmp_path: Path) -> None:
 
 
 def test_azure_timestamp_variants_and_unsorted(tmp_path: Path) -> None:
-    path = write(tmp_path, "a.csv", [
-        "TIMESTAMP,ContextTokens,GeneratedTokens",
-        "2024-05-10 00:00:01.500000,10,1",       # 6 digits
-        "2024-05-10 00:00:00,20,2",               # no fraction, earlier: sorted first
-        "2024-05-10T00:00:02.25Z,30,3",           # ISO T and Z
-        "2024-05-10 02:00:03.1234567+02:00,40,4",  # zone: = 00:00:03.1234567 UTC
-    ])
+    path = write(
+        tmp_path,
+        "a.csv",
+        [
+            "TIMESTAMP,ContextTokens,GeneratedTokens",
+            "2024-05-10 00:00:01.500000,10,1",  # 6 digits
+            "2024-05-10 00:00:00,20,2",  # no fraction, earlier: sorted first
+            "2024-05-10T00:00:02.25Z,30,3",  # ISO T and Z
+            "2024-05-10 02:00:03.1234567+02:00,40,4",  # zone: = 00:00:03.1234567 UTC
+        ],
+    )
     tr = load_trace(path)
     np.testing.assert_allclose(tr.arrival_s, [0.0, 1.5, 2.25, 3.1234567], atol=1e-6)
     assert tr.prompt_tokens.tolist() == [20, 10, 30, 40]
 
 
 def test_burstgpt_excludes_failed(tmp_path: Path) -> None:
-    path = write(tmp_path, "b.csv", [
-        BURST_HEADER,
-        "5,ChatGPT,472,18,490,Conversation log",
-        "6,GPT-4,1000,0,1000,Conversation log",  # failed
-        "7,ChatGPT,0,0,0,API log",               # failed, no prompt counted
-        "9,GPT-4,800,200,1000,API log",
-    ])
+    path = write(
+        tmp_path,
+        "b.csv",
+        [
+            BURST_HEADER,
+            "5,ChatGPT,472,18,490,Conversation log",
+            "6,GPT-4,1000,0,1000,Conversation log",  # failed
+            "7,ChatGPT,0,0,0,API log",  # failed, no prompt counted
+            "9,GPT-4,800,200,1000,API log",
+        ],
+    )
     tr = load_trace(path)
     assert len(tr) == 2 and tr.excluded_rows == 2 and tr.skipped_rows == 0
     assert tr.arrival_s.tolist() == [0.0, 4.0]
@@ -82,20 +90,33 @@ def test_burstgpt_excludes_failed(tmp_path: Path) -> None:
 
 
 def test_mooncake(tmp_path: Path) -> None:
-    path = write(tmp_path, "m.jsonl", jsonl([
-        {"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [0, 1, 2]},
-        {"timestamp": 3052, "input_length": 6472, "output_length": 26, "hash_ids": [3]},
-    ]) + [""])
+    path = write(
+        tmp_path,
+        "m.jsonl",
+        jsonl(
+            [
+                {"timestamp": 0, "input_length": 6955, "output_length": 52, "hash_ids": [0, 1, 2]},
+                {"timestamp": 3052, "input_length": 6472, "output_length": 26, "hash_ids": [3]},
+            ]
+        )
+        + [""],
+    )
     tr = load_trace(path)
     assert tr.arrival_s.tolist() == [0.0, 3.052] and tr.prompt_tokens.tolist() == [6955, 6472]
     assert tr.output_tokens.tolist() == [52, 26] and tr.field is None
 
 
 def test_native(tmp_path: Path) -> None:
-    path = write(tmp_path, "n.jsonl", jsonl([
-        {"t": 10.0, "prompt_tokens": 5, "output_tokens": 7, "id": "a", "field": "chat"},
-        {"t": 10.5, "prompt_tokens": 6, "output_tokens": 8, "id": "b", "field": "code"},
-    ]))
+    path = write(
+        tmp_path,
+        "n.jsonl",
+        jsonl(
+            [
+                {"t": 10.0, "prompt_tokens": 5, "output_tokens": 7, "id": "a", "field": "chat"},
+                {"t": 10.5, "prompt_tokens": 6, "output_tokens": 8, "id": "b", "field": "code"},
+            ]
+        ),
+    )
     tr = load_trace(path)
     assert tr.arrival_s.tolist() == [0.0, 0.5] and tr.field.tolist() == ["chat", "code"]
     no_field = write(tmp_path, "n2.jsonl", jsonl([{"t": 1, "prompt_tokens": 5, "output_tokens": 7}]))
@@ -115,26 +136,80 @@ def test_auto_rejects_unknown(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "lines", "fmt", "expected"),
     [
-        ("a.csv", AZURE_ROWS[:2] + ["2023-11-16 18:15:47.0,abc,3"] + AZURE_ROWS[2:], "auto",
-         ":3: column 'ContextTokens': 'abc' is not an integer"),
-        ("a.csv", AZURE_ROWS + ["2023-11-16 18:15:52.0,5,0"], "azure",
-         ":6: column 'GeneratedTokens': '0' is not a positive integer"),
+        (
+            "a.csv",
+            AZURE_ROWS[:2] + ["2023-11-16 18:15:47.0,abc,3"] + AZURE_ROWS[2:],
+            "auto",
+            ":3: column 'ContextTokens': 'abc' is not an integer",
+        ),
+        (
+            "a.csv",
+            AZURE_ROWS + ["2023-11-16 18:15:52.0,5,0"],
+            "azure",
+            ":6: column 'GeneratedTokens': '0' is not a positive integer",
+        ),
         ("a.csv", AZURE_ROWS + ["not-a-time,5,3"], "auto", ":6: column 'TIMESTAMP': 'not-a-time' is not a date-time"),
         ("a.csv", AZURE_ROWS + ["2023-11-16 18:15:52.0,5"], "auto", ":6: column 'GeneratedTokens': missing value"),
         ("a.csv", AZURE_ROWS + ["2023-11-16 18:15:52.0,5,3,9"], "auto", ":6: expected 3 fields, saw 4"),
-        ("b.csv", [BURST_HEADER, "1,ChatGPT,5,5,10,API log", "2,ChatGPT,5,-3,2,API log"], "auto",
-         ":3: column 'Response tokens': '-3' is not an integer >= 0"),
-        ("b.csv", [BURST_HEADER, "1,ChatGPT,0,5,5,API log"], "auto",
-         ":2: column 'Request tokens': '0' is not a positive integer"),
-        ("m.jsonl", jsonl([{"timestamp": 0, "input_length": 5, "output_length": 5}, {"timestamp": 1, "input_length": "x", "output_length": 5}]),
-         "auto", ":2: column 'input_length': 'x' is not an integer"),
-        ("m.jsonl", jsonl([{"timestamp": 0, "input_length": 5, "output_length": 5}]) + ["", "{bad"], "mooncake", ":3: invalid JSON"),
-        ("n.jsonl", jsonl([{"t": 0, "prompt_tokens": 5, "output_tokens": 5}, {"t": 1, "prompt_tokens": 2.5, "output_tokens": 5}]),
-         "auto", ":2: column 'prompt_tokens': '2.5' is not an integer"),
-        ("n.jsonl", jsonl([{"t": 0, "prompt_tokens": 5, "output_tokens": 5, "field": "x"}, {"t": 1, "prompt_tokens": 2, "output_tokens": 5}]),
-         "native", ":2: column 'field': missing value"),
-        ("n.jsonl", jsonl([{"t": 0, "prompt_tokens": 5, "output_tokens": 5}, {"t": "soon", "prompt_tokens": 2, "output_tokens": 5}]),
-         "native", ":2: column 't': 'soon' is not a number"),
+        (
+            "b.csv",
+            [BURST_HEADER, "1,ChatGPT,5,5,10,API log", "2,ChatGPT,5,-3,2,API log"],
+            "auto",
+            ":3: column 'Response tokens': '-3' is not an integer >= 0",
+        ),
+        (
+            "b.csv",
+            [BURST_HEADER, "1,ChatGPT,0,5,5,API log"],
+            "auto",
+            ":2: column 'Request tokens': '0' is not a positive integer",
+        ),
+        (
+            "m.jsonl",
+            jsonl(
+                [
+                    {"timestamp": 0, "input_length": 5, "output_length": 5},
+                    {"timestamp": 1, "input_length": "x", "output_length": 5},
+                ]
+            ),
+            "auto",
+            ":2: column 'input_length': 'x' is not an integer",
+        ),
+        (
+            "m.jsonl",
+            jsonl([{"timestamp": 0, "input_length": 5, "output_length": 5}]) + ["", "{bad"],
+            "mooncake",
+            ":3: invalid JSON",
+        ),
+        (
+            "n.jsonl",
+            jsonl(
+                [{"t": 0, "prompt_tokens": 5, "output_tokens": 5}, {"t": 1, "prompt_tokens": 2.5, "output_tokens": 5}]
+            ),
+            "auto",
+            ":2: column 'prompt_tokens': '2.5' is not an integer",
+        ),
+        (
+            "n.jsonl",
+            jsonl(
+                [
+                    {"t": 0, "prompt_tokens": 5, "output_tokens": 5, "field": "x"},
+                    {"t": 1, "prompt_tokens": 2, "output_tokens": 5},
+                ]
+            ),
+            "native",
+            ":2: column 'field': missing value",
+        ),
+        (
+            "n.jsonl",
+            jsonl(
+                [
+                    {"t": 0, "prompt_tokens": 5, "output_tokens": 5},
+                    {"t": "soon", "prompt_tokens": 2, "output_tokens": 5},
+                ]
+            ),
+            "native",
+            ":2: column 't': 'soon' is not a number",
+        ),
     ],
 )
 def test_line_numbered_errors(tmp_path: Path, name: str, lines: list[str], fmt: str, expected: str) -> None:
@@ -152,13 +227,32 @@ def test_first_bad_line_is_reported(tmp_path: Path) -> None:
 
 
 def test_skip_bad_rows(tmp_path: Path) -> None:
-    path = write(tmp_path, "a.csv", AZURE_ROWS[:2] + ["2023-11-16 18:15:47.0,abc,3", "", "bad,1,1"] + AZURE_ROWS[2:] + ["2023-11-16 18:15:52.0,5,3,9"])
+    path = write(
+        tmp_path,
+        "a.csv",
+        AZURE_ROWS[:2]
+        + ["2023-11-16 18:15:47.0,abc,3", "", "bad,1,1"]
+        + AZURE_ROWS[2:]
+        + ["2023-11-16 18:15:52.0,5,3,9"],
+    )
     tr = load_trace(path, skip_bad_rows=True)
     assert len(tr) == 4 and tr.skipped_rows == 3
-    m = write(tmp_path, "m.jsonl", jsonl([{"timestamp": 0, "input_length": 5, "output_length": 5}, {"timestamp": 1, "input_length": 0, "output_length": 5}]) + ["[1]", "{"])
+    m = write(
+        tmp_path,
+        "m.jsonl",
+        jsonl(
+            [
+                {"timestamp": 0, "input_length": 5, "output_length": 5},
+                {"timestamp": 1, "input_length": 0, "output_length": 5},
+            ]
+        )
+        + ["[1]", "{"],
+    )
     tr = load_trace(m, skip_bad_rows=True)
     assert len(tr) == 1 and tr.skipped_rows == 3
-    b = write(tmp_path, "b.csv", [BURST_HEADER, "1,ChatGPT,5,5,10,API log", "2,,5,5,10,API log", "3,GPT-4,5,0,5,API log"])
+    b = write(
+        tmp_path, "b.csv", [BURST_HEADER, "1,ChatGPT,5,5,10,API log", "2,,5,5,10,API log", "3,GPT-4,5,0,5,API log"]
+    )
     tr = load_trace(b, skip_bad_rows=True)
     assert (len(tr), tr.skipped_rows, tr.excluded_rows) == (1, 1, 1)
 
@@ -195,7 +289,9 @@ def test_find_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def native_file(tmp_path: Path, times: list[float]) -> str:
-    return write(tmp_path, "w.jsonl", jsonl([{"t": t, "prompt_tokens": 1 + i, "output_tokens": 1} for i, t in enumerate(times)]))
+    return write(
+        tmp_path, "w.jsonl", jsonl([{"t": t, "prompt_tokens": 1 + i, "output_tokens": 1} for i, t in enumerate(times)])
+    )
 
 
 def test_window_and_scales(tmp_path: Path) -> None:
@@ -227,7 +323,9 @@ def test_unsorted_rows_are_sorted_stably(tmp_path: Path) -> None:
 
 def test_synthetic_deterministic_and_means() -> None:
     a = generate_synthetic(n_requests=20000, rate_rps=10.0, prompt_mean=1000, output_mean=200, seed=7)
-    b = load_trace(None, "synthetic", synthetic=dict(n_requests=20000, rate_rps=10.0, prompt_mean=1000, output_mean=200), seed=7)
+    b = load_trace(
+        None, "synthetic", synthetic=dict(n_requests=20000, rate_rps=10.0, prompt_mean=1000, output_mean=200), seed=7
+    )
     c = generate_synthetic(n_requests=20000, rate_rps=10.0, prompt_mean=1000, output_mean=200, seed=8)
     assert np.array_equal(a.arrival_s, b.arrival_s) and np.array_equal(a.prompt_tokens, b.prompt_tokens)
     assert not np.array_equal(a.prompt_tokens, c.prompt_tokens)
@@ -235,9 +333,18 @@ def test_synthetic_deterministic_and_means() -> None:
     assert np.all(np.diff(a.arrival_s) >= 0) and a.prompt_tokens.min() >= 1 and a.output_tokens.min() >= 1
     assert abs(len(a) / a.arrival_s[-1] - 10.0) < 0.5
     assert abs(a.prompt_tokens.mean() / 1000 - 1) < 0.05 and abs(a.output_tokens.mean() / 200 - 1) < 0.05
-    u = generate_synthetic(n_requests=5, rate_rps=4.0, prompt_mean=10, output_mean=10, arrival="uniform", prompt_sigma=0.0)
+    u = generate_synthetic(
+        n_requests=5, rate_rps=4.0, prompt_mean=10, output_mean=10, arrival="uniform", prompt_sigma=0.0
+    )
     assert u.arrival_s.tolist() == [0.0, 0.25, 0.5, 0.75, 1.0] and u.prompt_tokens.tolist() == [10] * 5
-    w = load_trace(None, "synthetic", synthetic=dict(n_requests=10, rate_rps=1.0, prompt_mean=5, output_mean=5, arrival="uniform"), start_s=2, max_requests=3, rate_scale=2)
+    w = load_trace(
+        None,
+        "synthetic",
+        synthetic=dict(n_requests=10, rate_rps=1.0, prompt_mean=5, output_mean=5, arrival="uniform"),
+        start_s=2,
+        max_requests=3,
+        rate_scale=2,
+    )
     assert w.arrival_s.tolist() == [0.0, 0.5, 1.0]
 
 
@@ -245,7 +352,9 @@ def test_synthetic_errors() -> None:
     with pytest.raises(TraceError, match=r"^synthetic: .*rate_rps must be > 0"):
         generate_synthetic(n_requests=5, rate_rps=0.0, prompt_mean=10, output_mean=10)
     with pytest.raises(TraceError, match=r"^synthetic: unknown parameter\(s\) bogus"):
-        load_trace(None, "synthetic", synthetic=dict(n_requests=5, rate_rps=1.0, prompt_mean=10, output_mean=10, bogus=1))
+        load_trace(
+            None, "synthetic", synthetic=dict(n_requests=5, rate_rps=1.0, prompt_mean=10, output_mean=10, bogus=1)
+        )
     with pytest.raises(TraceError, match=r"^synthetic: missing parameter\(s\) output_mean"):
         load_trace(None, "synthetic", synthetic=dict(n_requests=5, rate_rps=1.0, prompt_mean=10))
 
@@ -271,7 +380,11 @@ def test_assign_edges_modes(tmp_path: Path) -> None:
         assign_edges(tr, 0)
 
     labels = ["a", "b", "c", "a", "d", "b", "a", "e"]
-    path = write(tmp_path, "f.jsonl", jsonl([{"t": i, "prompt_tokens": 1, "output_tokens": 1, "field": f} for i, f in enumerate(labels)]))
+    path = write(
+        tmp_path,
+        "f.jsonl",
+        jsonl([{"t": i, "prompt_tokens": 1, "output_tokens": 1, "field": f} for i, f in enumerate(labels)]),
+    )
     ft = load_trace(path)
     edges = assign_edges(ft, 3, "by_field")
     for label in set(labels):

@@ -28,8 +28,11 @@ def test_placement_errors(tmp_path):
     sc = load_scenario(STAR, ["edges.0.count=2"])
     assert crossing_links(sc, frozenset({"cloud0"})) == [(2, "sw0")]
     assert [sw for _, sw in crossing_links(sc, frozenset({"cloud0", "edge1"}))] == ["sw0", "sw0"]
-    for bad, what in (({"nope"}, "not nodes"), ({n.name for n in sc.nodes}, "not all"),
-                      ({"sw0"}, "no switch on the first host's side")):
+    for bad, what in (
+        ({"nope"}, "not nodes"),
+        ({n.name for n in sc.nodes}, "not all"),
+        ({"sw0"}, "no switch on the first host's side"),
+    ):
         with pytest.raises(InputError, match=what):
             crossing_links(sc, frozenset(bad))
     pair = scenario(one_edge_spec(write_native_trace(tmp_path / "t.jsonl", [(0.0, 10, 5)])))
@@ -65,10 +68,14 @@ def test_two_hosts_through_the_tunnel():
         net.build()
         ns_b = net.split.namespaces[1]
         tun = net.split.tunnels[0]
-        master = subprocess.run(["ip", "-o", "link", "show", tun["port"]], capture_output=True, text=True, check=False).stdout
+        master = subprocess.run(
+            ["ip", "-o", "link", "show", tun["port"]], capture_output=True, text=True, check=False
+        ).stdout
         assert f"master {tun['second_host_bridge']}" in master  # cloud0's switch port is on the second host
         res = measure_rtts(net, {"edge0": ["cloud0"]}, count=40, interval=0.01)[("edge0", "cloud0")]
-        stats = subprocess.run(["ip", "-n", ns_b, "-s", "-j", "link", "show", "vx0"], capture_output=True, text=True, check=False)
+        stats = subprocess.run(
+            ["ip", "-n", ns_b, "-s", "-j", "link", "show", "vx0"], capture_output=True, text=True, check=False
+        )
         rx = json.loads(stats.stdout)[0]["stats64"]["rx"]["packets"]
         assert rx >= 40  # the pings (and their ARP) crossed the tunnel
         exp = expected_path(net, "edge0", "cloud0")["rtt_ms"]

@@ -35,7 +35,7 @@ def test_errors_are_returned_not_lost():
     try:
         w.submit("x", lambda: 1 / 0)
         select.select([w.fd], [], [], 5)
-        (tag, res, err), = w.done()
+        ((tag, res, err),) = w.done()
         assert tag == "x" and res is None and isinstance(err, ZeroDivisionError)
     finally:
         w.close()

@@ -19,7 +19,10 @@ def parse(path: str, skip_bad_rows: bool) -> ParsedRows:
     response = check.int_col(df["Response tokens"], "Response tokens", min_value=0)
     failed = response == 0
     # A failed request may report 0 request tokens; a served one must have a prompt.
-    check.flag((request == 0) & ~failed, lambda i: f"column 'Request tokens': {df['Request tokens'].iloc[i]!r} is not a positive integer")
+    check.flag(
+        (request == 0) & ~failed,
+        lambda i: f"column 'Request tokens': {df['Request tokens'].iloc[i]!r} is not a positive integer",
+    )
     good, skipped = check.finish(skip_bad_rows)
     served = good & ~failed
     return ParsedRows(

@@ -57,7 +57,11 @@ class Window:
             problems.append(f"start_s must be >= 0, got {self.start_s!r}")
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             problems.append(f"duration_s must be > 0, got {self.duration_s!r}")
-        if self.max_requests is not None and (isinstance(self.max_requests, bool) or not isinstance(self.max_requests, (int, np.integer)) or self.max_requests < 1):
+        if self.max_requests is not None and (
+            isinstance(self.max_requests, bool)
+            or not isinstance(self.max_requests, (int, np.integer))
+            or self.max_requests < 1
+        ):
             problems.append(f"max_requests must be an integer >= 1, got {self.max_requests!r}")
         for name in ("time_scale", "rate_scale"):
             value = getattr(self, name)
@@ -89,8 +93,7 @@ def build_trace(rows: ParsedRows, source: str, window: Window) -> Trace:
         hi = min(hi, lo + int(window.max_requests))
     if hi <= lo:
         raise TraceError(
-            f"{source}: no requests in {window.describe()}; the trace spans {float(rel[-1]):g} s "
-            f"with {n_rows} requests"
+            f"{source}: no requests in {window.describe()}; the trace spans {float(rel[-1]):g} s with {n_rows} requests"
         )
     idx = order[lo:hi]
     kept = rel[lo:hi]
@@ -130,8 +133,13 @@ def tile_trace(trace: Trace, period_s: float, span_s: float) -> Trace:
     def rep(a: np.ndarray) -> np.ndarray:
         return np.tile(a, reps)[:keep]
 
-    return Trace(source=f"{trace.source} (tiled every {period_s:g} s to {span_s:g} s)",
-                 request_id=np.arange(keep, dtype=np.int64), arrival_s=arrival[:keep],
-                 prompt_tokens=rep(trace.prompt_tokens), output_tokens=rep(trace.output_tokens),
-                 field=None if trace.field is None else rep(trace.field),
-                 skipped_rows=trace.skipped_rows, excluded_rows=trace.excluded_rows)
+    return Trace(
+        source=f"{trace.source} (tiled every {period_s:g} s to {span_s:g} s)",
+        request_id=np.arange(keep, dtype=np.int64),
+        arrival_s=arrival[:keep],
+        prompt_tokens=rep(trace.prompt_tokens),
+        output_tokens=rep(trace.output_tokens),
+        field=None if trace.field is None else rep(trace.field),
+        skipped_rows=trace.skipped_rows,
+        excluded_rows=trace.excluded_rows,
+    )

@@ -1,4 +1,5 @@
-"""Parser of the project's native JSONL: ``{"t": s, "prompt_tokens": n, "output_tokens": m, "id"?: .., "field"?: ".."}``."""
+"""Parser of the project's native JSONL, one object per line:
+``{"t": s, "prompt_tokens": n, "output_tokens": m, "id"?: .., "field"?: ".."}``."""
 
 from __future__ import annotations
 

@@ -19,8 +19,10 @@ from .locate import project_root
 
 ENV_VAR = "DSD_NET_TRACES_DIR"
 OPPORTUNITY_BYTES = 1500  # bytes one delivery opportunity may carry (Mahimahi: one MTU-sized packet)
-DOWNLOAD_HINT = ("get the cellular traces from the traces/ folder of the Mahimahi repository "
-                 f"(https://github.com/ravinet/mahimahi) and set {ENV_VAR} to the folder holding them")
+DOWNLOAD_HINT = (
+    "get the cellular traces from the traces/ folder of the Mahimahi repository "
+    f"(https://github.com/ravinet/mahimahi) and set {ENV_VAR} to the folder holding them"
+)
 
 
 def net_trace_dirs() -> list[Path]:
@@ -59,8 +61,9 @@ def load_mahimahi(path: str | os.PathLike[str]) -> np.ndarray:
         try:
             t = int(s)
         except ValueError:
-            raise TraceError(f"{path}:{i}: {s[:40]!r} is not a whole number of milliseconds (Mahimahi trace: one "
-                             "integer per line)") from None
+            raise TraceError(
+                f"{path}:{i}: {s[:40]!r} is not a whole number of milliseconds (Mahimahi trace: one integer per line)"
+            ) from None
         if t < 0:
             raise TraceError(f"{path}:{i}: negative time {t} ms")
         if t < prev:

@@ -38,7 +38,10 @@ def synthetic_rows(
         problems.append(f"rate_rps must be > 0, got {rate_rps!r}")
     if arrival not in ARRIVALS:
         problems.append(f"arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
-    for name, mean, sigma, cap in (("prompt", prompt_mean, prompt_sigma, prompt_max), ("output", output_mean, output_sigma, output_max)):
+    for name, mean, sigma, cap in (
+        ("prompt", prompt_mean, prompt_sigma, prompt_max),
+        ("output", output_mean, output_sigma, output_max),
+    ):
         if not (math.isfinite(mean) and mean >= 1):
             problems.append(f"{name}_mean must be >= 1, got {mean!r}")
         if not (math.isfinite(sigma) and sigma >= 0):
@@ -57,7 +60,9 @@ def synthetic_rows(
     t = np.concatenate(([0.0], np.cumsum(gaps)))
     prompt = _lognormal_tokens(rng, n, prompt_mean, prompt_sigma, prompt_max)
     output = _lognormal_tokens(rng, n, output_mean, output_sigma, output_max)
-    rows = ParsedRows(t_s=t, t0_s=0.0, prompt_tokens=prompt, output_tokens=output, field=None, skipped_rows=0, excluded_rows=0)
+    rows = ParsedRows(
+        t_s=t, t0_s=0.0, prompt_tokens=prompt, output_tokens=output, field=None, skipped_rows=0, excluded_rows=0
+    )
     return rows, source
 
 
@@ -84,8 +89,15 @@ def generate_synthetic(
     prompt and output lengths lognormal with the given means and sigmas (of the underlying normal), rounded
     and clipped to [1, max]. Deterministic from ``seed`` (numpy ``default_rng``; draws: gaps, prompts, outputs)."""
     rows, source = synthetic_rows(
-        n_requests=n_requests, rate_rps=rate_rps, prompt_mean=prompt_mean, output_mean=output_mean,
-        arrival=arrival, seed=seed, prompt_sigma=prompt_sigma, output_sigma=output_sigma,
-        prompt_max=prompt_max, output_max=output_max,
+        n_requests=n_requests,
+        rate_rps=rate_rps,
+        prompt_mean=prompt_mean,
+        output_mean=output_mean,
+        arrival=arrival,
+        seed=seed,
+        prompt_sigma=prompt_sigma,
+        output_sigma=output_sigma,
+        prompt_max=prompt_max,
+        output_max=output_max,
     )
     return build_trace(rows, source, Window())

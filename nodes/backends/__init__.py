@@ -32,8 +32,19 @@ def tokens_array(b: bytes) -> np.ndarray:
 class TargetRequest:
     """A request's state on a target node; the items backends receive in prefill / verify batches."""
 
-    __slots__ = ("rid", "owner", "prompt", "prompt_tokens", "output_tokens", "produced", "draft", "t_recv",
-                 "queued", "topk", "probs")
+    __slots__ = (
+        "rid",
+        "owner",
+        "prompt",
+        "prompt_tokens",
+        "output_tokens",
+        "produced",
+        "draft",
+        "t_recv",
+        "queued",
+        "topk",
+        "probs",
+    )
 
     def __init__(self, rid: int, owner: bytes, prompt: bytes, output_tokens: int, produced_before: int = 0):
         self.rid = rid
@@ -133,7 +144,7 @@ def synthetic_tokens(rid: int, position: int, n: int) -> bytes:
         reps = -(-n // _POOL_TOKENS)
         return (_POOL[: 4 * _POOL_TOKENS] * reps)[: 4 * n]
     start = (rid * 7919 + position) % _POOL_TOKENS
-    return _POOL[4 * start: 4 * (start + n)]
+    return _POOL[4 * start : 4 * (start + n)]
 
 
 def load_backend(name: str):

@@ -43,7 +43,15 @@ import numpy as np
 import torch
 
 from nodes import models as M
-from nodes.backends import DraftBackend, DraftItem, DraftOutcome, TargetBackend, TargetOutcome, TargetRequest, tokens_array
+from nodes.backends import (
+    DraftBackend,
+    DraftItem,
+    DraftOutcome,
+    TargetBackend,
+    TargetOutcome,
+    TargetRequest,
+    tokens_array,
+)
 from nodes.prompts import PromptSource
 from nodes.protocol import TOKEN_DTYPE
 from testbed import wire
@@ -51,11 +59,14 @@ from testbed.acceptance import uniforms
 
 log = logging.getLogger("nodes.hf")
 
-TOPK = int(os.environ.get("DSD_HF_TOPK", str(wire.SAMPLING_TOPK)))  # draft probabilities per drafted token (sampling mode)
+TOPK = int(
+    os.environ.get("DSD_HF_TOPK", str(wire.SAMPLING_TOPK))
+)  # draft probabilities per drafted token (sampling mode)
 STREAM_DRAFT, STREAM_ACCEPT, STREAM_TARGET = 1, 2, 3  # uniforms streams (0 is the acceptance model's)
 
 
 # -- model plumbing ----------------------------------------------------------------------------------------
+
 
 class Runner:
     """A causal LM split into decoder + LM head, so logits are computed only where needed."""
@@ -156,12 +167,19 @@ def decode_probs(b: bytes, gamma: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     if len(b) != n * 6:
         raise ValueError(f"draft probabilities: {len(b)} bytes for gamma {gamma} x top-{k}")
     ids = np.frombuffer(b[: 4 * n], dtype="<i4").reshape(gamma, k)
-    pr = np.frombuffer(b[4 * n:], dtype="<f2").reshape(gamma, k)
+    pr = np.frombuffer(b[4 * n :], dtype="<f2").reshape(gamma, k)
     return ids, pr
 
 
-def acceptance_decision(draft: list[int], logits: torch.Tensor, temperature: float, seed: int, rid: int,
-                        position: int, q: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[int, int]:
+def acceptance_decision(
+    draft: list[int],
+    logits: torch.Tensor,
+    temperature: float,
+    seed: int,
+    rid: int,
+    position: int,
+    q: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[int, int]:
     """(accepted, next token) for draft tokens at output positions position.. given the target's logits
     (gamma+1 rows: row i predicts the token at position + i). q: (ids, probs) rows of the draft's top-k."""
     g = len(draft)
@@ -193,6 +211,7 @@ def acceptance_decision(draft: list[int], logits: torch.Tensor, temperature: flo
 
 
 # -- target ------------------------------------------------------------------------------------------------
+
 
 class _TReq:
     __slots__ = ("tokens", "kv")
@@ -232,7 +251,7 @@ class HFTarget(TargetBackend):
             else:
                 t = int(logits[b].argmax())
             st = _TReq(prompts[b] + [t])
-            st.kv = [(k[b: b + 1, :, : lens[b]], v[b: b + 1, :, : lens[b]]) for k, v in kv]
+            st.kv = [(k[b : b + 1, :, : lens[b]], v[b : b + 1, :, : lens[b]]) for k, v in kv]
             self.reqs[r.rid] = st
             toks.append(t)
         return TargetOutcome(toks, [], 0.0)
@@ -279,8 +298,8 @@ class HFTarget(TargetBackend):
                 for b, s in enumerate(states):
                     k, v = s.kv[li]
                     if ctx[b]:
-                        K[b, :, Lmax - ctx[b]:] = k[0]
-                        V[b, :, Lmax - ctx[b]:] = v[0]
+                        K[b, :, Lmax - ctx[b] :] = k[0]
+                        V[b, :, Lmax - ctx[b] :] = v[0]
                 layers.append((K, V))
             cache = cache_from(layers)
             # row b, query i attends to its own context and its own new tokens up to i
@@ -294,7 +313,7 @@ class HFTarget(TargetBackend):
         out_kv = []
         for b in range(B):
             off = Lmax - ctx[b] if B > 1 else 0
-            out_kv.append([(k[b: b + 1, :, off:], v[b: b + 1, :, off:]) for k, v in kv])
+            out_kv.append([(k[b : b + 1, :, off:], v[b : b + 1, :, off:]) for k, v in kv])
         return [logits[b, : len(inp[b])] for b in range(B)], out_kv
 
     def release(self, rid: int) -> None:
@@ -327,6 +346,7 @@ class HFTarget(TargetBackend):
 
 
 # -- draft -------------------------------------------------------------------------------------------------
+
 
 class _DReq:
     __slots__ = ("tokens", "cache", "drafted", "output_tokens")
@@ -411,7 +431,7 @@ class HFDraft(DraftBackend):
         drafted: list[int] = []
         ids_l, pr_l = [], []
         if self.temperature > 0:
-            u = uniforms(self.seed, it.rid, it.position + it.gamma + 1, STREAM_DRAFT)[it.position:]
+            u = uniforms(self.seed, it.rid, it.position + it.gamma + 1, STREAM_DRAFT)[it.position :]
         for i in range(it.gamma):
             h = self.run.hidden(torch.tensor([feed]), st.cache)
             lg = self.run.logits(h[0, -1])
@@ -510,8 +530,13 @@ def make_draft(scenario, node: str) -> HFDraft:
     except M.ModelError as e:
         raise ValueError(str(e)) from None
     colocated = _TARGETS.get(node) if role == "target" else None
-    d = HFDraft(model, tok, scenario.spec.models.temperature, scenario.spec.seed,
-                context_of=colocated.tokens if colocated is not None else None)
+    d = HFDraft(
+        model,
+        tok,
+        scenario.spec.models.temperature,
+        scenario.spec.seed,
+        context_of=colocated.tokens if colocated is not None else None,
+    )
     if colocated is None:
         d.warmup()
     return d

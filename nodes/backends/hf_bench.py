@@ -107,7 +107,9 @@ class Bench:
     def _pool(self, ctx: int, n: int) -> list:
         from nodes.backends import TargetRequest
 
-        items = [TargetRequest(30_000 + ctx * 16 + b, b"x", _tb(self.ps.tokens(ctx + b, ctx - 1)), 1 << 20) for b in range(n)]
+        items = [
+            TargetRequest(30_000 + ctx * 16 + b, b"x", _tb(self.ps.tokens(ctx + b, ctx - 1)), 1 << 20) for b in range(n)
+        ]
         self.target.prefill_batch(items)  # contexts are ctx - 1 prompt + 1 token
         for r in items:
             r.produced = 1

@@ -10,7 +10,15 @@ from testbed.compute import ComputeModel
 from testbed.policies.batching import verify_cost_inputs, verify_job
 from testbed.rounds import verify
 
-from nodes.backends import DraftBackend, DraftItem, DraftOutcome, TargetBackend, TargetOutcome, TargetRequest, synthetic_tokens
+from nodes.backends import (
+    DraftBackend,
+    DraftItem,
+    DraftOutcome,
+    TargetBackend,
+    TargetOutcome,
+    TargetRequest,
+    synthetic_tokens,
+)
 
 
 def _token(rid: int, position: int) -> int:

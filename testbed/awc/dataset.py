@@ -23,7 +23,8 @@ configuration (`label_config`):
        rate_R    = sum of R's output tokens / sum of R's E2E latencies  (tokens/s of request life)
    label = argmax of rate_R (the throughput each request sees, queueing included) among the candidates
    whose goodput_R is within max(1 request, 5 % of |R|) of the best: goodput first, then rate_R as the
-   tie-break, with one request's difference in a finite cohort counted as a tie (`best_index`). At light load goodput ties (every
+   tie-break, with one request's difference in a finite cohort counted as a tie (`best_index`). At light load goodput
+   ties (every
    request meets the SLOs) and the tie-break picks the fastest window; at saturation, or near the TPOT
    SLO on slow paths, goodput decides.
 5. **Samples.** The features (testbed.policies.features, replayed over each request's feedback before t0,
@@ -87,14 +88,23 @@ def sample_config(rng: np.random.Generator, family: str, max_requests: int = 200
     if rng.random() < 0.5:
         acc = {"kind": "iid", "alpha": round(float(rng.uniform(0.5, 0.95)), 3)}
     else:
-        acc = {"kind": "position_decay", "alpha": round(float(rng.uniform(0.7, 0.97)), 3),
-               "alpha_end": round(float(rng.uniform(0.3, 0.75)), 3), "decay_tokens": round(_loguniform(rng, 20, 300), 1)}
+        acc = {
+            "kind": "position_decay",
+            "alpha": round(float(rng.uniform(0.7, 0.97)), 3),
+            "alpha_end": round(float(rng.uniform(0.3, 0.75)), 3),
+            "decay_tokens": round(_loguniform(rng, 20, 300), 1),
+        }
     data["models"] = {"acceptance": acc}
     n_targets = sum(1 for n in data.get("nodes", []) if n.get("role") == "target")
     rate = _loguniform(rng, 0.5, 30.0) * n_targets
     n_req = int(min(max_requests, max(30, rate * 20.0)))
-    data["workload"] = {"trace": "synthetic", "duration_s": None, "mapping": "round_robin", "max_output_tokens": 256,
-                        "synthetic": {"n_requests": n_req, "rate_rps": round(rate, 3)}}
+    data["workload"] = {
+        "trace": "synthetic",
+        "duration_s": None,
+        "mapping": "round_robin",
+        "max_output_tokens": 256,
+        "synthetic": {"n_requests": n_req, "rate_rps": round(rate, 3)},
+    }
     pol = dict(data.get("policy") or {})
     pol["window"] = str(rng.choice(BASE_POLICIES))
     pol["gamma_max"] = GAMMA_MAX
@@ -131,8 +141,18 @@ def replay_features(req_rounds: pd.DataFrame, prompt_tokens: int, gamma_max: int
     """The feature vector a request's controller holds after observing these rounds (in order)."""
     st = FeatureState(int(prompt_tokens), gamma_max)
     for row in req_rounds.itertuples(index=False):
-        st.update(RoundFeedback.of_round(int(row.gamma), int(row.accepted), row.draft_start_s, row.send_s,
-                                         row.batch_start_s, row.batch_end_s, row.recv_s, int(row.queue_depth)))
+        st.update(
+            RoundFeedback.of_round(
+                int(row.gamma),
+                int(row.accepted),
+                row.draft_start_s,
+                row.send_s,
+                row.batch_start_s,
+                row.batch_end_s,
+                row.recv_s,
+                int(row.queue_depth),
+            )
+        )
     return st.vector()
 
 
@@ -141,7 +161,9 @@ def cohort_scores(requests: pd.DataFrame, cohort: np.ndarray, horizon_s: float) 
     r = requests[requests["request_id"].isin(cohort)]
     lat = latencies(r)
     ok = r["status"] == "ok"
-    good = int((ok & (lat["ttft_ms"] <= DEFAULT_SLO_TTFT_MS) & (lat["tpot_ms"].fillna(0.0) <= DEFAULT_SLO_TPOT_MS)).sum())
+    good = int(
+        (ok & (lat["ttft_ms"] <= DEFAULT_SLO_TTFT_MS) & (lat["tpot_ms"].fillna(0.0) <= DEFAULT_SLO_TPOT_MS)).sum()
+    )
     e2e = float(lat["e2e_ms"].where(ok).sum()) / 1e3
     rate = float(r.loc[ok, "output_tokens"].sum()) / e2e if e2e > 0 else 0.0
     tpot = float(lat["tpot_ms"].mean()) if lat["tpot_ms"].notna().any() else float("nan")
@@ -158,8 +180,14 @@ def best_index(scores: list[tuple[float, float, float]], horizon_s: float, cohor
     return max(ok, key=lambda i: scores[i][1])
 
 
-def label_config(data: dict[str, Any], seed: int, n_branches: int = 2, per_branch: int = 4,
-                 candidates: tuple[int, ...] = CANDIDATES, config_id: str = "") -> list[dict[str, Any]]:
+def label_config(
+    data: dict[str, Any],
+    seed: int,
+    n_branches: int = 2,
+    per_branch: int = 4,
+    candidates: tuple[int, ...] = CANDIDATES,
+    config_id: str = "",
+) -> list[dict[str, Any]]:
     """Samples (feature rows with label and per-candidate scores) of one configuration; see module doc."""
     rng = np.random.default_rng(seed)
     base = data["policy"]["window"]
@@ -189,7 +217,9 @@ def label_config(data: dict[str, Any], seed: int, n_branches: int = 2, per_branc
         in_class = np.isin(edge_of_req, members)
         active = in_class & (reqs["first_token_s"].to_numpy() <= t0) & (reqs["finish_s"].to_numpy() > t0)
         arriving = in_class & (arrivals >= t0) & (arrivals <= t0 + horizon)
-        cohort = reqs["request_id"].to_numpy()[active | (in_class & (arrivals <= t0) & (reqs["finish_s"].to_numpy() > t0)) | arriving]
+        cohort = reqs["request_id"].to_numpy()[
+            active | (in_class & (arrivals <= t0) & (reqs["finish_s"].to_numpy() > t0)) | arriving
+        ]
         active_ids = reqs["request_id"].to_numpy()[active]
         if len(active_ids) == 0 or len(cohort) == 0:
             continue
@@ -206,9 +236,20 @@ def label_config(data: dict[str, Any], seed: int, n_branches: int = 2, per_branc
         for rid in sorted(int(x) for x in chosen):
             rr = starts[(starts["request_id"] == rid) & (starts["start_s"] < t0)]
             feats = replay_features(rr, int(prompt_of[rid]), GAMMA_MAX)
-            row: dict[str, Any] = {"config": config_id, "family": data["name"], "branch": b, "t0": t0, "K": K,
-                                   "cls": cname, "request_id": rid, "base": base, "label": candidates[best],
-                                   "label_idx": best, "cohort": int(len(cohort)), "horizon_s": horizon}
+            row: dict[str, Any] = {
+                "config": config_id,
+                "family": data["name"],
+                "branch": b,
+                "t0": t0,
+                "K": K,
+                "cls": cname,
+                "request_id": rid,
+                "base": base,
+                "label": candidates[best],
+                "label_idx": best,
+                "cohort": int(len(cohort)),
+                "horizon_s": horizon,
+            }
             row.update({f"f_{n}": v for n, v in zip(FEATURE_NAMES, feats, strict=True)})
             for g, s in zip(candidates, scores, strict=True):
                 row[f"good_{g}"], row[f"rate_{g}"], row[f"tpot_{g}"] = s
@@ -216,8 +257,14 @@ def label_config(data: dict[str, Any], seed: int, n_branches: int = 2, per_branc
     return rows
 
 
-def config_task(family: str, seed: int, n_branches: int = 2, per_branch: int = 4, max_requests: int = 200,
-                candidates: tuple[int, ...] = CANDIDATES) -> list[dict[str, Any]]:
+def config_task(
+    family: str,
+    seed: int,
+    n_branches: int = 2,
+    per_branch: int = 4,
+    max_requests: int = 200,
+    candidates: tuple[int, ...] = CANDIDATES,
+) -> list[dict[str, Any]]:
     """One unit of data generation (what a Ray task or the serial loop runs): sample, then label."""
     rng = np.random.default_rng([seed, FAMILIES.index(family) if family in FAMILIES else 99])
     data = sample_config(rng, family, max_requests)

@@ -64,8 +64,13 @@ def cell_spec(cell: Cell, policy: str, seed: int, n_requests: int | None = None,
         g["profile"] = DRAFTS[cell.draft]
     rate = LOADS[cell.load]
     n = n_requests or int(min(240, max(60, rate * 30)))
-    data["workload"] = {"trace": "synthetic", "duration_s": None, "mapping": "round_robin", "max_output_tokens": 256,
-                        "synthetic": {"n_requests": n, "rate_rps": rate}}
+    data["workload"] = {
+        "trace": "synthetic",
+        "duration_s": None,
+        "mapping": "round_robin",
+        "max_output_tokens": 256,
+        "synthetic": {"n_requests": n, "rate_rps": rate},
+    }
     data["policy"]["window"] = policy
     data.setdefault("models", {})["acceptance"] = {"kind": "iid", "alpha": cell.alpha}
     data["seed"] = seed
@@ -108,8 +113,22 @@ class EmuExecutor:
             run = root / f"{spec['name']}-{spec['policy']['window'].replace(':', '')}-s{spec['seed']}"
             run.mkdir(parents=True, exist_ok=True)
             (run / "input.yaml").write_text(spec_to_yaml(scenario.spec))
-            subprocess.run([sys.executable, "-m", "testbed", "emulate", str(run / "input.yaml"), "--net", self.net,
-                            "--out", str(run / "out"), "--quiet"], check=False, timeout=self.timeout_s)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "testbed",
+                    "emulate",
+                    str(run / "input.yaml"),
+                    "--net",
+                    self.net,
+                    "--out",
+                    str(run / "out"),
+                    "--quiet",
+                ],
+                check=False,
+                timeout=self.timeout_s,
+            )
             summary = json.loads((run / "out" / "emu" / "summary.json").read_text())
             meta = run / "out" / "meta.json"
             if meta.is_file():  # the backends the emulation chose (network, shaping, runtime, model)
@@ -118,11 +137,19 @@ class EmuExecutor:
 
 
 def _row(cell: Cell, policy: str, seed: int, s: dict[str, Any]) -> dict[str, Any]:
-    return {"cell": cell.name, "rtt_ms": cell.rtt_ms, "load": cell.load, "draft": cell.draft, "alpha": cell.alpha,
-            "policy": policy,
-            "seed": seed, "output_token_throughput_tps": s.get("output_token_throughput_tps") or 0.0,
-            "tpot_mean_ms": (s.get("tpot_ms") or {}).get("mean") or float("nan"),
-            "goodput_rps": s.get("goodput_rps") or 0.0, "mean_gamma": s.get("mean_gamma") or float("nan")}
+    return {
+        "cell": cell.name,
+        "rtt_ms": cell.rtt_ms,
+        "load": cell.load,
+        "draft": cell.draft,
+        "alpha": cell.alpha,
+        "policy": policy,
+        "seed": seed,
+        "output_token_throughput_tps": s.get("output_token_throughput_tps") or 0.0,
+        "tpot_mean_ms": (s.get("tpot_ms") or {}).get("mean") or float("nan"),
+        "goodput_rps": s.get("goodput_rps") or 0.0,
+        "mean_gamma": s.get("mean_gamma") or float("nan"),
+    }
 
 
 def _run_one(args: tuple[Cell, str, int, int | None, Executor]) -> dict[str, Any]:
@@ -130,8 +157,16 @@ def _run_one(args: tuple[Cell, str, int, int | None, Executor]) -> dict[str, Any
     return _row(cell, policy, seed, ex(cell_spec(cell, policy, seed, n)))
 
 
-def run_grid(cells: list[Cell], policies=POLICIES, seeds=(1, 2, 3), executor: Executor | None = None,
-             workers: int = 0, address: str | None = None, n_requests: int | None = None, progress=None) -> pd.DataFrame:
+def run_grid(
+    cells: list[Cell],
+    policies=POLICIES,
+    seeds=(1, 2, 3),
+    executor: Executor | None = None,
+    workers: int = 0,
+    address: str | None = None,
+    n_requests: int | None = None,
+    progress=None,
+) -> pd.DataFrame:
     """One row per (cell, policy, seed). Parallel on Ray when the executor allows it and workers/address say so."""
     ex = executor or SimExecutor()
     jobs = [(c, p, s, n_requests, ex) for c in cells for p in policies for s in seeds]
@@ -155,8 +190,16 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (cell, policy): mean and CI of each metric."""
     out = []
     for (cell, pol), g in rows.groupby(["cell", "policy"], sort=False):
-        r = {"cell": cell, "rtt_ms": g["rtt_ms"].iloc[0], "load": g["load"].iloc[0], "draft": g["draft"].iloc[0],
-             "alpha": g["alpha"].iloc[0], "policy": pol, "seeds": len(g), "mean_gamma": float(g["mean_gamma"].mean())}
+        r = {
+            "cell": cell,
+            "rtt_ms": g["rtt_ms"].iloc[0],
+            "load": g["load"].iloc[0],
+            "draft": g["draft"].iloc[0],
+            "alpha": g["alpha"].iloc[0],
+            "policy": pol,
+            "seeds": len(g),
+            "mean_gamma": float(g["mean_gamma"].mean()),
+        }
         for m in METRICS:
             r[m] = float(g[m].mean())
             r[m + "_ci"] = ci95(g[m].to_numpy(dtype=float))
@@ -173,8 +216,9 @@ def gaps(summary: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
         by = g.set_index("policy")
         st = by.loc[[p for p in STATICS if p in by.index]]
         best = st.sort_values(["goodput_rps", "output_token_throughput_tps"], ascending=False).index[0]
-        per = rows[rows["cell"] == cell].pivot_table(index="seed", columns="policy",
-                                                     values=["goodput_rps", "output_token_throughput_tps", "tpot_mean_ms"])
+        per = rows[rows["cell"] == cell].pivot_table(
+            index="seed", columns="policy", values=["goodput_rps", "output_token_throughput_tps", "tpot_mean_ms"]
+        )
         r: dict[str, Any] = {"cell": cell, "alpha": g["alpha"].iloc[0], "best_static": best}
 
         def rel(pol: str, ref: str, m: str) -> tuple[float, float]:
@@ -182,10 +226,18 @@ def gaps(summary: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
             return float(d.mean()), ci95(d)
 
         for pol in [p for p in by.index if p not in STATICS] + ["static:4"]:
-            for m, short in (("goodput_rps", "good"), ("output_token_throughput_tps", "tput"), ("tpot_mean_ms", "tpot")):
+            for m, short in (
+                ("goodput_rps", "good"),
+                ("output_token_throughput_tps", "tput"),
+                ("tpot_mean_ms", "tpot"),
+            ):
                 r[f"{pol}_{short}_vs_best_pct"], r[f"{pol}_{short}_vs_best_pct_ci"] = rel(pol, best, m)
         if "awc" in by.index and "static:4" in by.index:
-            for m, short in (("goodput_rps", "good"), ("output_token_throughput_tps", "tput"), ("tpot_mean_ms", "tpot")):
+            for m, short in (
+                ("goodput_rps", "good"),
+                ("output_token_throughput_tps", "tput"),
+                ("tpot_mean_ms", "tpot"),
+            ):
                 r[f"awc_{short}_vs_static4_pct"], r[f"awc_{short}_vs_static4_pct_ci"] = rel("awc", "static:4", m)
         out.append(r)
     return pd.DataFrame(out)
@@ -198,29 +250,49 @@ def format_table(summary: pd.DataFrame, gap: pd.DataFrame, executor: str = "sim"
         lines.append("")
         lines.append(hdr)
         for _, r in g.iterrows():
-            lines.append(f"{cell:<30}{r['policy']:<10}{r['mean_gamma']:>6.2f}"
-                         f"{r['output_token_throughput_tps']:>10.1f} ±{r['output_token_throughput_tps_ci']:>6.1f}"
-                         f"{r['tpot_mean_ms']:>9.1f} ±{r['tpot_mean_ms_ci']:>5.1f}"
-                         f"{r['goodput_rps']:>9.3f} ±{r['goodput_rps_ci']:>5.3f}")
+            lines.append(
+                f"{cell:<30}{r['policy']:<10}{r['mean_gamma']:>6.2f}"
+                f"{r['output_token_throughput_tps']:>10.1f} ±{r['output_token_throughput_tps_ci']:>6.1f}"
+                f"{r['tpot_mean_ms']:>9.1f} ±{r['tpot_mean_ms_ci']:>5.1f}"
+                f"{r['goodput_rps']:>9.3f} ±{r['goodput_rps_ci']:>5.3f}"
+            )
         gr = gap[gap["cell"] == cell].iloc[0]
         if "awc_good_vs_best_pct" in gr:
+
             def pc(k: str) -> str:
                 return f"{gr[k]:+.1f}% ±{gr[k + '_ci']:.1f}"
-            lines.append(f"  hindsight-best static: {gr['best_static']}; AWC vs it (paired over seeds): goodput "
-                         f"{pc('awc_good_vs_best_pct')}, throughput {pc('awc_tput_vs_best_pct')}, TPOT {pc('awc_tpot_vs_best_pct')}; "
-                         f"AWC vs static:4: throughput {pc('awc_tput_vs_static4_pct')}, goodput {pc('awc_good_vs_static4_pct')}, "
-                         f"TPOT {pc('awc_tpot_vs_static4_pct')}")
+
+            lines.append(
+                f"  hindsight-best static: {gr['best_static']}; AWC vs it (paired over seeds): goodput "
+                f"{pc('awc_good_vs_best_pct')}, throughput {pc('awc_tput_vs_best_pct')}, TPOT "
+                f"{pc('awc_tpot_vs_best_pct')}; "
+                f"AWC vs static:4: throughput {pc('awc_tput_vs_static4_pct')}, goodput "
+                f"{pc('awc_good_vs_static4_pct')}, "
+                f"TPOT {pc('awc_tpot_vs_static4_pct')}"
+            )
     lines.append("")
-    lines.append("gap to the hindsight-best static gamma per scenario, mean of paired per-seed differences (goodput % / throughput %):")
-    pols = [c[:-len("_good_vs_best_pct")] for c in gap.columns if c.endswith("_good_vs_best_pct")]
+    lines.append(
+        "gap to the hindsight-best static gamma per scenario, mean of paired per-seed differences (goodput % / "
+        "throughput %):"
+    )
+    pols = [c[: -len("_good_vs_best_pct")] for c in gap.columns if c.endswith("_good_vs_best_pct")]
     lines.append(f"{'scenario':<30}{'best':<10}" + "".join(f"{p:>18}" for p in pols))
     for _, r in gap.iterrows():
-        lines.append(f"{r['cell']:<30}{r['best_static']:<10}" + "".join(
-            f"{r[p + '_good_vs_best_pct']:>+9.1f}/{r[p + '_tput_vs_best_pct']:>+7.1f}" for p in pols))
+        lines.append(
+            f"{r['cell']:<30}{r['best_static']:<10}"
+            + "".join(f"{r[p + '_good_vs_best_pct']:>+9.1f}/{r[p + '_tput_vs_best_pct']:>+7.1f}" for p in pols)
+        )
     for label, part in _by_alpha(gap, "mean", "mean "):
-        lines.append(f"{label:<40}" + "".join(f"{part[p + '_good_vs_best_pct'].mean():>+9.1f}/"
-                                               f"{part[p + '_tput_vs_best_pct'].mean():>+7.1f}" for p in pols))
-    lines.append(f"{'worst goodput gap':<40}" + "".join(f"{gap[p + '_good_vs_best_pct'].min():>+9.1f}{'':>8}" for p in pols))
+        lines.append(
+            f"{label:<40}"
+            + "".join(
+                f"{part[p + '_good_vs_best_pct'].mean():>+9.1f}/{part[p + '_tput_vs_best_pct'].mean():>+7.1f}"
+                for p in pols
+            )
+        )
+    lines.append(
+        f"{'worst goodput gap':<40}" + "".join(f"{gap[p + '_good_vs_best_pct'].min():>+9.1f}{'':>8}" for p in pols)
+    )
     lines.append("")
     lines += goal_lines(gap)
     return "\n".join(lines)
@@ -244,15 +316,20 @@ def goal_lines(gap: pd.DataFrame, within_pct: float = 3.0) -> list[str]:
     for label, g in _by_alpha(gap, "all"):
         ok_g = int((g["awc_good_vs_best_pct"] >= -within_pct).sum())
         ok_t = int((g["awc_tput_vs_best_pct"] >= -within_pct).sum())
-        line = (f"AWC [{label}]: within {within_pct:g}% of the hindsight-best static in {ok_g}/{len(g)} scenarios (goodput), "
-                f"{ok_t}/{len(g)} (throughput); mean gap {g['awc_good_vs_best_pct'].mean():+.1f}% goodput, "
-                f"{g['awc_tput_vs_best_pct'].mean():+.1f}% throughput")
+        line = (
+            f"AWC [{label}]: within {within_pct:g}% of the hindsight-best static in {ok_g}/{len(g)} scenarios "
+            "(goodput), "
+            f"{ok_t}/{len(g)} (throughput); mean gap {g['awc_good_vs_best_pct'].mean():+.1f}% goodput, "
+            f"{g['awc_tput_vs_best_pct'].mean():+.1f}% throughput"
+        )
         d = g[g["best_static"] != "static:4"]
         if len(d) and "awc_tput_vs_static4_pct" in d:
-            line += (f"; vs static:4 where the best static is not 4 ({len(d)} scenarios): throughput "
-                     f"{d['awc_tput_vs_static4_pct'].mean():+.1f}% (best {d['awc_tput_vs_static4_pct'].max():+.1f}%), "
-                     f"goodput {d['awc_good_vs_static4_pct'].mean():+.1f}%, TPOT {d['awc_tpot_vs_static4_pct'].mean():+.1f}%"
-                     f"; static:4's own gap to the best static there: {d['static:4_tput_vs_best_pct'].mean():+.1f}% "
-                     "throughput")
+            line += (
+                f"; vs static:4 where the best static is not 4 ({len(d)} scenarios): throughput "
+                f"{d['awc_tput_vs_static4_pct'].mean():+.1f}% (best {d['awc_tput_vs_static4_pct'].max():+.1f}%), "
+                f"goodput {d['awc_good_vs_static4_pct'].mean():+.1f}%, TPOT {d['awc_tpot_vs_static4_pct'].mean():+.1f}%"
+                f"; static:4's own gap to the best static there: {d['static:4_tput_vs_best_pct'].mean():+.1f}% "
+                "throughput"
+            )
         out.append(line)
     return out

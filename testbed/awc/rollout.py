@@ -61,8 +61,12 @@ class RolloutPolicy:
     def controller(self, context_tokens: int, gamma_max: int) -> WindowController:
         i = self.created
         self.created = i + 1
-        return _RolloutController(self, self.base.controller(context_tokens, gamma_max),
-                                  i % self.modulus in self.residues, min(self.gamma, gamma_max))
+        return _RolloutController(
+            self,
+            self.base.controller(context_tokens, gamma_max),
+            i % self.modulus in self.residues,
+            min(self.gamma, gamma_max),
+        )
 
 
 def rollout_form(switch_at: int, gamma: int, modulus: int, residues: list[int] | tuple[int, ...], base: str) -> str:

@@ -4,7 +4,8 @@ Model: features (testbed.policies.features, standardised with the training set's
 -> ReLU -> Linear(16) -> ReLU -> Linear(len(candidates)); cross-entropy on the oracle label (label
 smoothing 0.05), Adam (lr 3e-3, weight decay 1e-3), 400 full-batch epochs. (32x32 and 64x64 layers, soft
 targets from the rollout scores and shorter training were tried: the small, regularised net generalised
-best to held-out families — the labels are noisy, capacity overfits them.) Reproducible from `seed` (torch and numpy seeded, deterministic
+best to held-out families — the labels are noisy, capacity overfits them.) Reproducible from `seed` (torch and numpy
+seeded, deterministic
 algorithms, one thread).
 
 Evaluation is held out **by scenario family** (leave-one-family-out): for each topology family, a model is
@@ -96,8 +97,11 @@ def fit(df: pd.DataFrame, cfg: TrainConfig) -> AWCNet:
         loss = loss_fn(net(xt), yt)
         loss.backward()
         opt.step()
-    layers = tuple((m.weight.detach().numpy().astype(np.float64), m.bias.detach().numpy().astype(np.float64))
-                   for m in net if isinstance(m, torch.nn.Linear))
+    layers = tuple(
+        (m.weight.detach().numpy().astype(np.float64), m.bias.detach().numpy().astype(np.float64))
+        for m in net
+        if isinstance(m, torch.nn.Linear)
+    )
     return AWCNet(mu, sigma, layers, cands)
 
 
@@ -127,9 +131,13 @@ def score(df: pd.DataFrame, pred_idx: np.ndarray) -> dict[str, float]:
     g_reg = np.where(gmax > 0, (gmax - good[rows, pred_idx]) / np.where(gmax > 0, gmax, 1.0), 0.0)
     r_lab = rate[rows, lab]
     r_reg = np.where(r_lab > 0, (r_lab - rate[rows, pred_idx]) / np.where(r_lab > 0, r_lab, 1.0), 0.0)
-    return {"n": int(len(df)), "exact": float((pred_idx == lab).mean()),
-            "within1": float((np.abs(pred_idx - lab) <= 1).mean()),
-            "goodput_regret": float(g_reg.mean()), "rate_regret": float(r_reg.mean())}
+    return {
+        "n": int(len(df)),
+        "exact": float((pred_idx == lab).mean()),
+        "within1": float((np.abs(pred_idx - lab) <= 1).mean()),
+        "goodput_regret": float(g_reg.mean()),
+        "rate_regret": float(r_reg.mean()),
+    }
 
 
 def evaluate_heldout(df: pd.DataFrame, cfg: TrainConfig) -> pd.DataFrame:
@@ -160,8 +168,12 @@ def train_all(df: pd.DataFrame, cfg: TrainConfig) -> tuple[AWCNet, pd.DataFrame,
     awc = held[held["policy"] == "awc"]
     w = awc["n"] / awc["n"].sum() if len(awc) else awc["n"]
     meta = {
-        "samples": int(len(df)), "configs": int(df["config"].nunique()), "branches": int(df.groupby(["config", "branch"]).ngroups),
-        "families": ",".join(sorted(df["family"].unique())), "seed": cfg.seed, "hidden": ",".join(map(str, cfg.hidden)),
+        "samples": int(len(df)),
+        "configs": int(df["config"].nunique()),
+        "branches": int(df.groupby(["config", "branch"]).ngroups),
+        "families": ",".join(sorted(df["family"].unique())),
+        "seed": cfg.seed,
+        "hidden": ",".join(map(str, cfg.hidden)),
         "heldout_exact": float((awc["exact"] * w).sum()) if len(awc) else float("nan"),
         "heldout_goodput_regret": float((awc["goodput_regret"] * w).sum()) if len(awc) else float("nan"),
         "heldout_rate_regret": float((awc["rate_regret"] * w).sum()) if len(awc) else float("nan"),

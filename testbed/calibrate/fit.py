@@ -4,7 +4,8 @@
 
 Least squares on relative errors (each row weighted by 1 / measured latency): the grid spans 40 ms to seconds,
 and an absolute fit let the largest batches decide everything (a verify fit that was 150 % off at small
-contexts, where real runs live). Non-negative (a negative coefficient would make the simulator predict negative latencies
+contexts, where real runs live). Non-negative (a negative coefficient would make the simulator predict negative
+latencies
 somewhere): with at most four coefficients the exact NNLS solution is found by solving the unconstrained
 problem on every subset of free coefficients (the others held at 0) and keeping the best feasible one.
 Columns that are constant in the data (e.g. n_req = 1 for draft steps) cannot be told apart from base_ms
@@ -41,7 +42,7 @@ def design(n_req, n_tokens, ctx_tokens) -> np.ndarray:
 
 
 def nnls(A: np.ndarray, y: np.ndarray, free: list[int]) -> np.ndarray:
-    best, best_err = np.zeros(A.shape[1]), float(np.sum(y ** 2))
+    best, best_err = np.zeros(A.shape[1]), float(np.sum(y**2))
     for k in range(1, len(free) + 1):
         for sub in itertools.combinations(free, k):
             x, *_ = np.linalg.lstsq(A[:, sub], y, rcond=None)
@@ -81,7 +82,8 @@ def fit_cost(n_req, n_tokens, ctx_tokens, ms) -> Fit:
 
 
 def write_profile(path: Path, fits: dict[str, Fit], description: str, extra: dict | None = None) -> Path:
-    """A ProfileSpec YAML (draft_step / draft_prefill / prefill / verify) with the fit quality in its description, plus a side
+    """A ProfileSpec YAML (draft_step / draft_prefill / prefill / verify) with the fit quality in its description,
+    plus a side
     file PATH.fit.json holding the quality figures and whatever `extra` says (grid, machine, models)."""
     import json
 
@@ -92,7 +94,10 @@ def write_profile(path: Path, fits: dict[str, Fit], description: str, extra: dic
             doc[k] = {t: round(v, 6) for t, v in fits[k].coef.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False, width=120))
-    side = {k: {"coef": f.coef, "r2": f.r2, "max_abs_ms": f.max_abs_ms, "max_rel": f.max_rel, "n": f.n} for k, f in fits.items()}
+    side = {
+        k: {"coef": f.coef, "r2": f.r2, "max_abs_ms": f.max_abs_ms, "max_rel": f.max_rel, "n": f.n}
+        for k, f in fits.items()
+    }
     side.update(extra or {})
     path.with_suffix(".fit.json").write_text(json.dumps(side, indent=1))
     return path

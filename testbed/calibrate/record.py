@@ -20,7 +20,9 @@ import time
 import numpy as np
 
 
-def clip_lengths(prompt: int, output: int, max_pos: int, max_prompt: int | None, max_output: int | None) -> tuple[int, int]:
+def clip_lengths(
+    prompt: int, output: int, max_pos: int, max_prompt: int | None, max_output: int | None
+) -> tuple[int, int]:
     if max_output:
         output = min(output, max_output)
     if max_prompt:
@@ -29,8 +31,15 @@ def clip_lengths(prompt: int, output: int, max_pos: int, max_prompt: int | None,
     return prompt, max(1, output)
 
 
-def record(draft_name: str, target_name: str, requests: list[tuple[int, int, int]], *, max_prompt: int | None = None,
-           max_output: int | None = None, progress=None) -> tuple[dict[int, np.ndarray], dict]:
+def record(
+    draft_name: str,
+    target_name: str,
+    requests: list[tuple[int, int, int]],
+    *,
+    max_prompt: int | None = None,
+    max_output: int | None = None,
+    progress=None,
+) -> tuple[dict[int, np.ndarray], dict]:
     """requests: (request id, prompt tokens, output tokens). Returns ({rid: booleans}, summary)."""
     import torch
 
@@ -74,8 +83,16 @@ def record(draft_name: str, target_name: str, requests: list[tuple[int, int, int
         n_acc += int(acc[1:].sum())
         if progress:
             progress(k + 1, len(requests))
-    summary = {"draft": draft_name, "target": target_name, "requests": len(seqs), "positions": n_pos,
-               "acceptance_rate": n_acc / n_pos if n_pos else None, "wall_s": round(time.perf_counter() - t0, 1),
-               "prompt_source": "nodes.prompts.PromptSource (pydoc_data.topics excerpts in the chat template)",
-               "max_prompt": max_prompt, "max_output": max_output, "mode": "greedy, draft stepped token by token as live"}
+    summary = {
+        "draft": draft_name,
+        "target": target_name,
+        "requests": len(seqs),
+        "positions": n_pos,
+        "acceptance_rate": n_acc / n_pos if n_pos else None,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "prompt_source": "nodes.prompts.PromptSource (pydoc_data.topics excerpts in the chat template)",
+        "max_prompt": max_prompt,
+        "max_output": max_output,
+        "mode": "greedy, draft stepped token by token as live",
+    }
     return seqs, summary

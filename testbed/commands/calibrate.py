@@ -22,31 +22,68 @@ from pathlib import Path
 
 from testbed.errors import InputError
 
-GRID_FULL = {"draft_ctx": [64, 128, 256, 1024, 2048], "draft_prefill_L": [16, 64, 128, 256, 1024],
-             "prefill_B": [1, 2, 4], "prefill_L": [16, 64, 128, 256, 1024],
-             "verify_B": [1, 2, 4, 8], "verify_gamma": [1, 4, 8], "verify_ctx": [64, 128, 256, 1024, 2048], "reps": 5}
-GRID_QUICK = {"draft_ctx": [128, 512], "draft_prefill_L": [32, 256], "prefill_B": [1, 2], "prefill_L": [64, 256],
-              "verify_B": [1, 2, 4], "verify_gamma": [2, 4], "verify_ctx": [128, 512], "reps": 1}
+GRID_FULL = {
+    "draft_ctx": [64, 128, 256, 1024, 2048],
+    "draft_prefill_L": [16, 64, 128, 256, 1024],
+    "prefill_B": [1, 2, 4],
+    "prefill_L": [16, 64, 128, 256, 1024],
+    "verify_B": [1, 2, 4, 8],
+    "verify_gamma": [1, 4, 8],
+    "verify_ctx": [64, 128, 256, 1024, 2048],
+    "reps": 5,
+}
+GRID_QUICK = {
+    "draft_ctx": [128, 512],
+    "draft_prefill_L": [32, 256],
+    "prefill_B": [1, 2],
+    "prefill_L": [64, 256],
+    "verify_B": [1, 2, 4],
+    "verify_gamma": [2, 4],
+    "verify_ctx": [128, 512],
+    "reps": 1,
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--draft", default="smollm2-135m-draft", help="draft model: shipped name, local directory or cached hub id")
+    p.add_argument(
+        "--draft", default="smollm2-135m-draft", help="draft model: shipped name, local directory or cached hub id"
+    )
     p.add_argument("--target", default="smollm2-135m", help="target model (same forms)")
-    p.add_argument("--out", type=Path, default=None, help="profile to write (default testbed/profiles/hf-<target>.yaml)")
-    p.add_argument("--quick", action="store_true", help="small grid, one repetition, 4 recorded requests (a minute or two)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="profile to write (default testbed/profiles/hf-<target>.yaml)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="small grid, one repetition, 4 recorded requests (a minute or two)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--record", type=int, default=None, metavar="N",
-                   help="record acceptance sequences of N requests (default 24, quick 4; 0 = none)")
+    p.add_argument(
+        "--record",
+        type=int,
+        default=None,
+        metavar="N",
+        help="record acceptance sequences of N requests (default 24, quick 4; 0 = none)",
+    )
     p.add_argument("--trace", default="azure-conv", help="trace whose request lengths the recording uses")
-    p.add_argument("--topology", default=None, help="record the requests of this topology's workload instead (ids match its runs)")
+    p.add_argument(
+        "--topology", default=None, help="record the requests of this topology's workload instead (ids match its runs)"
+    )
     p.add_argument("--max-prompt", type=int, default=1024, help="clip recorded prompts to this many tokens")
     p.add_argument("--max-output", type=int, default=128, help="clip recorded outputs to this many tokens")
-    p.add_argument("--max-ctx", type=int, default=None, metavar="N",
-                   help="time only contexts / prompt lengths up to N tokens: a linear fit is best where it was measured, so "
-                        "calibrate for the contexts your runs have (e.g. 256 for topologies/hf-pair.yaml)")
-    p.add_argument("--estimator", choices=("median", "min"), default="median",
-                   help="per grid point: median of the repetitions (typical time, default) or minimum (best case; for a "
-                        "machine busy with other jobs)")
+    p.add_argument(
+        "--max-ctx",
+        type=int,
+        default=None,
+        metavar="N",
+        help="time only contexts / prompt lengths up to N tokens: a linear fit is best where it was measured, so "
+        "calibrate for the contexts your runs have (e.g. 256 for topologies/hf-pair.yaml)",
+    )
+    p.add_argument(
+        "--estimator",
+        choices=("median", "min"),
+        default="median",
+        help="per grid point: median of the repetitions (typical time, default) or minimum (best case; for a "
+        "machine busy with other jobs)",
+    )
     p.add_argument("--skip-timing", action="store_true", help="only record acceptance")
 
 
@@ -57,7 +94,9 @@ def _requests(args, n: int) -> list[tuple[int, int, int]]:
 
         w = build_workload(load_scenario(args.topology, []))
         tr = w.trace
-        return [(int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(w.output_tokens[i])) for i in range(min(n, len(tr)))]
+        return [
+            (int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(w.output_tokens[i])) for i in range(min(n, len(tr)))
+        ]
     from traces import TraceError, find_trace, load_trace
 
     try:
@@ -89,8 +128,14 @@ def run(args: argparse.Namespace) -> int:
     stem = "hf-" + Path(args.target).name.replace(".", "-")
     out = args.out or (Path(__file__).resolve().parent.parent / "profiles" / f"{stem}.yaml")
     n_rec = args.record if args.record is not None else (4 if args.quick else 24)
-    extra = {"grid": grid, "host": platform.node(), "machine": platform.machine(), "draft": args.draft,
-             "target": args.target, "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    extra = {
+        "grid": grid,
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "draft": args.draft,
+        "target": args.target,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     if not args.skip_timing:
         import torch
 
@@ -114,12 +159,19 @@ def run(args: argparse.Namespace) -> int:
         pre = b.prefill(grid["prefill_B"], grid["prefill_L"])
         print("timing target verify ...", file=sys.stderr)
         ver = b.verify(grid["verify_B"], grid["verify_gamma"], grid["verify_ctx"])
-        fits = {k: fit_cost(*zip(*[r[:4] for r in rows])) for k, rows in
-                (("draft_step", dsteps), ("draft_prefill", dpre), ("prefill", pre), ("verify", ver))}
+        fits = {
+            k: fit_cost(*zip(*[r[:4] for r in rows]))
+            for k, rows in (("draft_step", dsteps), ("draft_prefill", dpre), ("prefill", pre), ("verify", ver))
+        }
         extra["measurements"] = {"draft_step": dsteps, "draft_prefill": dpre, "prefill": pre, "verify": ver}
         extra["timing_wall_s"] = round(time.perf_counter() - t0, 1)
-        write_profile(out, fits, f"{CALIBRATED}{platform.node()} ({extra['threads']} torch threads): draft "
-                                 f"{args.draft}, target {args.target}, hf backend, float32 CPU.", extra)
+        write_profile(
+            out,
+            fits,
+            f"{CALIBRATED}{platform.node()} ({extra['threads']} torch threads): draft "
+            f"{args.draft}, target {args.target}, hf backend, float32 CPU.",
+            extra,
+        )
         for k, f in fits.items():
             print(f"{k:10s} " + " ".join(f"{t}={v:.4g}" for t, v in f.coef.items()) + f"  ({f.quality()})")
         print(f"profile written to {out}")
@@ -132,7 +184,9 @@ def run(args: argparse.Namespace) -> int:
         seqs, summary = record(args.draft, args.target, reqs, max_prompt=args.max_prompt, max_output=args.max_output)
         summary["requests_from"] = args.topology or args.trace
         path = save_recorded(out.with_suffix(".acceptance.npz"), seqs, summary)
-        print(f"acceptance rate {summary['acceptance_rate']:.3f} over {summary['positions']} positions; "
-              f"sequences in {path}")
+        print(
+            f"acceptance rate {summary['acceptance_rate']:.3f} over {summary['positions']} positions; "
+            f"sequences in {path}"
+        )
         print(json.dumps(summary), file=sys.stderr)
     return 0

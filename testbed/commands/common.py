@@ -13,27 +13,54 @@ from testbed.spec import Scenario, load_scenario
 
 def add_topology(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", help="topology YAML (e.g. topologies/star-4edge.yaml) or a run's spec.yaml")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec field, e.g. --set policy.window=hf --set workload.duration_s=30 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set policy.window=hf --set workload.duration_s=30 (repeatable)",
+    )
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<scenario>-<time>)")
-    p.add_argument("--skip-bad-rows", action="store_true",
-                   help="skip malformed trace rows (their count is printed and recorded in meta.json) instead of failing")
+    p.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip malformed trace rows (their count is printed and recorded in meta.json) instead of failing",
+    )
 
 
 def add_network(p: argparse.ArgumentParser, default: str) -> None:
     """--net / --shaping, shared by `emulate` (default none) and `run` (default mininet)."""
-    p.add_argument("--net", choices=("mininet", "none"), default=default,
-                   help="mininet: emulated hosts and shaped links (needs root); none: every node a local process on "
-                        f"127.0.0.1, no shaping (default: {default})")
-    p.add_argument("--shaping", default="auto", help="link shaping backend for --net mininet: auto (probe), netem, userspace")
-    p.add_argument("--runtime", choices=("process", "docker"), default=None,
-                   help="process: node programs as processes on their emulated hosts; docker: each node in its own "
-                        "container that is its emulated host (default: the spec's run.runtime, process)")
-    p.add_argument("--no-image-build", dest="build_image", action="store_false",
-                   help="runtime docker: report a missing or stale node image (exit 2) instead of building it")
-    p.add_argument("--second-host", default=None, metavar="NODE,NODE",
-                   help="--net mininet: place these nodes on a second emulated host that shares nothing with the first "
-                        "but a VXLAN tunnel (the one-machine step of docs/MULTIHOST.md)")
+    p.add_argument(
+        "--net",
+        choices=("mininet", "none"),
+        default=default,
+        help="mininet: emulated hosts and shaped links (needs root); none: every node a local process on "
+        f"127.0.0.1, no shaping (default: {default})",
+    )
+    p.add_argument(
+        "--shaping", default="auto", help="link shaping backend for --net mininet: auto (probe), netem, userspace"
+    )
+    p.add_argument(
+        "--runtime",
+        choices=("process", "docker"),
+        default=None,
+        help="process: node programs as processes on their emulated hosts; docker: each node in its own "
+        "container that is its emulated host (default: the spec's run.runtime, process)",
+    )
+    p.add_argument(
+        "--no-image-build",
+        dest="build_image",
+        action="store_false",
+        help="runtime docker: report a missing or stale node image (exit 2) instead of building it",
+    )
+    p.add_argument(
+        "--second-host",
+        default=None,
+        metavar="NODE,NODE",
+        help="--net mininet: place these nodes on a second emulated host that shares nothing with the first "
+        "but a VXLAN tunnel (the one-machine step of docs/MULTIHOST.md)",
+    )
 
 
 def network_options(args: argparse.Namespace) -> dict:
@@ -77,8 +104,11 @@ def uncalibrated_nodes(scenario: Scenario) -> list[str]:
     if scenario.spec.models.backend == "profiled":
         return []
     profiles = scenario.spec.profiles
-    return [n.name for n in scenario.nodes if n.role in ("draft", "target")
-            and not (n.profile in profiles and is_calibrated(profiles[n.profile]))]
+    return [
+        n.name
+        for n in scenario.nodes
+        if n.role in ("draft", "target") and not (n.profile in profiles and is_calibrated(profiles[n.profile]))
+    ]
 
 
 def check_models(scenario: Scenario) -> None:
@@ -90,10 +120,12 @@ def check_models(scenario: Scenario) -> None:
     odd = uncalibrated_nodes(scenario)
     if odd:
         names = ", ".join(odd[:4]) + (f" and {len(odd) - 4} more" if len(odd) > 4 else "")
-        print(f"warning: {names}: real models, but compute profiles that were not calibrated for them "
-              f"({', '.join(sorted({scenario.node(n).profile for n in odd}))}); the simulated side of a comparison "
-              "will not describe this emulation. `python -m testbed calibrate` writes one (see topologies/hf-pair.yaml).",
-              file=sys.stderr)
+        print(
+            f"warning: {names}: real models, but compute profiles that were not calibrated for them "
+            f"({', '.join(sorted({scenario.node(n).profile for n in odd}))}); the simulated side of a comparison "
+            "will not describe this emulation. `python -m testbed calibrate` writes one (see topologies/hf-pair.yaml).",
+            file=sys.stderr,
+        )
     from nodes.models import check_pair
 
     # resolve() filled every draft's and target's model; a fused target drafts with models.draft
@@ -116,6 +148,8 @@ def _check_memory_limits(scenario: Scenario) -> None:
         params = param_count(resolve(n.model, materialise=False)) or 0
         need = NODE_BASE_MB + int(params * 4 / 1e6)  # float32 weights once loaded
         if n.memory_mb < need:
-            raise InputError(f"{scenario.source}: node {n.name}: memory_mb",
-                             f"{n.memory_mb} MB is below what the node needs with model {n.model} (about {need} MB); "
-                             "raise memory_mb or drop it")
+            raise InputError(
+                f"{scenario.source}: node {n.name}: memory_mb",
+                f"{n.memory_mb} MB is below what the node needs with model {n.model} (about {need} MB); "
+                "raise memory_mb or drop it",
+            )

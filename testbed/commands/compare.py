@@ -21,8 +21,13 @@ from testbed.rundir import write_json
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="run directory (DIR/sim and DIR/emu); run A when B is given")
     p.add_argument("other", type=Path, nargs="?", default=None, help="run B: compare run A with run B")
-    p.add_argument("--json", type=Path, default=None, metavar="PATH",
-                   help="also write the comparison here (default for one run: DIR/compare.json; two runs: not written)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the comparison here (default for one run: DIR/compare.json; two runs: not written)",
+    )
     p.add_argument("--no-write", action="store_true", help="do not write DIR/compare.json")
     p.add_argument("--strict", action="store_true", help="exit 1 when a metric is outside its tolerance")
 
@@ -56,7 +61,9 @@ def _f(v: Any) -> str:
 
 def print_comparison(doc: dict[str, Any], console: Console) -> None:
     a, b = doc["columns"]
-    title = f"{b} vs {a}" + (f"  ({doc['runs']['A']} -> {doc['runs']['B']})" if doc.get("runs") else f"  ({doc.get('run', '')})")
+    title = f"{b} vs {a}" + (
+        f"  ({doc['runs']['A']} -> {doc['runs']['B']})" if doc.get("runs") else f"  ({doc.get('run', '')})"
+    )
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
     t.add_column("unit", style="dim")
@@ -77,14 +84,24 @@ def print_comparison(doc: dict[str, Any], console: Console) -> None:
         style = "" if r["pass"] is None else ("green" if r["pass"] else bad_style)
         mark = "" if r["pass"] is None else ("ok" if r["pass"] else bad_mark)
         tol = "-" if r["tolerance"] is None else f"±{r['tolerance'] * 100:g} %"
-        t.add_row(r["label"], r["unit"], _f(r[a]), _f(r[b]), f"[{style}]{err}[/]" if style else err, tol,
-                  f"[{style}]{mark}[/]" if style else mark)
+        t.add_row(
+            r["label"],
+            r["unit"],
+            _f(r[a]),
+            _f(r[b]),
+            f"[{style}]{err}[/]" if style else err,
+            tol,
+            f"[{style}]{mark}[/]" if style else mark,
+        )
     console.print(t)
     for n in doc["notes"]:
         console.print(f"[yellow]note:[/] {n}")
     v = doc["verdict"]
     if v["judged"]:
         colour = "green" if not v["failed"] else ("yellow" if between_runs else "red")
-        console.print(f"[{colour}]{v['passed']} of {v['judged']} metrics "
-                      + ("equal within tolerance" if between_runs else "within tolerance") + "[/]"
-                      + (f"; {'differing' if between_runs else 'outside'}: {', '.join(v['failed'])}" if v["failed"] else ""))
+        console.print(
+            f"[{colour}]{v['passed']} of {v['judged']} metrics "
+            + ("equal within tolerance" if between_runs else "within tolerance")
+            + "[/]"
+            + (f"; {'differing' if between_runs else 'outside'}: {', '.join(v['failed'])}" if v["failed"] else "")
+        )

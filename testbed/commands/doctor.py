@@ -21,8 +21,15 @@ def run(args: argparse.Namespace) -> int:
         return 1
     d = diagnose()
     if args.json:
-        print(json.dumps({"checks": {k: {"ok": v[0], "detail": v[1]} for k, v in d["checks"].items()},
-                          "would_use": d["would_use"]}, indent=1))
+        print(
+            json.dumps(
+                {
+                    "checks": {k: {"ok": v[0], "detail": v[1]} for k, v in d["checks"].items()},
+                    "would_use": d["would_use"],
+                },
+                indent=1,
+            )
+        )
         return 0
     for name, (ok, detail) in d["checks"].items():
         print(f"  {'ok ' if ok else 'no '} {name:<20} {detail}")

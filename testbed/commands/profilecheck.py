@@ -59,20 +59,43 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
     finally:
         torch.set_num_threads(prev)
     cd, ct = scenario.compute[d], scenario.compute[t]
-    rows = [{"what": f"draft step, context {CTX}", "node": d, "profile": scenario.node(d).profile,
-             "measured_ms": draft[0][3], "predicted_ms": cd.draft_step(1, 1, CTX) * 1e3}]
+    rows = [
+        {
+            "what": f"draft step, context {CTX}",
+            "node": d,
+            "profile": scenario.node(d).profile,
+            "measured_ms": draft[0][3],
+            "predicted_ms": cd.draft_step(1, 1, CTX) * 1e3,
+        }
+    ]
     for B, tokens, ctx, ms in verify:
-        rows.append({"what": f"verify batch {B}, gamma {GAMMA}, context {CTX}", "node": t, "profile": scenario.node(t).profile,
-                     "measured_ms": ms, "predicted_ms": ct.verify(B, tokens, ctx) * 1e3})
+        rows.append(
+            {
+                "what": f"verify batch {B}, gamma {GAMMA}, context {CTX}",
+                "node": t,
+                "profile": scenario.node(t).profile,
+                "measured_ms": ms,
+                "predicted_ms": ct.verify(B, tokens, ctx) * 1e3,
+            }
+        )
     warnings = []
     for r in rows:
         r["ratio"] = r["measured_ms"] / r["predicted_ms"] if r["predicted_ms"] > 0 else None
         if r["ratio"] is None or abs(r["ratio"] - 1) > tolerance:
             ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
-            warnings.append(f"{r['what']} on {r['node']}: {r['measured_ms']:.1f} ms measured vs {r['predicted_ms']:.1f} ms "
-                            f"predicted by profile {r['profile']} ({ratio}x)")
-    return {"threads": threads, "reps": reps, "tolerance": tolerance, "rows": rows, "warnings": warnings,
-            "matches": not warnings, "seconds": round(time.perf_counter() - t0, 1)}
+            warnings.append(
+                f"{r['what']} on {r['node']}: {r['measured_ms']:.1f} ms measured vs {r['predicted_ms']:.1f} ms "
+                f"predicted by profile {r['profile']} ({ratio}x)"
+            )
+    return {
+        "threads": threads,
+        "reps": reps,
+        "tolerance": tolerance,
+        "rows": rows,
+        "warnings": warnings,
+        "matches": not warnings,
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
 
 
 def recalibrate(scenario, out: Path, threads: int):
@@ -84,9 +107,25 @@ def recalibrate(scenario, out: Path, threads: int):
     d = scenario.drafts[0]
     t = scenario.reachable[d][0]
     path = out / "profile-recalibrated.yaml"
-    cmd = [sys.executable, "-m", "testbed", "calibrate", "--quick", "--record", "0", "--threads", str(threads),
-           "--max-ctx", "256", "--draft", str(scenario.node(d).model), "--target", str(scenario.node(t).model),
-           "--out", str(path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "testbed",
+        "calibrate",
+        "--quick",
+        "--record",
+        "0",
+        "--threads",
+        str(threads),
+        "--max-ctx",
+        "256",
+        "--draft",
+        str(scenario.node(d).model),
+        "--target",
+        str(scenario.node(t).model),
+        "--out",
+        str(path),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"recalibration failed (exit {r.returncode}): {r.stderr.strip()[-500:]}")

@@ -17,5 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     res = build(args.run, write_compare=not args.no_compare_json)
-    print(f"report: {res['report']}  ({len(res['plots'])} plots in {args.run / 'plots'}, {res['seconds']['total']:.1f} s)")
+    print(
+        f"report: {res['report']}  ({len(res['plots'])} plots in {args.run / 'plots'}, {res['seconds']['total']:.1f} s)"
+    )
     return 0

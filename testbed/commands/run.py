@@ -19,8 +19,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from testbed.commands.common import (add_network, add_topology, check_models, network_options, out_dir,
-                                     report_skipped, scenario_from)
+from testbed.commands.common import (
+    add_network,
+    add_topology,
+    check_models,
+    network_options,
+    out_dir,
+    report_skipped,
+    scenario_from,
+)
 from testbed.rundir import prepare, update_meta, write_json, write_results
 from testbed.workload import build_workload
 
@@ -28,14 +35,26 @@ from testbed.workload import build_workload
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_topology(p)
     add_network(p, "mininet")
-    p.add_argument("--sim-links", choices=("measured", "configured"), default="measured",
-                   help="simulate the as-built network (measured path delays, default) or the configured one")
-    p.add_argument("--sim-acceptance", choices=("as-built", "configured"), default="as-built",
-                   help="with real models (hf backend): simulate with the acceptance the emulation showed, replayed "
-                        "position by position (default), or with the configured acceptance model")
-    p.add_argument("--profile-check", choices=("warn", "recalibrate", "off"), default="warn",
-                   help="real models: time a few draft steps / verify batches before the run and compare with the "
-                        "calibrated profile (testbed/commands/profilecheck.py); warn, or recalibrate for the simulation")
+    p.add_argument(
+        "--sim-links",
+        choices=("measured", "configured"),
+        default="measured",
+        help="simulate the as-built network (measured path delays, default) or the configured one",
+    )
+    p.add_argument(
+        "--sim-acceptance",
+        choices=("as-built", "configured"),
+        default="as-built",
+        help="with real models (hf backend): simulate with the acceptance the emulation showed, replayed "
+        "position by position (default), or with the configured acceptance model",
+    )
+    p.add_argument(
+        "--profile-check",
+        choices=("warn", "recalibrate", "off"),
+        default="warn",
+        help="real models: time a few draft steps / verify batches before the run and compare with the "
+        "calibrated profile (testbed/commands/profilecheck.py); warn, or recalibrate for the simulation",
+    )
     p.add_argument("--timeout-s", type=float, default=None, help="stop the emulation this long after its start")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -61,14 +80,26 @@ def run(args: argparse.Namespace) -> int:
     workload = build_workload(scenario)  # bad input stops here, before anything is built or written
     report_skipped(workload)
     # doctor: root, shaping backend, spec vs backend, engine and node image for docker
-    em = make_emulator(scenario, args.net, shaping=args.shaping, runtime=args.runtime, build_image=args.build_image,
-                       **network_options(args))
+    em = make_emulator(
+        scenario,
+        args.net,
+        shaping=args.shaping,
+        runtime=args.runtime,
+        build_image=args.build_image,
+        **network_options(args),
+    )
     net = em.net
     out = out_dir(args, scenario)
     out.mkdir(parents=True, exist_ok=True)
     log = _logger(out)
-    log.info("scenario %s from %s: %d requests on %d drafts / %d targets", scenario.spec.name, scenario.source,
-             len(workload), len(scenario.drafts), len(scenario.targets))
+    log.info(
+        "scenario %s from %s: %d requests on %d drafts / %d targets",
+        scenario.spec.name,
+        scenario.source,
+        len(workload),
+        len(scenario.drafts),
+        len(scenario.targets),
+    )
     steps: dict[str, str] = {}
     exit_code = 0
     t0 = time.monotonic()
@@ -89,8 +120,13 @@ def run(args: argparse.Namespace) -> int:
         if check["warnings"] and args.profile_check == "recalibrate":
             sim_base, path = recalibrate(scenario, out, check["threads"])
             check["recalibrated"] = str(path)
-        step("profile check", "matches this machine" if check["matches"] else
-             f"{len(check['warnings'])} timings off" + (", recalibrated for the simulation" if check.get("recalibrated") else ""))
+        step(
+            "profile check",
+            "matches this machine"
+            if check["matches"]
+            else f"{len(check['warnings'])} timings off"
+            + (", recalibrated for the simulation" if check.get("recalibrated") else ""),
+        )
 
     # 1. emulation (network built and torn down by the context manager, also on errors and Ctrl-C)
     try:
@@ -103,8 +139,12 @@ def run(args: argparse.Namespace) -> int:
             result = emulate(scenario, net, out, out / "spec.yaml", opts, workload, runtime=em.runtime)
             exit_code = result.exit_code
             s = result.summary
-            step("emulation", "partial: " + str(s.get("partial_reason")) if s.get("partial") else
-                 f"completed {s['requests_completed']}/{s['requests_total']} requests")
+            step(
+                "emulation",
+                "partial: " + str(s.get("partial_reason"))
+                if s.get("partial")
+                else f"completed {s['requests_completed']}/{s['requests_total']} requests",
+            )
         record_teardown(out, net)
         step("teardown", "done")
     except KeyboardInterrupt:
@@ -163,9 +203,13 @@ def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step
     if sim_acceptance == "as-built" and scenario.spec.models.backend != "profiled":
         acc = _as_built_acceptance(sim_scenario, out)
         if acc is not None:
+
             def with_acc(sc):
-                return resolve(sc.spec.model_copy(update={"models": sc.spec.models.model_copy(update={"acceptance": acc})}),
-                               f"{sc.source} (as-built acceptance)")
+                return resolve(
+                    sc.spec.model_copy(update={"models": sc.spec.models.model_copy(update={"acceptance": acc})}),
+                    f"{sc.source} (as-built acceptance)",
+                )
+
             sim_scenario = with_acc(sim_scenario)
             configured = with_acc(configured) if configured is not None else None
             note += "; as-built acceptance (the emulation's rounds, replayed)"
@@ -195,8 +239,15 @@ def _as_built_acceptance(scenario, out: Path):
     spec = scenario.spec
     model = AcceptanceModel(spec.models.acceptance)
     seqs, info = sequences_from_rounds(rounds, reqs, lambda rid, n: model.sequence(spec.seed, rid, n))
-    path = save_recorded(out / "sim_acceptance.npz", seqs, {"source": "emu/rounds.parquet", **info,
-                                                            "untested positions": f"configured model ({spec.models.acceptance.kind})"})
+    path = save_recorded(
+        out / "sim_acceptance.npz",
+        seqs,
+        {
+            "source": "emu/rounds.parquet",
+            **info,
+            "untested positions": f"configured model ({spec.models.acceptance.kind})",
+        },
+    )
     write_json(out / "sim_acceptance.json", {"mode": "as-built", "path": str(path), **info})
     return spec.models.acceptance.model_copy(update={"kind": "recorded", "path": str(path.resolve())})
 
@@ -217,13 +268,15 @@ def _print_comparison(out: Path) -> None:
         err = r.get("rel_error")
         ok = r.get("pass")
         style = "green" if ok else ("red" if ok is False else "")
-        t.add_row(r["metric"], _fmt(r.get("sim")), _fmt(r.get("emu")),
-                  f"[{style}]{err * 100:+.1f} %[/{style}]" if err is not None and style else "-",
-                  f"{r['tolerance'] * 100:.0f} %")
+        t.add_row(
+            r["metric"],
+            _fmt(r.get("sim")),
+            _fmt(r.get("emu")),
+            f"[{style}]{err * 100:+.1f} %[/{style}]" if err is not None and style else "-",
+            f"{r['tolerance'] * 100:.0f} %",
+        )
     Console().print(t)
 
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4g}"
-
-

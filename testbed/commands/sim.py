@@ -20,9 +20,14 @@ from testbed.workload import build_workload
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_topology(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar, no summary table")
-    p.add_argument("--as-built", type=Path, metavar="LINKS_JSON", default=None,
-                   help="simulate the network an emulation measured (a run's emu/links.json): path-RTT residuals "
-                        "are added to the access links, as `testbed run` does")
+    p.add_argument(
+        "--as-built",
+        type=Path,
+        metavar="LINKS_JSON",
+        default=None,
+        help="simulate the network an emulation measured (a run's emu/links.json): path-RTT residuals "
+        "are added to the access links, as `testbed run` does",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,14 +71,25 @@ def print_summary(s: dict, console: Console) -> None:
     t = Table(title="summary", show_header=True)
     t.add_column("metric")
     t.add_column("value", justify="right")
-    t.add_row("requests completed / failed / unfinished",
-              f"{s['requests_completed']} / {s['requests_failed']} / {s['requests_unfinished']}")
+    t.add_row(
+        "requests completed / failed / unfinished",
+        f"{s['requests_completed']} / {s['requests_failed']} / {s['requests_unfinished']}",
+    )
     t.add_row("duration (s)", f"{s['duration_s']:.2f}")
-    for k in ("request_throughput_rps", "output_token_throughput_tps", "goodput_rps", "acceptance_rate",
-              "tokens_per_round", "mean_gamma", "target_batch_size"):
+    for k in (
+        "request_throughput_rps",
+        "output_token_throughput_tps",
+        "goodput_rps",
+        "acceptance_rate",
+        "tokens_per_round",
+        "mean_gamma",
+        "target_batch_size",
+    ):
         v = s.get(k)
         t.add_row(k, "-" if v is None else f"{v:.3f}")
     for k in ("ttft_ms", "tpot_ms", "e2e_ms"):
         d = s[k]
-        t.add_row(f"{k} mean / p50 / p99", "-" if d["mean"] is None else f"{d['mean']:.1f} / {d['p50']:.1f} / {d['p99']:.1f}")
+        t.add_row(
+            f"{k} mean / p50 / p99", "-" if d["mean"] is None else f"{d['mean']:.1f} / {d['p50']:.1f} / {d['p99']:.1f}"
+        )
     console.print(t)

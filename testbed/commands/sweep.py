@@ -26,14 +26,25 @@ from testbed.errors import InputError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("sweep", type=Path, help="sweep file (YAML; see testbed/sweep/file.py and topologies/sweeps/)")
-    p.add_argument("--out", type=Path, default=None, help="sweep directory (default: runs/sweep-<name>); rerun to resume")
-    p.add_argument("--address", default=None,
-                   help="Ray cluster to join (e.g. HEAD:6379 or auto); default: a private local cluster on 127.0.0.1")
-    p.add_argument("--workers", type=int, default=2, help="CPUs of the local cluster (0: serially in this process, no Ray)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="sweep directory (default: runs/sweep-<name>); rerun to resume"
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (e.g. HEAD:6379 or auto); default: a private local cluster on 127.0.0.1",
+    )
+    p.add_argument(
+        "--workers", type=int, default=2, help="CPUs of the local cluster (0: serially in this process, no Ray)"
+    )
     p.add_argument("--retry-failed", action="store_true", help="run failed and partial trials again")
     p.add_argument("--dry-run", action="store_true", help="list the trials and exit")
-    p.add_argument("--progress-every", type=float, default=30.0,
-                   help="seconds between progress lines when stderr is not a terminal")
+    p.add_argument(
+        "--progress-every",
+        type=float,
+        default=30.0,
+        help="seconds between progress lines when stderr is not a terminal",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write summary.html")
 
 
@@ -63,7 +74,9 @@ def run(args: argparse.Namespace) -> int:
     if args.retry_failed:
         records = {k: r for k, r in records.items() if r["status"] == "ok"}
     todo = [t for t in sweep.trials if t.id not in records]
-    print(f"sweep {sweep.name}: {len(sweep.trials)} trials, {len(records)} finished earlier, {len(todo)} to run -> {out}")
+    print(
+        f"sweep {sweep.name}: {len(sweep.trials)} trials, {len(records)} finished earlier, {len(todo)} to run -> {out}"
+    )
 
     emulations = [t for t in todo if t.mode != "sim"]
     interrupted = False
@@ -73,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
         _write_sweep_json(out, sweep, jobs, runner.mode)
         slots, emu_cpus = runner.emulation_slots()
         if emulations and slots == 0:
-            raise InputError(args.address or "ray", f"{len(emulations)} emulation trials, but no host of the cluster "
-                             f"offers the {EMULATION_RESOURCE} resource (ray start ... --resources='{{\"{EMULATION_RESOURCE}\": 1}}')")
+            raise InputError(
+                args.address or "ray",
+                f"{len(emulations)} emulation trials, but no host of the cluster "
+                f"offers the {EMULATION_RESOURCE} resource (ray start ... "
+                f"--resources='{{\"{EMULATION_RESOURCE}\": 1}}')",
+            )
 
         def resources(job: TrialJob) -> dict[str, float]:
             if job.trial.mode == "sim":
@@ -86,13 +103,25 @@ def run(args: argparse.Namespace) -> int:
         try:
             for outcome in runner.map(run_trial, [jobs[t.id] for t in todo], resources):
                 trial = todo[outcome.index]
-                rec = outcome.value if outcome.error is None else {
-                    "id": trial.id, "status": "failed", "error": outcome.error, "metrics": {}, "wall_s": None,
-                    "host": None, "run_dir": jobs[trial.id].run_dir}
+                rec = (
+                    outcome.value
+                    if outcome.error is None
+                    else {
+                        "id": trial.id,
+                        "status": "failed",
+                        "error": outcome.error,
+                        "metrics": {},
+                        "wall_s": None,
+                        "host": None,
+                        "run_dir": jobs[trial.id].run_dir,
+                    }
+                )
                 rec["params"] = trial.param_dict()
                 save_record(out, rec)
                 records[trial.id] = rec
-                progress.done(rec["status"], f"{trial.id} {rec['status']}" + (f": {rec['error']}" if rec.get("error") else ""))
+                progress.done(
+                    rec["status"], f"{trial.id} {rec['status']}" + (f": {rec['error']}" if rec.get("error") else "")
+                )
         except KeyboardInterrupt:
             interrupted = True
         finally:
@@ -108,8 +137,10 @@ def run(args: argparse.Namespace) -> int:
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     ran = len(records) - (len(sweep.trials) - len(todo))
     rate = f", {60 * ran / wall:.1f} trials/min" if ran and wall > 0 else ""
-    print(f"{len(df)}/{len(sweep.trials)} trials finished ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
-          f"this session: {ran} in {wall:.1f} s{rate}")
+    print(
+        f"{len(df)}/{len(sweep.trials)} trials finished ({', '.join(f'{v} {k}' for k, v in counts.items())}); "
+        f"this session: {ran} in {wall:.1f} s{rate}"
+    )
     print(f"table: {path}" + (f"\nsummary: {report}" if report else ""))
     if interrupted:
         print("interrupted: finished trials are kept; run the same command again to resume", file=sys.stderr)
@@ -121,10 +152,25 @@ def _write_sweep_json(out: Path, sweep, jobs, mode: str) -> None:
     from testbed.files import write_json
     from testbed.sweep.trial import argv_of
 
-    write_json(out / "sweep.json", {
-        "name": sweep.name, "source": sweep.source, "search": sweep.spec.search, "dims": list(sweep.dims),
-        "runner": mode, "trials": [{"id": t.id, "params": t.param_dict(), "mode": t.mode,
-                                    "argv": ["python", "-m", "testbed", *argv_of(jobs[t.id])]} for t in sweep.trials]})
+    write_json(
+        out / "sweep.json",
+        {
+            "name": sweep.name,
+            "source": sweep.source,
+            "search": sweep.spec.search,
+            "dims": list(sweep.dims),
+            "runner": mode,
+            "trials": [
+                {
+                    "id": t.id,
+                    "params": t.param_dict(),
+                    "mode": t.mode,
+                    "argv": ["python", "-m", "testbed", *argv_of(jobs[t.id])],
+                }
+                for t in sweep.trials
+            ],
+        },
+    )
 
 
 class SweepProgress:
@@ -161,8 +207,10 @@ class SweepProgress:
         el = now - self.t0
         rate = self.n / el if el > 0 else 0.0
         eta = (self.total - self.n) / rate if rate > 0 else float("nan")
-        return (f"sweep: {self.n}/{self.total} trials ({self.failed} failed), {60 * rate:.1f} trials/min, "
-                f"elapsed {_hms(el)}, ETA {_hms(eta)}")
+        return (
+            f"sweep: {self.n}/{self.total} trials ({self.failed} failed), {60 * rate:.1f} trials/min, "
+            f"elapsed {_hms(el)}, ETA {_hms(eta)}"
+        )
 
     def close(self) -> None:
         if self.bar is not None:

@@ -210,22 +210,31 @@ def find_leftovers(include_live: bool = False) -> dict[str, Any]:
     root_ino = _netns_ino(1)
     inos = {i for i in (_netns_ino(p) for p in holder_pids) if i is not None and i != root_ino}
     inside = [p for p in _pids() if p not in holder_pids and _netns_ino(p) in inos] if inos else []
-    links = [n for n in _links() if dead(n[len(PREFIX):len(PREFIX) + 3]) and not n.startswith(PREFIX + "probe")]
+    links = [n for n in _links() if dead(n[len(PREFIX) : len(PREFIX) + 3]) and not n.startswith(PREFIX + "probe")]
     netns = []
     for n in _netns_named():
         m = re.match(PREFIX + r"probe(\d+)", n)
         if not include_live and m and pid_alive(int(m.group(1))):
             continue
-        if not m and not dead(n[len(PREFIX):len(PREFIX) + 3]):  # a live run's namespace (two-host runs)
+        if not m and not dead(n[len(PREFIX) : len(PREFIX) + 3]):  # a live run's namespace (two-host runs)
             continue
         netns.append(n)
-    cgroups = [str(c) for c in _cgroups() if dead(c.name[len(PREFIX) + 1:])]
+    cgroups = [str(c) for c in _cgroups() if dead(c.name[len(PREFIX) + 1 :])]
     stale_states = [t for t in states if t not in live]
     rules = sorted({t for t, _ in _accept_rules() if dead(t)})
     containers = _containers(lambda owner: include_live or not pid_alive(owner))
-    return {"shells": shells, "delaylines": delaylines, "processes_in_namespaces": inside, "links": links,
-            "netns": netns, "cgroups": cgroups, "states": stale_states, "forward_rules": rules,
-            "containers": containers, "live_runs": sorted(live)}
+    return {
+        "shells": shells,
+        "delaylines": delaylines,
+        "processes_in_namespaces": inside,
+        "links": links,
+        "netns": netns,
+        "cgroups": cgroups,
+        "states": stale_states,
+        "forward_rules": rules,
+        "containers": containers,
+        "live_runs": sorted(live),
+    }
 
 
 def count(leftovers: dict[str, Any]) -> int:
@@ -260,7 +269,8 @@ def inventory() -> dict[str, int]:
     """Counts of prefixed objects on the machine (live or not): for before/after comparisons."""
     f = find_leftovers(include_live=True)
     return {k: len(v) for k, v in f.items() if k not in ("live_runs", "states")} | {
-        "iptables_rules_root": _root_rules()}
+        "iptables_rules_root": _root_rules()
+    }
 
 
 def _root_rules() -> int:

@@ -19,8 +19,15 @@ def _docker() -> tuple[bool, str]:
     from testbed.emu.runtime.image import find_image, image_ref
 
     ref, stale = find_image(client())
-    img = f"node image {ref}" if ref else (f"node image stale (built for {stale}): `make image` rebuilds it" if stale else
-                                          f"node image {image_ref()} not built yet (`make image`; a run builds it)")
+    img = (
+        f"node image {ref}"
+        if ref
+        else (
+            f"node image stale (built for {stale}): `make image` rebuilds it"
+            if stale
+            else f"node image {image_ref()} not built yet (`make image`; a run builds it)"
+        )
+    )
     return True, f"{why}; {img}"
 
 
@@ -34,8 +41,9 @@ def _filtering() -> tuple[bool, str]:
 def _bridges() -> tuple[bool, str]:
     ok = bool(shutil.which("brctl"))
     ovs = os.path.isdir("/sys/module/openvswitch")
-    return ok, ("Linux bridges (bridge-utils)" if ok else "brctl missing (apt-get install bridge-utils)") + \
-        ("; Open vSwitch module loaded" if ovs else "; no Open vSwitch kernel module")
+    return ok, ("Linux bridges (bridge-utils)" if ok else "brctl missing (apt-get install bridge-utils)") + (
+        "; Open vSwitch module loaded" if ovs else "; no Open vSwitch kernel module"
+    )
 
 
 def _cgroups() -> tuple[bool, str]:
@@ -69,8 +77,11 @@ def diagnose() -> dict[str, Any]:
         checks[f"shaping:{name}"] = v
     chosen = next((n for n in ("netem", "userspace") if support.get(n, (False,))[0]), None)
     net_ok = checks["root"][0] and checks["mininet"][0] and checks["netns"][0] and chosen is not None
-    would_use = {"network": "mininet" if net_ok else "none (loopback: --net none)",
-                 "shaping": chosen or "none", "runtime": " | ".join(_usable_runtimes(checks))}
+    would_use = {
+        "network": "mininet" if net_ok else "none (loopback: --net none)",
+        "shaping": chosen or "none",
+        "runtime": " | ".join(_usable_runtimes(checks)),
+    }
     if chosen == "userspace":
         try:
             from testbed.emu.net.shaping.userspace import calibrate

@@ -42,8 +42,14 @@ class Emulator:
             self.runtime.__exit__(*exc)
 
 
-def make_emulator(scenario: Scenario, net: str = "mininet", shaping: str | None = None, runtime: str | None = None,
-                  build_image: bool = True, **net_options) -> Emulator:
+def make_emulator(
+    scenario: Scenario,
+    net: str = "mininet",
+    shaping: str | None = None,
+    runtime: str | None = None,
+    build_image: bool = True,
+    **net_options,
+) -> Emulator:
     """Network and runtime for a run; everything that can fail before building (root, shaping backend, engine,
     node image, limits) fails here."""
     network = make_network(scenario, net, shaping=shaping, **net_options)

@@ -73,8 +73,14 @@ class HostLoad:
         if self.cpu0 and cpu1 and cpu1[1] > self.cpu0[1]:
             busy = (cpu1[0] - self.cpu0[0]) / (cpu1[1] - self.cpu0[1])
         rs = sorted(self.running)
-        return {"cores": self.cores, "seconds": round(time.monotonic() - self.t0, 2), "samples": len(rs),
-                "cpu_busy_frac": None if busy is None else round(busy, 3),
-                "runnable_mean": round(sum(rs) / len(rs), 2) if rs else None,
-                "runnable_p90": rs[int(0.9 * (len(rs) - 1))] if rs else None, "runnable_max": rs[-1] if rs else None,
-                "loadavg_1m_start": self.load0, "loadavg_1m_end": _loadavg()}
+        return {
+            "cores": self.cores,
+            "seconds": round(time.monotonic() - self.t0, 2),
+            "samples": len(rs),
+            "cpu_busy_frac": None if busy is None else round(busy, 3),
+            "runnable_mean": round(sum(rs) / len(rs), 2) if rs else None,
+            "runnable_p90": rs[int(0.9 * (len(rs) - 1))] if rs else None,
+            "runnable_max": rs[-1] if rs else None,
+            "loadavg_1m_start": self.load0,
+            "loadavg_1m_end": _loadavg(),
+        }

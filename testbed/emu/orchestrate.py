@@ -40,7 +40,15 @@ from testbed.metrics import summarize
 from testbed.progress import JobProgress
 from testbed.rundir import write_json, write_results
 from testbed.spec import Scenario
-from testbed.tables import BATCH_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS, ROUND_COLUMNS, check_schema, frame, unstarted_request_row
+from testbed.tables import (
+    BATCH_COLUMNS,
+    EVENT_COLUMNS,
+    REQUEST_COLUMNS,
+    ROUND_COLUMNS,
+    check_schema,
+    frame,
+    unstarted_request_row,
+)
 from testbed.workload import Workload, build_workload
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -114,9 +122,15 @@ def emulation_backends(scenario: Scenario, net: NetworkBackend, runtime: NodeRun
     return {**net.backends, "runtime": runtime.name if runtime else "process", "model": scenario.spec.models.backend}
 
 
-def emulate(scenario: Scenario, net: NetworkBackend, out: Path, spec_path: Path,
-            opts: EmulateOptions | None = None, workload: Workload | None = None,
-            runtime: NodeRuntime | None = None) -> EmulateResult:
+def emulate(
+    scenario: Scenario,
+    net: NetworkBackend,
+    out: Path,
+    spec_path: Path,
+    opts: EmulateOptions | None = None,
+    workload: Workload | None = None,
+    runtime: NodeRuntime | None = None,
+) -> EmulateResult:
     """Run the scenario's nodes inside `net` (already built) with `runtime` (default: processes on the network's
     hosts); write DIR/emu/; return the result."""
     opts = opts or EmulateOptions()
@@ -149,18 +163,30 @@ def _time_limit(scenario: Scenario, wl: Workload, opts: EmulateOptions) -> float
 def _node_env(scenario: Scenario) -> dict[str, str]:
     """The environment of every node program: this project importable, unbuffered output, a share of the cores."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
     env["PYTHONUNBUFFERED"] = "1"
     # real-model nodes share the machine's cores instead of each taking all of them
-    env["DSD_TORCH_THREADS_DEFAULT"] = str(max(1, (os.cpu_count() or 1) // max(1, len(scenario.drafts) + len(scenario.targets))))
+    env["DSD_TORCH_THREADS_DEFAULT"] = str(
+        max(1, (os.cpu_count() or 1) // max(1, len(scenario.drafts) + len(scenario.targets)))
+    )
     return env
 
 
 class _Run:
     """One emulation's node processes: launch, readiness, T0, the watch loop with progress, stopping."""
 
-    def __init__(self, scenario: Scenario, net: NetworkBackend, runtime: NodeRuntime, emu: Path, spec_path: Path,
-                 opts: EmulateOptions, total: int):
+    def __init__(
+        self,
+        scenario: Scenario,
+        net: NetworkBackend,
+        runtime: NodeRuntime,
+        emu: Path,
+        spec_path: Path,
+        opts: EmulateOptions,
+        total: int,
+    ):
         self.scenario = scenario
         self.net = net
         self.runtime = runtime
@@ -238,15 +264,31 @@ class _Run:
         life = sum(1 for p in self.past_lives if p.name == name) + 1
         peers = self.emu / f"peers-{name}-life{life}.json"
         write_json(peers, {name: self.endpoints[name]})
-        self.start(name, old.role, peers, f"{name}.life{life}",
-                   [] if start_at is None else ["--start-at", f"{start_at:.6f}"])
+        self.start(
+            name, old.role, peers, f"{name}.life{life}", [] if start_at is None else ["--start-at", f"{start_at:.6f}"]
+        )
 
     def start(self, name: str, role: str, peers_file: Path, life: str | None = None, extra: list[str] = ()) -> None:
         d = self.nodes_dir / (life or name)
         d.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{life or name}.log"
-        argv = [sys.executable, "-m", f"nodes.{role}", "--spec", str(self.spec_path), "--node", name,
-                "--peers", str(peers_file), "--t0", f"file:{self.t0_file}", "--out", str(d), *self.opts.node_args, *extra]
+        argv = [
+            sys.executable,
+            "-m",
+            f"nodes.{role}",
+            "--spec",
+            str(self.spec_path),
+            "--node",
+            name,
+            "--peers",
+            str(peers_file),
+            "--t0",
+            f"file:{self.t0_file}",
+            "--out",
+            str(d),
+            *self.opts.node_args,
+            *extra,
+        ]
         self.procs[name] = NodeProc(name, role, self.runtime.start(name, argv, self.env, log, os.getcwd()), d, log)
 
     def wait_ready(self, names: list[str], found: dict[str, str], key: str) -> str:
@@ -266,8 +308,9 @@ class _Run:
             if self.intr.hit:
                 return "interrupted"
             if time.monotonic() > ready_by:
-                return (f"nodes not ready after {self.opts.ready_timeout_s:.0f} s: "
-                        + ", ".join(n for n in names if n not in found))
+                return f"nodes not ready after {self.opts.ready_timeout_s:.0f} s: " + ", ".join(
+                    n for n in names if n not in found
+                )
             time.sleep(0.02)
         return ""
 
@@ -349,9 +392,14 @@ def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
         if p.role == "draft" and info.get("ready_s") is not None and info["ready_s"] > 0:
             late.append(name)
     summary["nodes"] = node_info
-    summary["emulator"] = {"network": run.net.backends, "runtime": run.runtime.describe(),
-                           "start_delay_s": run.start_delay, "late_start_nodes": late, "t0_monotonic": run.t0,
-                           "host_load": run.host_load.report()}
+    summary["emulator"] = {
+        "network": run.net.backends,
+        "runtime": run.runtime.describe(),
+        "start_delay_s": run.start_delay,
+        "late_start_nodes": late,
+        "t0_monotonic": run.t0,
+        "host_load": run.host_load.report(),
+    }
     oom = [n for n, i in node_info.items() if i.get("oom_killed")]
     if oom:
         notes.append(f"OOM-killed (memory_mb too small): {', '.join(oom)}")
@@ -426,8 +474,17 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
         p = procs.get(d)
         r = _read_table(p.dir / "requests.parquet", "requests", REQUEST_COLUMNS) if p else None
         if r is None:
-            rows = [unstarted_request_row(int(tr.request_id[j]), d, float(tr.arrival_s[j]), int(tr.prompt_tokens[j]),
-                                          int(wl.output_tokens[j]), "failed") for j in wl.for_edge(i)]
+            rows = [
+                unstarted_request_row(
+                    int(tr.request_id[j]),
+                    d,
+                    float(tr.arrival_s[j]),
+                    int(tr.prompt_tokens[j]),
+                    int(wl.output_tokens[j]),
+                    "failed",
+                )
+                for j in wl.for_edge(i)
+            ]
             if rows:
                 notes.append(f"draft {d} left no results: its {len(rows)} requests are marked failed")
             reqs.append(frame(REQUEST_COLUMNS, rows))
@@ -453,7 +510,9 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
         m = (req["status"] == "unfinished") & req["target"].isin(dead_targets)
         if m.any():
             req.loc[m, "status"] = "failed"
-            notes.append(f"{int(m.sum())} unfinished requests at dead target(s) {', '.join(dead_targets)} marked failed")
+            notes.append(
+                f"{int(m.sum())} unfinished requests at dead target(s) {', '.join(dead_targets)} marked failed"
+            )
     req = req.sort_values("request_id", kind="stable").reset_index(drop=True)
     rnd = pd.concat(rounds, ignore_index=True) if rounds else frame(ROUND_COLUMNS, [])
     rnd = rnd.sort_values(["request_id", "round"], kind="stable").reset_index(drop=True)
@@ -473,17 +532,23 @@ def _Progress(total: int, enabled: bool, name: str) -> JobProgress:
 def check_supported(scenario: Scenario, net_kind: str | None = None) -> None:
     """What the node programs cannot run yet: an InputError before anything starts."""
     spec = scenario.spec
-    if spec.models.backend != "profiled" and not (PROJECT_ROOT / "nodes" / "backends" / f"{spec.models.backend}.py").is_file():
+    if (
+        spec.models.backend != "profiled"
+        and not (PROJECT_ROOT / "nodes" / "backends" / f"{spec.models.backend}.py").is_file()
+    ):
         raise InputError(scenario.source, f"models.backend: {spec.models.backend!r} is not available in the nodes yet")
     if not scenario.targets:
         raise InputError(scenario.source, "the scenario has no target node")
     sched = scenario.schedule
     drafts_crash = sorted(n for n in sched.crashed if n in scenario.drafts)
     if drafts_crash:
-        raise InputError(scenario.source, f"schedule: the emulator cannot crash drafts yet ({', '.join(drafts_crash)}); "
-                                          "`testbed sim` can")
+        raise InputError(
+            scenario.source,
+            f"schedule: the emulator cannot crash drafts yet ({', '.join(drafts_crash)}); `testbed sim` can",
+        )
     if sched.crashed and spec.run.mode != "distributed":
         raise InputError(scenario.source, f"schedule: node crashes need run.mode distributed (not {spec.run.mode})")
     if net_kind == "none" and (sched.traces or sched.steps or sched.down):
-        raise InputError(scenario.source, "schedule: link changes need an emulated network (--net mininet); "
-                                          "--net none has no links")
+        raise InputError(
+            scenario.source, "schedule: link changes need an emulated network (--net mininet); --net none has no links"
+        )

@@ -5,7 +5,8 @@ their own precise timer loops and acknowledge when they did; capacity traces run
 T0). A thread wakes at T0 + each change's time (sleep, then spin for the last milliseconds), changes htb rates
 (tc), collects the acknowledgements, and makes node events real: a crash as SIGKILL to the node's process group, a
 restart as a new process of the node on the same address and port, with no state (started right after the
-crash, it loads and waits, and binds at the restart's time: an interpreter start takes seconds on a busy host). Every change is logged
+crash, it loads and waits, and binds at the restart's time: an interpreter start takes seconds on a busy host). Every
+change is logged
 with when it took effect and its lateness (emu/events.parquet).
 """
 
@@ -36,7 +37,10 @@ class LiveSchedule:
 
     def start(self, t0: float) -> None:
         self.net.set_t0(t0)
-        groups = [(t, [c for c in g if c.kind in LINK_KINDS]) for t, g in groupby(self.scenario.schedule.changes, key=lambda c: c.t)]
+        groups = [
+            (t, [c for c in g if c.kind in LINK_KINDS])
+            for t, g in groupby(self.scenario.schedule.changes, key=lambda c: c.t)
+        ]
         groups = [(t, g) for t, g in groups if g]
         if groups:
             self.net.prepare_changes(groups, t0)  # the delay lines apply them at their times themselves
@@ -75,8 +79,14 @@ class LiveSchedule:
                     if c.kind == "crash":
                         self.kill(c.node)
                         self._log(c, time.monotonic() - t0, links)
-                        nxt = next((r for r in self.scenario.schedule.changes
-                                    if r.kind == "restart" and r.node == c.node and r.t > c.t), None)
+                        nxt = next(
+                            (
+                                r
+                                for r in self.scenario.schedule.changes
+                                if r.kind == "restart" and r.node == c.node and r.t > c.t
+                            ),
+                            None,
+                        )
                         if nxt is not None:  # the new process loads now and binds at the restart's time
                             self.restart(c.node, t0 + nxt.t)
                             prepared.add((c.node, nxt.t))

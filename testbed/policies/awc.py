@@ -61,8 +61,12 @@ class AWCNet:
 
 
 def save_weights(path: str | Path, net: AWCNet) -> None:
-    arrays: dict[str, np.ndarray] = {"mu": net.mu, "sigma": net.sigma, "candidates": np.asarray(net.candidates, np.int32),
-                                     "feature_names": np.asarray(FEATURE_NAMES)}
+    arrays: dict[str, np.ndarray] = {
+        "mu": net.mu,
+        "sigma": net.sigma,
+        "candidates": np.asarray(net.candidates, np.int32),
+        "feature_names": np.asarray(FEATURE_NAMES),
+    }
     for i, (w, b) in enumerate(net.layers):
         arrays[f"W{i}"] = w.astype(np.float32)
         arrays[f"b{i}"] = b.astype(np.float32)
@@ -79,16 +83,23 @@ def load_weights(path: str | Path) -> AWCNet:
     with z:
         names = tuple(str(s) for s in z["feature_names"])
         if names != FEATURE_NAMES:
-            raise ValueError(f"window policy 'awc': weights {str(path)!r} were trained on other features "
-                             f"({', '.join(names)}); retrain with `python -m testbed awc train`")
+            raise ValueError(
+                f"window policy 'awc': weights {str(path)!r} were trained on other features "
+                f"({', '.join(names)}); retrain with `python -m testbed awc train`"
+            )
         layers = []
         i = 0
         while f"W{i}" in z:
             layers.append((z[f"W{i}"].astype(np.float64), z[f"b{i}"].astype(np.float64)))
             i += 1
         meta = {k[5:]: z[k].tolist() for k in z.files if k.startswith("meta_")}
-        return AWCNet(z["mu"].astype(np.float64), z["sigma"].astype(np.float64), tuple(layers),
-                      tuple(int(c) for c in z["candidates"]), meta)
+        return AWCNet(
+            z["mu"].astype(np.float64),
+            z["sigma"].astype(np.float64),
+            tuple(layers),
+            tuple(int(c) for c in z["candidates"]),
+            meta,
+        )
 
 
 class AWCController:

@@ -34,19 +34,19 @@ from testbed.acceptance import expected_tokens_per_round
 from testbed.policies.window import DecayedAcceptance, RoundFeedback
 
 FEATURE_NAMES: tuple[str, ...] = (
-    "alpha",            # acceptance estimate, 0..1
-    "log_rtt_ms",       # log(1 + rtt EWMA in ms)
-    "rtt_trend",        # relative RTT trend, clipped to [-1, 1]
-    "log_qdepth",       # log(1 + last reported queue depth)
+    "alpha",  # acceptance estimate, 0..1
+    "log_rtt_ms",  # log(1 + rtt EWMA in ms)
+    "rtt_trend",  # relative RTT trend, clipped to [-1, 1]
+    "log_qdepth",  # log(1 + last reported queue depth)
     "log_qdepth_ewma",  # log(1 + EWMA of queue depth)
-    "log_tdraft_ms",    # log(draft ms per token)
-    "log_verify_ms",    # log(1 + verify batch ms)
-    "log_context",      # log(1 + context tokens)
-    "last_gamma",       # window of the last round (0 before the first)
-    "log_rounds",       # log(1 + rounds observed)
-    "have_obs",         # 1 once a round with gamma > 0 was observed
+    "log_tdraft_ms",  # log(draft ms per token)
+    "log_verify_ms",  # log(1 + verify batch ms)
+    "log_context",  # log(1 + context tokens)
+    "last_gamma",  # window of the last round (0 before the first)
+    "log_rounds",  # log(1 + rounds observed)
+    "have_obs",  # 1 once a round with gamma > 0 was observed
     "log_rtt_over_td",  # log((1 + rtt ms) / draft ms per token): how many draft tokens one RTT is worth
-    "g_model",          # model-optimal window (see module doc), 1..gamma_max
+    "g_model",  # model-optimal window (see module doc), 1..gamma_max
 )
 N_FEATURES = len(FEATURE_NAMES)
 
@@ -71,8 +71,21 @@ def model_gamma(alpha: float, t_draft_ms: float, rtt_ms: float, verify_ms: float
 class FeatureState:
     """Running per-request state; `update(fb)` after each round, `vector()` before each decision."""
 
-    __slots__ = ("gamma_max", "context", "acceptance", "rtt", "prev_rtt", "trend", "qdepth", "qdepth_ewma",
-                 "t_draft", "verify", "last_gamma", "rounds", "have_obs")
+    __slots__ = (
+        "gamma_max",
+        "context",
+        "acceptance",
+        "rtt",
+        "prev_rtt",
+        "trend",
+        "qdepth",
+        "qdepth_ewma",
+        "t_draft",
+        "verify",
+        "last_gamma",
+        "rounds",
+        "have_obs",
+    )
 
     def __init__(self, context_tokens: int, gamma_max: int):
         self.gamma_max = gamma_max

@@ -30,8 +30,12 @@ class Router:
         self._rng = random.Random((seed << 32) ^ zlib.crc32(draft_name.encode()))
         self._next = 0
 
-    def choose(self, reported_depth: dict[str, int], own_active: dict[str, int],
-               exclude: frozenset[str] | set[str] = frozenset()) -> str | None:
+    def choose(
+        self,
+        reported_depth: dict[str, int],
+        own_active: dict[str, int],
+        exclude: frozenset[str] | set[str] = frozenset(),
+    ) -> str | None:
         """The target of a new (or re-routed) request; `exclude`: targets believed dead (testbed/faults.py);
         None when every reachable target is excluded."""
         t = self.targets

@@ -37,8 +37,16 @@ class RoundFeedback:
     draft_s: float  # time spent drafting this round's tokens
 
     @staticmethod
-    def of_round(gamma: int, accepted: int, draft_start: float, send: float, batch_start: float, batch_end: float,
-                 recv: float, queue_depth: int) -> "RoundFeedback":
+    def of_round(
+        gamma: int,
+        accepted: int,
+        draft_start: float,
+        send: float,
+        batch_start: float,
+        batch_end: float,
+        recv: float,
+        queue_depth: int,
+    ) -> "RoundFeedback":
         """The feedback of one round from its timestamps (the rounds table's columns, any one clock): the only
         place where the simulator's drafts, draft nodes, co-located rounds at a target node and AWC data
         generation turn a round's times into feedback."""

@@ -34,8 +34,9 @@ def _guarded(arg: tuple[Callable[[SimRequest], None], SimRequest, int]) -> None:
 class DraftFaults:
     __slots__ = ("draft", "loop", "rec", "targets", "net", "request_timeout", "dead", "down", "epoch")
 
-    def __init__(self, draft: SimDraft, loop: EventLoop, targets: dict[str, SimTarget], net: SimNetwork,
-                 request_timeout: float):
+    def __init__(
+        self, draft: SimDraft, loop: EventLoop, targets: dict[str, SimTarget], net: SimNetwork, request_timeout: float
+    ):
         self.draft = draft
         self.loop = loop
         self.rec = draft.rec
@@ -125,8 +126,18 @@ class DraftFaults:
         d = self.draft
         req.gen += 1
         d.own_active[req.target.name] -= 1
-        self.rec.requests.append(request_row(req.prog, d.name, req.target.name, req.arrival, req.prefill_sent,
-                                             req.first_token, float("nan"), "failed"))
+        self.rec.requests.append(
+            request_row(
+                req.prog,
+                d.name,
+                req.target.name,
+                req.arrival,
+                req.prefill_sent,
+                req.first_token,
+                float("nan"),
+                "failed",
+            )
+        )
         self.rec.failed += 1
         del self.rec.active[req.rid]
         req.runs = []
@@ -196,8 +207,9 @@ def needs_faults(scenario: Scenario) -> bool:
     return bool(scenario.schedule.crashed or scenario.schedule.down)
 
 
-def install(scenario: Scenario, loop: EventLoop, net: SimNetwork, drafts: list[SimDraft],
-            targets: dict[str, SimTarget]) -> None:
+def install(
+    scenario: Scenario, loop: EventLoop, net: SimNetwork, drafts: list[SimDraft], targets: dict[str, SimTarget]
+) -> None:
     """Attach the fault rules to the node models and schedule crashes, restarts and detections."""
     spec = scenario.spec
     sched = scenario.schedule
@@ -227,4 +239,3 @@ def install(scenario: Scenario, loop: EventLoop, net: SimNetwork, drafts: list[S
                     loop.at(a + p, d.faults.target_dead, tname)  # type: ignore[arg-type]
                     if b != float("inf"):
                         loop.at(b, d.faults.target_alive, tname)  # type: ignore[arg-type]
-

@@ -51,12 +51,36 @@ NOISE_CHUNK = 256  # of which this many are held at a time
 class LinkDir:
     """One direction of one link."""
 
-    __slots__ = ("name", "byte_time", "delay", "jitter", "loss", "max_backlog", "free_at", "rng", "_noise", "_k", "_gen",
-             "_left",
-                 "users", "steps", "step_times", "trace", "queue_pkts")
+    __slots__ = (
+        "name",
+        "byte_time",
+        "delay",
+        "jitter",
+        "loss",
+        "max_backlog",
+        "free_at",
+        "rng",
+        "_noise",
+        "_k",
+        "_gen",
+        "_left",
+        "users",
+        "steps",
+        "step_times",
+        "trace",
+        "queue_pkts",
+    )
 
-    def __init__(self, name: str, bw_mbps: float | None, delay_ms: float, jitter_ms: float, loss_pct: float,
-                 queue_pkts: int, rng: random.Random):
+    def __init__(
+        self,
+        name: str,
+        bw_mbps: float | None,
+        delay_ms: float,
+        jitter_ms: float,
+        loss_pct: float,
+        queue_pkts: int,
+        rng: random.Random,
+    ):
         self.name = name
         self.byte_time = 8.0 / (bw_mbps * 1e6) if bw_mbps else 0.0
         self.delay = delay_ms / 1e3
@@ -81,7 +105,12 @@ class LinkDir:
             return self.delay, self.jitter, self.loss, self.byte_time
         k = bisect.bisect_right(self.step_times, t) - 1
         st = self.steps[k if k > 0 else 0]
-        return st.delay_ms / 1e3, st.jitter_ms / 1e3, st.loss_pct / 100.0, 8.0 / (st.bw_mbps * 1e6) if st.bw_mbps else 0.0
+        return (
+            st.delay_ms / 1e3,
+            st.jitter_ms / 1e3,
+            st.loss_pct / 100.0,
+            8.0 / (st.bw_mbps * 1e6) if st.bw_mbps else 0.0,
+        )
 
     def jitter_draw(self, std: float) -> float:
         """A jitter sample scaled to `std` (the link's own stream of normal draws, as jitter_sample)."""
@@ -130,8 +159,11 @@ class Path:
         self.down = down  # outages of the path (union over its links), sorted
         self.stalled_until = 0.0  # the connection retransmits until then (faults rule 1)
         # hops (after the first) entered in an event of their own: shared by several paths and rate-limited
-        self.stops = [i for i, h in enumerate(hops)
-                      if i > 0 and h.users > 1 and (h.byte_time > 0.0 or h.trace is not None or h.steps is not None)]
+        self.stops = [
+            i
+            for i, h in enumerate(hops)
+            if i > 0 and h.users > 1 and (h.byte_time > 0.0 or h.trace is not None or h.steps is not None)
+        ]
         # next_stop[i]: where a message that entered hop i stops next (the next stop, or the end of the path)
         self.next_stop = [next((s for s in self.stops if s > i), len(hops)) for i in range(len(hops) + 1)]
 
@@ -269,7 +301,11 @@ class Transit:
     def _advance(self, t: float) -> None:
         path = self.path
         nxt = path.next_stop[self.i]
-        t = path.cross_sched(t, self.nbytes, self.i, nxt, self.t0) if path.sched else path.cross(t, self.nbytes, self.i, nxt)
+        t = (
+            path.cross_sched(t, self.nbytes, self.i, nxt, self.t0)
+            if path.sched
+            else path.cross(t, self.nbytes, self.i, nxt)
+        )
         self.i = nxt
         if nxt == len(path.hops):
             self.loop.at(path.arrive(t), self.handler, self.arg)
@@ -285,8 +321,15 @@ class SimNetwork:
         for i, l in enumerate(scenario.links):
             for fwd in (True, False):
                 a, b = (l.a, l.b) if fwd else (l.b, l.a)
-                self.dirs[(i, fwd)] = LinkDir(f"{a}->{b}", l.bw_mbps, l.delay_ms, l.jitter_ms, l.loss_pct,
-                                              l.queue_pkts, random.Random(seed * 1_000_003 + 2 * i + fwd))
+                self.dirs[(i, fwd)] = LinkDir(
+                    f"{a}->{b}",
+                    l.bw_mbps,
+                    l.delay_ms,
+                    l.jitter_ms,
+                    l.loss_pct,
+                    l.queue_pkts,
+                    random.Random(seed * 1_000_003 + 2 * i + fwd),
+                )
         for key, n in scenario.paths.hop_users().items():
             self.dirs[key].users = n
         sched = scenario.schedule
@@ -304,8 +347,9 @@ class SimNetwork:
         p = self.paths.get((src, dst))
         if p is None:
             hops = self._hops[(src, dst)]
-            p = self.paths[(src, dst)] = Path([self.dirs[(h.link, h.forward)] for h in hops],
-                                              path_outages(self._down, hops))
+            p = self.paths[(src, dst)] = Path(
+                [self.dirs[(h.link, h.forward)] for h in hops], path_outages(self._down, hops)
+            )
         return p
 
 

@@ -29,13 +29,49 @@ LOCAL = Path([])  # co-located draft and target: no network between them
 
 
 class SimRequest:
-    __slots__ = ("rid", "edge", "target", "drafter", "prog", "runs", "up", "down", "round_up", "round_down",
-                 "arrival", "prefill_sent", "first_token", "finish", "gamma", "accepted_now", "draft_start",
-                 "send", "target_recv", "batch_start", "batch_end", "batch_size", "qdepth",
-                 "gen", "round_gen", "draft_epoch", "target_epoch", "target_gen", "sends")
+    __slots__ = (
+        "rid",
+        "edge",
+        "target",
+        "drafter",
+        "prog",
+        "runs",
+        "up",
+        "down",
+        "round_up",
+        "round_down",
+        "arrival",
+        "prefill_sent",
+        "first_token",
+        "finish",
+        "gamma",
+        "accepted_now",
+        "draft_start",
+        "send",
+        "target_recv",
+        "batch_start",
+        "batch_end",
+        "batch_size",
+        "qdepth",
+        "gen",
+        "round_gen",
+        "draft_epoch",
+        "target_epoch",
+        "target_gen",
+        "sends",
+    )
 
-    def __init__(self, rid: int, edge: "SimDraft", target: "SimTarget", arrival: float, prog: RequestProgress,
-                 runs: list[int], up: Path, down: Path):
+    def __init__(
+        self,
+        rid: int,
+        edge: "SimDraft",
+        target: "SimTarget",
+        arrival: float,
+        prog: RequestProgress,
+        runs: list[int],
+        up: Path,
+        down: Path,
+    ):
         self.rid = rid
         self.edge = edge
         self.target = target
@@ -78,11 +114,34 @@ class Recorder:
 class SimDraft:
     """A drafting executor: an edge device (distributed mode) or the drafter co-located with a target."""
 
-    __slots__ = ("name", "code", "loop", "compute", "slots", "router", "depth", "own_active",
-                 "rec", "local", "observes", "topk", "faults")
+    __slots__ = (
+        "name",
+        "code",
+        "loop",
+        "compute",
+        "slots",
+        "router",
+        "depth",
+        "own_active",
+        "rec",
+        "local",
+        "observes",
+        "topk",
+        "faults",
+    )
 
-    def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, slots: int, router: Router | None,
-                 rec: Recorder, local: bool, observes: bool):
+    def __init__(
+        self,
+        name: str,
+        code: int,
+        loop: EventLoop,
+        compute: ComputeModel,
+        slots: int,
+        router: Router | None,
+        rec: Recorder,
+        local: bool,
+        observes: bool,
+    ):
         self.name = name
         self.code = code  # index into the run's node-name list (table output)
         self.loop = loop
@@ -141,7 +200,9 @@ class SimDraft:
     def begin_draft(self, req: SimRequest) -> None:
         loop = self.loop
         req.draft_start = loop.now
-        loop.at(loop.now + self.compute.draft_time(req.gamma, req.prog.context(), req.prog.produced), self.on_drafted, req)
+        loop.at(
+            loop.now + self.compute.draft_time(req.gamma, req.prog.context(), req.prog.produced), self.on_drafted, req
+        )
 
     def on_drafted(self, req: SimRequest) -> None:
         if self.faults is not None and not self.faults.drafted(req):
@@ -159,21 +220,44 @@ class SimDraft:
         elif self.faults is not None:
             if self.faults.round_is_stale(req):
                 return
-            self.faults.send(req, req.round_up, wire.payload_bytes("VERIFY", req.gamma, self.topk), req.target.on_verify)
+            self.faults.send(
+                req, req.round_up, wire.payload_bytes("VERIFY", req.gamma, self.topk), req.target.on_verify
+            )
         else:
-            req.round_up.send(self.loop, now, wire.payload_bytes("VERIFY", req.gamma, self.topk), req.target.on_verify, req)
+            req.round_up.send(
+                self.loop, now, wire.payload_bytes("VERIFY", req.gamma, self.topk), req.target.on_verify, req
+            )
 
     def on_result(self, req: SimRequest) -> None:
         now = self.loop.now
         gamma, acc = req.gamma, req.accepted_now
         prog = req.prog
-        self.rec.rounds.append(round_row(prog, req.edge.code, req.target.code, gamma, acc, req.draft_start, req.send,
-                                         req.target_recv, req.batch_start, req.batch_end, now, req.batch_size,
-                                         req.qdepth))
+        self.rec.rounds.append(
+            round_row(
+                prog,
+                req.edge.code,
+                req.target.code,
+                gamma,
+                acc,
+                req.draft_start,
+                req.send,
+                req.target_recv,
+                req.batch_start,
+                req.batch_end,
+                now,
+                req.batch_size,
+                req.qdepth,
+            )
+        )
         if not self.local:
             self.depth[req.target.name] = req.qdepth
-        fb = RoundFeedback.of_round(gamma, acc, req.draft_start, req.send, req.batch_start, req.batch_end, now,
-                                    req.qdepth) if self.observes else None
+        fb = (
+            RoundFeedback.of_round(
+                gamma, acc, req.draft_start, req.send, req.batch_start, req.batch_end, now, req.qdepth
+            )
+            if self.observes
+            else None
+        )
         if prog.apply(gamma, acc, fb):
             self.finish(req)
         else:
@@ -195,8 +279,9 @@ class SimDraft:
         self.own_active[tname] -= 1
         if self.faults is not None:
             req.gen += 1  # anything still in flight for it is stale
-        self.rec.requests.append(request_row(req.prog, self.name, tname, req.arrival, req.prefill_sent,
-                                             req.first_token, req.finish, "ok"))
+        self.rec.requests.append(
+            request_row(req.prog, self.name, tname, req.arrival, req.prefill_sent, req.first_token, req.finish, "ok")
+        )
         self.rec.completed += 1
         del self.rec.active[req.rid]
         req.runs = []
@@ -214,11 +299,31 @@ def _noop(_: object) -> None:
 class SimTarget:
     """A verifier: one queue, one batch executing at a time."""
 
-    __slots__ = ("name", "code", "loop", "compute", "batcher", "queue", "busy", "wake_at", "rec", "drafter", "epoch",
-                 "faults")
+    __slots__ = (
+        "name",
+        "code",
+        "loop",
+        "compute",
+        "batcher",
+        "queue",
+        "busy",
+        "wake_at",
+        "rec",
+        "drafter",
+        "epoch",
+        "faults",
+    )
 
-    def __init__(self, name: str, code: int, loop: EventLoop, compute: ComputeModel, batcher: Batcher, rec: Recorder,
-                 drafter: SimDraft | None):
+    def __init__(
+        self,
+        name: str,
+        code: int,
+        loop: EventLoop,
+        compute: ComputeModel,
+        batcher: Batcher,
+        rec: Recorder,
+        drafter: SimDraft | None,
+    ):
         self.name = name
         self.code = code
         self.loop = loop
@@ -290,7 +395,9 @@ class SimTarget:
                     self.faults.reply(req, req.down, PREFILL_DONE_BYTES, req.edge.on_first_token)
                 else:
                     req.down.send(loop, now, PREFILL_DONE_BYTES, req.edge.on_first_token, req)
-            self.rec.batches.append(batch_row(target=self.code, kind=0, start_s=start, end_s=now, size=n, tokens=tokens))
+            self.rec.batches.append(
+                batch_row(target=self.code, kind=0, start_s=start, end_s=now, size=n, tokens=tokens)
+            )
         else:
             for j in batch:
                 req = j.ref
@@ -309,6 +416,8 @@ class SimTarget:
                     self.faults.reply(req, req.round_down, RESULT_BYTES, d.on_result)
                 else:
                     req.round_down.send(loop, now, RESULT_BYTES, d.on_result, req)
-            self.rec.batches.append(batch_row(target=self.code, kind=1, start_s=start, end_s=now, size=n, tokens=tokens))
+            self.rec.batches.append(
+                batch_row(target=self.code, kind=1, start_s=start, end_s=now, size=n, tokens=tokens)
+            )
         self.busy = False
         self.try_start()

@@ -43,8 +43,12 @@ CHUNK_ROWS = 65_536  # rows of a table held before they are streamed to its file
 STEP_EVENTS = 0x10000  # events between two looks at the tables (and the progress callback)
 
 
-def simulate(scenario: Scenario, workload: Workload | None = None,
-             progress: Callable[[int, int], None] | None = None, out: Path | None = None) -> SimResult:
+def simulate(
+    scenario: Scenario,
+    workload: Workload | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    out: Path | None = None,
+) -> SimResult:
     """Run DSD-Sim on the scenario. Deterministic for a given spec (seed included).
 
     With `out`, requests / rounds / batches stream to out/*.parquet in chunks during the run (memory flat in
@@ -71,8 +75,17 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
         drafter = SimDraft(f"{name}.draft", code[name], loop, cm, 0, None, rec, True, observes) if local else None
         targets[name] = SimTarget(name, code[name], loop, cm, Batcher(spec.policy.batching), rec, drafter)
     drafts = [
-        SimDraft(name, code[name], loop, scenario.compute[name], scenario.node(name).draft_slots,
-                 Router(spec.policy.routing, scenario.reachable[name], spec.seed, name), rec, False, observes)
+        SimDraft(
+            name,
+            code[name],
+            loop,
+            scenario.compute[name],
+            scenario.node(name).draft_slots,
+            Router(spec.policy.routing, scenario.reachable[name], spec.seed, name),
+            rec,
+            False,
+            observes,
+        )
         for name in scenario.drafts
     ]
     faults = needs_faults(scenario)
@@ -101,8 +114,16 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
         tname = edge.route() if f is None else (None if f.down else f.route())
         ctl = policy.controller(prompt, gamma_max)
         t = tname or scenario.reachable[edge.name][0]
-        req = SimRequest(rid, edge, targets[t], arrival, RequestProgress(rid, prompt, L, ctl, gamma_max, speculate),
-                         acceptance.runs(seed, rid, L) if speculate else [], paths(edge.name, t), paths(t, edge.name))
+        req = SimRequest(
+            rid,
+            edge,
+            targets[t],
+            arrival,
+            RequestProgress(rid, prompt, L, ctl, gamma_max, speculate),
+            acceptance.runs(seed, rid, L) if speculate else [],
+            paths(edge.name, t),
+            paths(t, edge.name),
+        )
         rec.active[rid] = req
         if tname is None:  # faults rules 2 / 6: the edge is down, or every target it reaches is believed dead
             edge.own_active[t] = edge.own_active.get(t, 0) + 1
@@ -119,6 +140,7 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
     sinks = None if out is None else _Sinks(Path(out), names)
     step = None
     if progress is not None or sinks is not None:
+
         def step() -> bool:
             if sinks is not None:
                 sinks.flush(rec)
@@ -135,8 +157,18 @@ def simulate(scenario: Scenario, workload: Workload | None = None,
     if progress is not None:
         progress(rec.completed, n)
     for req in sorted(rec.active.values(), key=lambda r: r.rid):
-        rec.requests.append(request_row(req.prog, req.edge.name, req.target.name, req.arrival, req.prefill_sent,
-                                        req.first_token, float("nan"), "unfinished"))
+        rec.requests.append(
+            request_row(
+                req.prog,
+                req.edge.name,
+                req.target.name,
+                req.arrival,
+                req.prefill_sent,
+                req.first_token,
+                float("nan"),
+                "unfinished",
+            )
+        )
     if sinks is None:
         requests = frame(REQUEST_COLUMNS, sorted(rec.requests))
         rounds = frame(ROUND_COLUMNS, rec.rounds, codes={"edge": names, "target": names})
@@ -169,8 +201,9 @@ class _Sinks:
         self.dir = d
         self.requests = ParquetSink(d / "requests.parquet", REQUEST_COLUMNS)
         self.rounds = ParquetSink(d / "rounds.parquet", ROUND_COLUMNS, codes={"edge": names, "target": names})
-        self.batches = ParquetSink(d / "batches.parquet", BATCH_COLUMNS,
-                                   codes={"target": names, "kind": ["prefill", "verify"]})
+        self.batches = ParquetSink(
+            d / "batches.parquet", BATCH_COLUMNS, codes={"target": names, "kind": ["prefill", "verify"]}
+        )
 
     def flush(self, rec: Recorder, final: bool = False) -> None:
         for sink, rows in ((self.rounds, rec.rounds), (self.batches, rec.batches)):

@@ -82,13 +82,23 @@ def as_built_spec(scenario: Scenario, links_report: dict[str, Any]) -> tuple[Top
         old = links[li]
         new_delay = max(0.0, old.delay_ms + res)
         links[li] = old.model_copy(update={"delay_ms": round(new_delay, 4)})
-        changes.append({"link": li, "a": old.a, "b": old.b, "configured_delay_ms": old.delay_ms,
-                        "as_built_delay_ms": links[li].delay_ms, "residual_ms": res})
+        changes.append(
+            {
+                "link": li,
+                "a": old.a,
+                "b": old.b,
+                "configured_delay_ms": old.delay_ms,
+                "as_built_delay_ms": links[li].delay_ms,
+                "residual_ms": res,
+            }
+        )
     return scenario.spec.model_copy(update={"links": links}), changes
 
 
 def loopback_spec(scenario: Scenario) -> TopologySpec:
     """The network `--net none` actually has: every link unshaped (no delay, rate, jitter or loss)."""
-    links = [l.model_copy(update={"delay_ms": 0.0, "bw_mbps": None, "jitter_ms": 0.0, "loss_pct": 0.0})
-             for l in scenario.spec.links]
+    links = [
+        l.model_copy(update={"delay_ms": 0.0, "bw_mbps": None, "jitter_ms": 0.0, "loss_pct": 0.0})
+        for l in scenario.spec.links
+    ]
     return scenario.spec.model_copy(update={"links": links})

@@ -5,8 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 
-def star(edges: int, targets: int, *, edge_link: dict[str, Any] | None = None, core_link: dict[str, Any] | None = None,
-         name: str | None = None) -> dict[str, Any]:
+def star(
+    edges: int,
+    targets: int,
+    *,
+    edge_link: dict[str, Any] | None = None,
+    core_link: dict[str, Any] | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
     """`edges` drafts (e0 ..) and `targets` cloud-gpu verifiers (cloud0 ..) behind one switch; the links of
     bench-32edge-4cloud by default (edges: 100 Mbit/s, 10 ms, 1 ms jitter; targets: 10 Gbit/s, 1 ms)."""
     edge_link = edge_link or {"bw_mbps": 100, "delay_ms": 10, "jitter_ms": 1}

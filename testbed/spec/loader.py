@@ -14,8 +14,9 @@ from testbed.errors import SpecError
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_yaml(path: Path, what: str = "topology file",
-              example: str = "name, nodes, links, ...") -> tuple[dict[str, Any], yaml.Node | None]:
+def read_yaml(
+    path: Path, what: str = "topology file", example: str = "name, nodes, links, ..."
+) -> tuple[dict[str, Any], yaml.Node | None]:
     """The document as data and as a node tree (for line numbers)."""
     try:
         text = path.read_text()
@@ -23,8 +24,9 @@ def read_yaml(path: Path, what: str = "topology file",
         raise SpecError(str(path), f"cannot read {what}: {e.strerror}") from None
     except UnicodeDecodeError as e:
         line = e.object[: e.start].count(b"\n") + 1
-        raise SpecError(f"{path}:{line}", f"not a text file: a {what} is UTF-8 YAML (byte {e.start} is not UTF-8; "
-                                          "binary file?)") from None
+        raise SpecError(
+            f"{path}:{line}", f"not a text file: a {what} is UTF-8 YAML (byte {e.start} is not UTF-8; binary file?)"
+        ) from None
     try:
         node, data = _parse(text)
     except yaml.YAMLError as e:
@@ -93,8 +95,14 @@ def validate(model: type[M], data: dict[str, Any], where: Callable[[tuple[Any, .
     except ValidationError as e:
         err = e.errors()[0]
         # a union reports the branch it tried ("list[str]", "literal[...]"): keep the parts that are in the file
-        loc = tuple(x for x in err["loc"] if not (isinstance(x, str) and (x.startswith(("list[", "dict[", "literal["))
-                                                                        or x in ("str", "int", "float", "bool"))))
+        loc = tuple(
+            x
+            for x in err["loc"]
+            if not (
+                isinstance(x, str)
+                and (x.startswith(("list[", "dict[", "literal[")) or x in ("str", "int", "float", "bool"))
+            )
+        )
         msg = f"unknown key (not part of the schema; see {schema})" if err["type"] == "extra_forbidden" else err["msg"]
         if err["type"] == "value_error":
             msg = msg.removeprefix("Value error, ")
@@ -124,7 +132,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "-
             last = i == len(parts) - 1
             if isinstance(cur, list):
                 if not p.isdigit() or int(p) >= len(cur):
-                    raise SpecError(source, f"{key}: {'.'.join(parts[:i]) or 'top level'} is a list; '{p}' is not an index below {len(cur)}")
+                    raise SpecError(
+                        source,
+                        f"{key}: {'.'.join(parts[:i]) or 'top level'} is a list; '{p}' is not an index below "
+                        f"{len(cur)}",
+                    )
                 if last:
                     cur[int(p)] = value
                 else:

@@ -115,7 +115,9 @@ class RouteFinder:
     def from_draft(self, d: str) -> DraftRoutes:
         links = self.adj[d]
         if len(links) != 1:
-            return DraftRoutes(None, None, self._routes(shortest_paths(d, self.adj, self.by_name, self.links, self.hop)))
+            return DraftRoutes(
+                None, None, self._routes(shortest_paths(d, self.adj, self.by_name, self.links, self.hop))
+            )
         v, li, fwd = links[0]
         first, last = self.hop(li, fwd), self.hop(li, not fwd)
         if self.by_name[v].role == "target":  # linked to a target directly: that is its one route
@@ -123,13 +125,15 @@ class RouteFinder:
         delay = self.links[li].delay_ms
         key = (v, delay)
         if key not in self.via:
-            self.via[key] = self._routes(shortest_paths(v, self.adj, self.by_name, self.links, self.hop,
-                                                        reached=(1, delay)))
+            self.via[key] = self._routes(
+                shortest_paths(v, self.adj, self.by_name, self.links, self.hop, reached=(1, delay))
+            )
         return DraftRoutes(first, last, self.via[key])
 
 
-def shortest_paths(src: str, adj, by_name, links, hop=Hop,
-                   reached: tuple[int, float] | None = None) -> dict[str, tuple[Hop, ...]]:
+def shortest_paths(
+    src: str, adj, by_name, links, hop=Hop, reached: tuple[int, float] | None = None
+) -> dict[str, tuple[Hop, ...]]:
     """Routes from `src` to every target it reaches. With `reached` = (hops, delay), the search is the
     continuation of one from a draft that reached `src` so: routes start at `src` (drafts are leaves of every
     search, so which draft it started from does not matter)."""

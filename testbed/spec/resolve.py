@@ -57,11 +57,27 @@ def resolve(spec: TopologySpec, source: str = "<spec>", where=None) -> Scenario:
     base_dir = Path(source).parent if source not in ("<spec>", "<test>") else None
     sched_spec, schedule = resolve_schedule(spec, filled, links, base_dir, fail)
 
-    resolved = spec.model_copy(update={"nodes": filled, "edges": [], "links": links, "profiles": used_profiles,
-                                       "models": models, "schedule": sched_spec})
+    resolved = spec.model_copy(
+        update={
+            "nodes": filled,
+            "edges": [],
+            "links": links,
+            "profiles": used_profiles,
+            "models": models,
+            "schedule": sched_spec,
+        }
+    )
     return Scenario(
-        spec=resolved, source=source, nodes=tuple(filled), links=tuple(links), drafts=drafts, targets=targets,
-        paths=paths, compute=compute, reachable=reachable, schedule=schedule,
+        spec=resolved,
+        source=source,
+        nodes=tuple(filled),
+        links=tuple(links),
+        drafts=drafts,
+        targets=targets,
+        paths=paths,
+        compute=compute,
+        reachable=reachable,
+        schedule=schedule,
     )
 
 
@@ -80,11 +96,23 @@ def _expand(spec: TopologySpec, fail: Fail):
         for k in range(g.count):
             name = f"{g.prefix}{k}"
             if len(name) > 10:
-                raise fail(("edges", g_i, "count"), f"generated name {name!r} is longer than 10 characters; use a shorter prefix")
+                raise fail(
+                    ("edges", g_i, "count"),
+                    f"generated name {name!r} is longer than 10 characters; use a shorter prefix",
+                )
             if name in node_loc:
                 raise fail(("edges", g_i, "prefix"), f"generated node {name!r} collides with an existing node")
-            nodes.append(NodeSpec(name=name, role=g.role, profile=g.profile, model=g.model, cpu_share=g.cpu_share,
-                                   memory_mb=g.memory_mb, draft_slots=g.draft_slots))
+            nodes.append(
+                NodeSpec(
+                    name=name,
+                    role=g.role,
+                    profile=g.profile,
+                    model=g.model,
+                    cpu_share=g.cpu_share,
+                    memory_mb=g.memory_mb,
+                    draft_slots=g.draft_slots,
+                )
+            )
             node_loc[name] = ("edges", g_i)
             params = g.link.model_dump(exclude={"to"})
             links.append(LinkSpec(a=name, b=g.link.to, **params))
@@ -114,8 +142,9 @@ def _fill_defaults(spec: TopologySpec, nodes: list[NodeSpec]) -> tuple[list[Node
     return filled, by_name
 
 
-def _check_links(links: list[LinkSpec], link_loc: list[tuple[Any, ...]], by_name: dict[str, NodeSpec],
-                 fail: Fail) -> None:
+def _check_links(
+    links: list[LinkSpec], link_loc: list[tuple[Any, ...]], by_name: dict[str, NodeSpec], fail: Fail
+) -> None:
     """Known ends, no self-links, no duplicates."""
     seen: set[frozenset[str]] = set()
     for i, l in enumerate(links):
@@ -132,8 +161,9 @@ def _check_links(links: list[LinkSpec], link_loc: list[tuple[Any, ...]], by_name
         seen.add(pair)
 
 
-def _compute_models(spec: TopologySpec, filled: list[NodeSpec], node_loc: dict[str, tuple[Any, ...]],
-                    fail: Fail) -> tuple[dict[str, ComputeModel], dict[str, ProfileSpec]]:
+def _compute_models(
+    spec: TopologySpec, filled: list[NodeSpec], node_loc: dict[str, tuple[Any, ...]], fail: Fail
+) -> tuple[dict[str, ComputeModel], dict[str, ProfileSpec]]:
     """Each draft's and target's compute model, and the profiles used (written into the resolved spec)."""
     compute: dict[str, ComputeModel] = {}
     used_profiles: dict[str, ProfileSpec] = {}
@@ -154,9 +184,15 @@ def _compute_models(spec: TopologySpec, filled: list[NodeSpec], node_loc: dict[s
     return compute, used_profiles
 
 
-def _routes(filled: list[NodeSpec], links: list[LinkSpec], by_name: dict[str, NodeSpec], drafts: tuple[str, ...],
-            targets: tuple[str, ...], node_loc: dict[str, tuple[Any, ...]],
-            fail: Fail) -> tuple[PathTable, dict[str, tuple[str, ...]]]:
+def _routes(
+    filled: list[NodeSpec],
+    links: list[LinkSpec],
+    by_name: dict[str, NodeSpec],
+    drafts: tuple[str, ...],
+    targets: tuple[str, ...],
+    node_loc: dict[str, tuple[Any, ...]],
+    fail: Fail,
+) -> tuple[PathTable, dict[str, tuple[str, ...]]]:
     """Paths between every draft and every target it can reach (switches forward; hosts do not)."""
     adj: dict[str, list[tuple[str, int, bool]]] = {n.name: [] for n in filled}
     for i, l in enumerate(links):
@@ -184,7 +220,10 @@ def _recorded_acceptance(spec: TopologySpec, source: str, fail: Fail):
     if acc.kind != "recorded":
         return models
     if not acc.path:
-        raise fail(("models", "acceptance", "path"), "kind 'recorded' needs a path (an .acceptance.npz from `testbed calibrate`)")
+        raise fail(
+            ("models", "acceptance", "path"),
+            "kind 'recorded' needs a path (an .acceptance.npz from `testbed calibrate`)",
+        )
     p = Path(acc.path)
     if not p.is_absolute() and source not in ("<spec>", "<test>"):
         p = Path(source).parent / p

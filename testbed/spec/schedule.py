@@ -70,8 +70,11 @@ def read_steps_csv(path: Path, where: str) -> list[LinkStepSpec]:
     header = [h.strip() for h in rows[0]]
     unknown = [h for h in header if h not in ("at_s", *STEP_FIELDS)]
     if "at_s" not in header or unknown:
-        raise SpecError(f"{path}:1", f"header must have at_s and any of {', '.join(STEP_FIELDS)}"
-                        + (f"; unknown column(s) {', '.join(unknown)}" if unknown else ""))
+        raise SpecError(
+            f"{path}:1",
+            f"header must have at_s and any of {', '.join(STEP_FIELDS)}"
+            + (f"; unknown column(s) {', '.join(unknown)}" if unknown else ""),
+        )
     out = []
     for i, row in enumerate(rows[1:], 2):
         if not any(c.strip() for c in row):
@@ -95,8 +98,9 @@ def read_steps_csv(path: Path, where: str) -> list[LinkStepSpec]:
     return out
 
 
-def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[LinkSpec], base_dir: Path | None,
-                     fail: Fail) -> tuple[ScheduleSpec, Schedule]:
+def resolve_schedule(
+    spec: TopologySpec, nodes: list[NodeSpec], links: list[LinkSpec], base_dir: Path | None, fail: Fail
+) -> tuple[ScheduleSpec, Schedule]:
     sched = spec.schedule
     if not sched.links and not sched.events:
         return sched, Schedule()
@@ -105,8 +109,11 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
 
     def check_time(t: float, loc) -> None:
         if span is not None and t > span:
-            raise fail(loc, f"{t:g} s is after the end of the run ({span:g} s: workload window "
-                            f"{spec.workload.duration_s:g} s in run time + run.drain_timeout_s)")
+            raise fail(
+                loc,
+                f"{t:g} s is after the end of the run ({span:g} s: workload window "
+                f"{spec.workload.duration_s:g} s in run time + run.drain_timeout_s)",
+            )
 
     # 1. Per-link entries: expand wildcards; inline CSV steps; find and parse traces.
     resolved_links: list[LinkScheduleSpec] = []
@@ -118,9 +125,11 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
         loc = ("schedule", "links", e_i)
         found = match_links(entry.link, links)
         if not found:
-            raise fail(loc + ("link",), f"{entry.link!r} names no link (write 'X-Y' with the names of its two ends; "
-                                        f"links: {', '.join(f'{l.a}-{l.b}' for l in links[:12])}"
-                                        + (" ..." if len(links) > 12 else "") + ")")
+            raise fail(
+                loc + ("link",),
+                f"{entry.link!r} names no link (write 'X-Y' with the names of its two ends; "
+                f"links: {', '.join(f'{l.a}-{l.b}' for l in links[:12])}" + (" ..." if len(links) > 12 else "") + ")",
+            )
         steps = list(entry.steps)
         if entry.steps_csv:
             p = Path(entry.steps_csv)
@@ -143,8 +152,11 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
                     raise SpecError("", f"{e} (the {format_loc(loc + (tr_field,))} of {here})") from None
         for k, (li, fwd) in enumerate(found):
             if li in owner:
-                raise fail(loc + ("link",), f"link {links[li].a}-{links[li].b} is already scheduled by "
-                                            f"schedule.links[{owner[li]}] (one entry per link)")
+                raise fail(
+                    loc + ("link",),
+                    f"link {links[li].a}-{links[li].b} is already scheduled by "
+                    f"schedule.links[{owner[li]}] (one entry per link)",
+                )
             owner[li] = e_i
             offset = entry.trace_offset_s + k * entry.trace_stagger_s
             fwd_name, rev_name = (entry.trace_fwd, entry.trace_rev) if fwd else (entry.trace_rev, entry.trace_fwd)
@@ -156,8 +168,14 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
                     ab[key] = path
             if steps:
                 steps_of[li] = [(st.at_s, st) for st in steps]
-            resolved_links.append(LinkScheduleSpec(link=f"{links[li].a}-{links[li].b}", trace_offset_s=offset,
-                                                   steps=sorted(steps, key=lambda s: s.at_s), **ab))
+            resolved_links.append(
+                LinkScheduleSpec(
+                    link=f"{links[li].a}-{links[li].b}",
+                    trace_offset_s=offset,
+                    steps=sorted(steps, key=lambda s: s.at_s),
+                    **ab,
+                )
+            )
 
     # 2. Events: pair into intervals.
     down: dict[int, list[list[float]]] = {}
@@ -177,7 +195,10 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
         if not ivs or ivs[-1][1] != INF:
             raise fail(loc, f"link {links[li].a}-{links[li].b} is not down at {t:g} s")
         if t <= ivs[-1][0]:
-            raise fail(loc, f"link {links[li].a}-{links[li].b} comes back at {t:g} s, not after it went down ({ivs[-1][0]:g} s)")
+            raise fail(
+                loc,
+                f"link {links[li].a}-{links[li].b} comes back at {t:g} s, not after it went down ({ivs[-1][0]:g} s)",
+            )
         ivs[-1][1] = t
         changes.append(Change(t, "link_up", link=li, cause=cause))
 
@@ -207,8 +228,12 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
                 raise fail(loc + ("nodes",), f"{ev.kind} needs `nodes`: the set of nodes cut from the rest")
             for n in group:
                 if n not in names:
-                    raise fail(loc + ("nodes",), f"unknown node {n!r} (known: {', '.join(sorted(names)[:12])}"
-                                                 + (" ..." if len(names) > 12 else "") + ")")
+                    raise fail(
+                        loc + ("nodes",),
+                        f"unknown node {n!r} (known: {', '.join(sorted(names)[:12])}"
+                        + (" ..." if len(names) > 12 else "")
+                        + ")",
+                    )
             gset = frozenset(group)
             cut = [i for i, l in enumerate(links) if (l.a in gset) != (l.b in gset)]
             if not cut:
@@ -232,7 +257,9 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
             if not n or n not in names:
                 raise fail(loc + ("node",), f"{ev.kind} needs `node`: a draft or target (got {n!r})")
             if names[n].role == "switch":
-                raise fail(loc + ("node",), f"{n!r} is a switch; only drafts and targets crash (use link_down or a partition)")
+                raise fail(
+                    loc + ("node",), f"{n!r} is a switch; only drafts and targets crash (use link_down or a partition)"
+                )
             ivs = crashed.setdefault(n, [])
             if ev.kind == "crash":
                 if ivs and ivs[-1][1] == INF:
@@ -255,9 +282,16 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
         seq = [(0.0, cur)]
         for t, s in sorted(st, key=lambda x: x[0]):
             upd = {f: getattr(s, f) for f in STEP_FIELDS if getattr(s, f) is not None}
-            if upd.get("bw_mbps") is not None and l.bw_mbps is None and not ((li, True) in traces and (li, False) in traces):
-                raise fail(("schedule", "links", owner[li]), f"a rate step on link {l.a}-{l.b}, which has no bw_mbps "
-                                                            "(an unshaped link cannot get a rate during the run)")
+            if (
+                upd.get("bw_mbps") is not None
+                and l.bw_mbps is None
+                and not ((li, True) in traces and (li, False) in traces)
+            ):
+                raise fail(
+                    ("schedule", "links", owner[li]),
+                    f"a rate step on link {l.a}-{l.b}, which has no bw_mbps "
+                    "(an unshaped link cannot get a rate during the run)",
+                )
             cur = cur._replace(**upd)
             if t == 0.0:
                 seq[0] = (0.0, cur)
@@ -267,9 +301,13 @@ def resolve_schedule(spec: TopologySpec, nodes: list[NodeSpec], links: list[Link
         step_states[li] = tuple(seq)
 
     changes.sort(key=lambda c: c.t)
-    schedule = Schedule(changes=tuple(changes), traces=traces, steps=step_states,
-                        down={k: tuple((a, b) for a, b in v) for k, v in down.items()},
-                        crashed={k: tuple((a, b) for a, b in v) for k, v in crashed.items()})
+    schedule = Schedule(
+        changes=tuple(changes),
+        traces=traces,
+        steps=step_states,
+        down={k: tuple((a, b) for a, b in v) for k, v in down.items()},
+        crashed={k: tuple((a, b) for a, b in v) for k, v in crashed.items()},
+    )
     resolved = ScheduleSpec(links=resolved_links, events=list(sched.events))
     return resolved, schedule
 

@@ -50,12 +50,18 @@ class SweepFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str | None = Field(None, description="Name of the sweep (default: the file's stem)")
-    topology: str | list[str] = Field(description="Topology YAML(s), relative to the current directory or the sweep file")
+    topology: str | list[str] = Field(
+        description="Topology YAML(s), relative to the current directory or the sweep file"
+    )
     mode: Literal["sim", "emulate", "run"] | list[Literal["sim", "emulate", "run"]] = Field(
-        "sim", description="Per trial: sim (DSD-Sim), emulate, or run (emulate + simulate + compare)")
+        "sim", description="Per trial: sim (DSD-Sim), emulate, or run (emulate + simulate + compare)"
+    )
     net: Literal["none", "mininet"] | list[Literal["none", "mininet"]] = Field(
-        "none", description="Network of emulate / run trials: none (loopback, no shaping) or mininet (needs root)")
-    seeds: int | list[int] | None = Field(None, description="Replicates: N (seeds 1..N) or a list; default: the spec's seed")
+        "none", description="Network of emulate / run trials: none (loopback, no shaping) or mininet (needs root)"
+    )
+    seeds: int | list[int] | None = Field(
+        None, description="Replicates: N (seeds 1..N) or a list; default: the spec's seed"
+    )
     set: dict[str, Any] = Field(default_factory=dict, description="Fixed --set overrides of every trial")
     search: Literal["grid", "random"] = Field("grid", description="grid: every combination; random: `samples` draws")
     samples: int | None = Field(None, ge=1, le=100_000, description="Random search: number of draws of `vary`")
@@ -69,8 +75,8 @@ class Trial:
     """One point of the sweep. `overrides` are the --set items (fixed ones first); `params` its coordinates."""
 
     id: str
-    topology: str          # as written in the sweep file
-    topology_path: str     # absolute
+    topology: str  # as written in the sweep file
+    topology_path: str  # absolute
     mode: str
     net: str
     overrides: tuple[str, ...]
@@ -86,7 +92,7 @@ class Sweep:
     source: str
     spec: SweepFile
     trials: tuple[Trial, ...]
-    dims: tuple[str, ...]       # dimensions that take more than one value (seed excluded)
+    dims: tuple[str, ...]  # dimensions that take more than one value (seed excluded)
     trial_timeout_s: float
 
 
@@ -126,14 +132,18 @@ def load_sweep(path: str | Path, check: bool = True) -> Sweep:
         p = _find(t, path)
         if p is None:
             loc = ("topology", i) if isinstance(spec.topology, list) else ("topology",)
-            raise SpecError(where(loc), f"topology {t!r}: no such file (relative to the current directory or {path.parent})")
+            raise SpecError(
+                where(loc), f"topology {t!r}: no such file (relative to the current directory or {path.parent})"
+            )
         resolved_topos[t] = p
     for b_i, block in enumerate(blocks):
         for t_i, t in enumerate(_as_list(block.get("topology", []))):
             p = _find(str(t), path)
             if p is None:
                 loc = (*block_loc(b_i), "topology") + ((t_i,) if isinstance(block["topology"], list) else ())
-                raise SpecError(where(loc), f"topology {t!r}: no such file (relative to the current directory or {path.parent})")
+                raise SpecError(
+                    where(loc), f"topology {t!r}: no such file (relative to the current directory or {path.parent})"
+                )
             resolved_topos[str(t)] = p
 
     base = [set_item(k, v) for k, v in spec.set.items()]
@@ -172,16 +182,23 @@ def _block_dims(spec: SweepFile, block: dict[str, Any], topos, seeds, where, loc
     dims: dict[str, Any] = {}
     for key, vals in block.items():
         if not isinstance(key, str) or not key or key.startswith(".") or key.endswith("."):
-            raise SpecError(where((*loc0, key)), f"{format_loc((*loc0, key))}: a dimension is a --set path like policy.window")
+            raise SpecError(
+                where((*loc0, key)), f"{format_loc((*loc0, key))}: a dimension is a --set path like policy.window"
+            )
         if key in ("mode", "net"):
             allowed = MODES if key == "mode" else NETS
             for v in _as_list(vals):
                 if v not in allowed:
-                    raise SpecError(where((*loc0, key)), f"{format_loc((*loc0, key))}: {v!r} is not one of {', '.join(allowed)}")
+                    raise SpecError(
+                        where((*loc0, key)), f"{format_loc((*loc0, key))}: {v!r} is not one of {', '.join(allowed)}"
+                    )
         if isinstance(vals, dict):
             if spec.search == "grid":
-                raise SpecError(where((*loc0, key)), f"{format_loc((*loc0, key))}: distributions ({', '.join(DISTRIBUTIONS)}) "
-                                "only with search: random; a grid takes a list of values")
+                raise SpecError(
+                    where((*loc0, key)),
+                    f"{format_loc((*loc0, key))}: distributions ({', '.join(DISTRIBUTIONS)}) "
+                    "only with search: random; a grid takes a list of values",
+                )
             _check_distribution(vals, where, (*loc0, key))
         elif isinstance(vals, list) and not vals:
             raise SpecError(where((*loc0, key)), f"{format_loc((*loc0, key))}: an empty list of values")
@@ -196,13 +213,24 @@ def _block_dims(spec: SweepFile, block: dict[str, Any], topos, seeds, where, loc
 
 def _check_distribution(d: dict, where, loc) -> None:
     if len(d) != 1 or next(iter(d)) not in DISTRIBUTIONS:
-        raise SpecError(where(loc), f"{format_loc(loc)}: a distribution is one of "
-                        + ", ".join(f"{{{k}: [lo, hi]}}" for k in DISTRIBUTIONS))
+        raise SpecError(
+            where(loc),
+            f"{format_loc(loc)}: a distribution is one of " + ", ".join(f"{{{k}: [lo, hi]}}" for k in DISTRIBUTIONS),
+        )
     kind, b = next(iter(d.items()))
     ok = isinstance(b, list) and len(b) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in b)
-    if not ok or not b[0] < b[1] or (kind == "loguniform" and b[0] <= 0) or (kind == "randint" and not all(isinstance(x, int) for x in b)):
-        raise SpecError(where((*loc, kind)), f"{format_loc((*loc, kind))}: expected [lo, hi] with lo < hi"
-                        + (" and lo > 0" if kind == "loguniform" else "") + (", integers" if kind == "randint" else ""))
+    if (
+        not ok
+        or not b[0] < b[1]
+        or (kind == "loguniform" and b[0] <= 0)
+        or (kind == "randint" and not all(isinstance(x, int) for x in b))
+    ):
+        raise SpecError(
+            where((*loc, kind)),
+            f"{format_loc((*loc, kind))}: expected [lo, hi] with lo < hi"
+            + (" and lo > 0" if kind == "loguniform" else "")
+            + (", integers" if kind == "randint" else ""),
+        )
 
 
 def _draw(d: dict, rng: np.random.Generator) -> Any:
@@ -218,12 +246,14 @@ def _points(spec: SweepFile, dims: dict[str, Any], block: dict, rng) -> list[dic
     if spec.search == "grid":
         keys = list(dims)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(dims[k] for k in keys))]
-    drawn = [k for k in block]           # sampled per draw
+    drawn = [k for k in block]  # sampled per draw
     crossed = [k for k in dims if k not in block]  # topology / mode / net / seed lists: crossed with every draw
     out = []
     for _ in range(spec.samples):
-        point = {k: (_draw(dims[k], rng) if isinstance(dims[k], dict) else dims[k][int(rng.integers(len(dims[k])))])
-                 for k in drawn}
+        point = {
+            k: (_draw(dims[k], rng) if isinstance(dims[k], dict) else dims[k][int(rng.integers(len(dims[k])))])
+            for k in drawn
+        }
         for combo in itertools.product(*(dims[k] for k in crossed)):
             out.append({**point, **dict(zip(crossed, combo))})
     return out
@@ -233,9 +263,16 @@ def _trial(params: dict[str, Any], topos: dict[str, Path], base: list[str]) -> T
     topo = params["topology"]
     tpath = topos[topo]
     sets = tuple(base + [set_item(k, v) for k, v in params.items() if k not in ("topology", "mode", "net")])
-    key = json.dumps({"topology": topo, "topology_sha": hashlib.sha1(tpath.read_bytes()).hexdigest(),
-                      "mode": params["mode"], "net": params["net"] if params["mode"] != "sim" else None,
-                      "set": sorted(sets)}, sort_keys=True)
+    key = json.dumps(
+        {
+            "topology": topo,
+            "topology_sha": hashlib.sha1(tpath.read_bytes()).hexdigest(),
+            "mode": params["mode"],
+            "net": params["net"] if params["mode"] != "sim" else None,
+            "set": sorted(sets),
+        },
+        sort_keys=True,
+    )
     tid = hashlib.sha1(key.encode()).hexdigest()[:12]
     return Trial(tid, topo, str(tpath), params["mode"], params["net"], sets, tuple(params.items()))
 

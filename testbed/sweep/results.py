@@ -1,11 +1,11 @@
 """A sweep's output directory: one record per finished trial (what makes a sweep resumable), the trial table.
 
-    OUT/sweep.yaml            the sweep file as it was run
-    OUT/sweep.json            its trials (id, parameters, command line), the swept dimensions, how it ran
-    OUT/trials/<id>/          each trial's run directory (spec.yaml, meta.json, sim/ emu/ ..., trial.log)
-    OUT/records/<id>.json     each finished trial: status (ok | partial | failed), error, metrics, wall_s, host
-    OUT/trials.parquet        one row per trial: parameters x metrics (sim.*, emu.*) x fidelity errors (err.*)
-    OUT/summary.html          plots along the swept dimensions (analysis/sweep_report.py)
+OUT/sweep.yaml            the sweep file as it was run
+OUT/sweep.json            its trials (id, parameters, command line), the swept dimensions, how it ran
+OUT/trials/<id>/          each trial's run directory (spec.yaml, meta.json, sim/ emu/ ..., trial.log)
+OUT/records/<id>.json     each finished trial: status (ok | partial | failed), error, metrics, wall_s, host
+OUT/trials.parquet        one row per trial: parameters x metrics (sim.*, emu.*) x fidelity errors (err.*)
+OUT/summary.html          plots along the swept dimensions (analysis/sweep_report.py)
 """
 
 from __future__ import annotations
@@ -46,8 +46,13 @@ def table(sweep: Sweep, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
         r = records.get(t.id)
         if r is None:
             continue
-        row: dict[str, Any] = {"trial": t.id, "status": r["status"], "error": r.get("error"),
-                               "wall_s": r.get("wall_s"), "host": r.get("host")}
+        row: dict[str, Any] = {
+            "trial": t.id,
+            "status": r["status"],
+            "error": r.get("error"),
+            "wall_s": r.get("wall_s"),
+            "host": r.get("host"),
+        }
         row.update(t.param_dict())
         row.update(r.get("metrics") or {})
         rows.append(row)

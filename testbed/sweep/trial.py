@@ -74,9 +74,17 @@ def run_trial(job: TrialJob) -> dict[str, Any]:
     status = "ok" if rc == 0 else ("partial" if rc == 1 and metrics else "failed")
     if rc != 0 and not err:
         err = f"exit status {rc}"
-    return {"id": job.trial.id, "status": status, "error": None if rc == 0 else err, "exit_code": rc,
-            "metrics": metrics, "wall_s": round(time.perf_counter() - t0, 3), "host": socket.gethostname(),
-            "run_dir": job.run_dir, "argv": ["python", "-m", "testbed", *argv]}
+    return {
+        "id": job.trial.id,
+        "status": status,
+        "error": None if rc == 0 else err,
+        "exit_code": rc,
+        "metrics": metrics,
+        "wall_s": round(time.perf_counter() - t0, 3),
+        "host": socket.gethostname(),
+        "run_dir": job.run_dir,
+        "argv": ["python", "-m", "testbed", *argv],
+    }
 
 
 def _in_process(argv: list[str], log: Path) -> tuple[int, str | None]:
@@ -94,8 +102,9 @@ def _in_process(argv: list[str], log: Path) -> tuple[int, str | None]:
 
 def _child(argv: list[str], log: Path, timeout_s: float) -> tuple[int, str | None]:
     with open(log, "w") as f:
-        p = subprocess.Popen([sys.executable, "-m", "testbed", *argv], stdout=f, stderr=subprocess.STDOUT,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "testbed", *argv], stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+        )
         try:
             rc = p.wait(timeout=timeout_s + STOP_GRACE_S)  # the command's own --timeout-s stops it first
             timed_out = False

@@ -16,8 +16,9 @@ from testbed.spec import Scenario
 KINDS = ("none", "mininet")
 
 
-def make_network(scenario: Scenario, kind: str = "mininet", shaping: str | None = None, verify: str = "quick",
-                 **options: Any) -> NetworkBackend:
+def make_network(
+    scenario: Scenario, kind: str = "mininet", shaping: str | None = None, verify: str = "quick", **options: Any
+) -> NetworkBackend:
     """The network a run uses. For "mininet", everything that can be checked before building (root, the
     shaping backend, what the spec asks of it) is checked here: errors come before anything exists."""
     if kind == "none":

@@ -133,8 +133,17 @@ def sink(a: argparse.Namespace) -> None:
                 counted += n
     secs = (now - first) if first else 0.0
     c.close()
-    print(json.dumps({"bytes": counted, "seconds": secs, "mss": mss,
-                      "goodput_mbps": counted * 8 / secs / 1e6 if secs > 0 else 0.0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bytes": counted,
+                "seconds": secs,
+                "mss": mss,
+                "goodput_mbps": counted * 8 / secs / 1e6 if secs > 0 else 0.0,
+            }
+        ),
+        flush=True,
+    )
 
 
 def source(a: argparse.Namespace) -> None:

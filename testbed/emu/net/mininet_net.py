@@ -42,6 +42,7 @@ def _import_mininet():
     import mininet.log
     import mininet.net
     import mininet.nodelib
+
     mininet.log.setLogLevel("error")
     mininet.net.Mininet.inited = True  # skip fixLimits(): no host-wide sysctl changes
     return mininet
@@ -52,9 +53,17 @@ def _sigterm(signum, frame):  # noqa: ARG001
 
 
 class MininetNetwork(NetworkBackend):
-    def __init__(self, scenario: Scenario, shaping: str | None = None, verify: str = "quick",
-                 cpu_limits: bool = True, tag: str | None = None, shaping_options: dict[str, Any] | None = None,
-                 netns: dict[str, int] | None = None, second_host: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        scenario: Scenario,
+        shaping: str | None = None,
+        verify: str = "quick",
+        cpu_limits: bool = True,
+        tag: str | None = None,
+        shaping_options: dict[str, Any] | None = None,
+        netns: dict[str, int] | None = None,
+        second_host: tuple[str, ...] = (),
+    ):
         super().__init__(scenario)
         self.netns = netns  # host -> pid whose network namespace the host uses (docker runtime); None: new ones
         self.requested_shaping = shaping
@@ -79,7 +88,10 @@ class MininetNetwork(NetworkBackend):
     # ---- NetworkBackend -------------------------------------------------------------------------------
     @property
     def backends(self) -> dict[str, str]:
-        out = {"network": "mininet", "shaping": self.shaping.name if self.shaping else (self.requested_shaping or "auto")}
+        out = {
+            "network": "mininet",
+            "shaping": self.shaping.name if self.shaping else (self.requested_shaping or "auto"),
+        }
         if self.second_host:
             out["hosts"] = "two emulated hosts, vxlan tunnel"
         return out
@@ -113,11 +125,17 @@ class MininetNetwork(NetworkBackend):
                 self._old_sigterm = signal.signal(signal.SIGTERM, _sigterm)
             except ValueError:  # not the main thread
                 self._old_sigterm = None
-        write_state(self.tag, kind="mininet", scenario=self.scenario.source, hosts=self.plan.hosts,
-                    bridges=list(self.plan.switches.values()))
+        write_state(
+            self.tag,
+            kind="mininet",
+            scenario=self.scenario.source,
+            hosts=self.plan.hosts,
+            bridges=list(self.plan.switches.values()),
+        )
         plan, sc = self.plan, self.scenario
-        net = mn.net.Mininet(topo=None, build=False, controller=None, autoSetMacs=False, inNamespace=False,
-                             waitConnected=False)
+        net = mn.net.Mininet(
+            topo=None, build=False, controller=None, autoSetMacs=False, inNamespace=False, waitConnected=False
+        )
         self.net = net
         nodes: dict[str, Any] = {}
         host_kw: dict[str, Any] = {}
@@ -167,10 +185,13 @@ class MininetNetwork(NetworkBackend):
     def _configure_hosts(self) -> None:
         plan = self.plan
         for h in plan.hosts:
-            lines = ["sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 "
-                     "net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null",
-                     # TCP windows large enough for rate x delay of the links emulated here (namespaced sysctls)
-                     "sysctl -qw net.ipv4.tcp_rmem='4096 131072 33554432' net.ipv4.tcp_wmem='4096 16384 33554432' 2>/dev/null || true"]
+            lines = [
+                "sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 "
+                "net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 2>/dev/null",
+                # TCP windows large enough for rate x delay of the links emulated here (namespaced sysctls)
+                "sysctl -qw net.ipv4.tcp_rmem='4096 131072 33554432' net.ipv4.tcp_wmem='4096 16384 33554432' "
+                "2>/dev/null || true",
+            ]
             for intf in self.hosts[h].intfNames():
                 lines.append(f"ip link set dev {intf} up")
                 lines.append(f"sysctl -qw net.ipv4.conf.{intf}.rp_filter=0 2>/dev/null")
@@ -298,8 +319,9 @@ class MininetNetwork(NetworkBackend):
             return []
         return ["mnexec", "-a", str(self.hosts[node].pid)]
 
-    def run_in(self, node: str, argv: list[str], input: str | None = None, check: bool = True,
-               timeout: float | None = 60) -> subprocess.CompletedProcess:
+    def run_in(
+        self, node: str, argv: list[str], input: str | None = None, check: bool = True, timeout: float | None = 60
+    ) -> subprocess.CompletedProcess:
         r = subprocess.run(self.ns_prefix(node) + argv, input=input, capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:3])} on {node}: {(r.stderr or r.stdout).strip()[:500]}")

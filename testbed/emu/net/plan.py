@@ -46,7 +46,9 @@ def make_plan(scenario: Scenario, tag: str) -> NetPlan:
     hosts = [n.name for n in scenario.nodes if n.role != "switch"]
     switch_nodes = [n.name for n in scenario.nodes if n.role == "switch"]
     if len(switch_nodes) > MAX_SWITCHES:
-        raise InputError(scenario.source, f"{len(switch_nodes)} switches: the mininet network supports at most {MAX_SWITCHES}")
+        raise InputError(
+            scenario.source, f"{len(switch_nodes)} switches: the mininet network supports at most {MAX_SWITCHES}"
+        )
     if len(hosts) > MAX_HOSTS:
         raise InputError(scenario.source, f"{len(hosts)} hosts: at most {MAX_HOSTS} fit the 10.77.0.0/16 plan")
     _check_switch_forest(scenario, roles)
@@ -61,8 +63,14 @@ def make_plan(scenario: Scenario, tag: str) -> NetPlan:
             names.append(f"{switches[end]}e{k}" if end in switches else f"eth{k}")
         link_intfs.append((names[0], names[1]))
     addresses = {h: address_of(i) for i, h in enumerate(hosts)}
-    plan = NetPlan(tag=tag, hosts=hosts, switches=switches, labels={h: host_label(tag, h) for h in hosts},
-                   addresses=addresses, link_intfs=link_intfs)
+    plan = NetPlan(
+        tag=tag,
+        hosts=hosts,
+        switches=switches,
+        labels={h: host_label(tag, h) for h in hosts},
+        addresses=addresses,
+        link_intfs=link_intfs,
+    )
     for (src, dst), hops in scenario.paths.items():
         if not hops:
             continue
@@ -85,6 +93,9 @@ def _check_switch_forest(scenario: Scenario, roles: dict[str, str]) -> None:
         if roles[l.a] == "switch" and roles[l.b] == "switch":
             ra, rb = find(l.a), find(l.b)
             if ra == rb:
-                raise InputError(scenario.source, f"links between switches form a loop (closed by {l.a}-{l.b}): "
-                                 "the Linux-bridge network needs the switches to form a tree")
+                raise InputError(
+                    scenario.source,
+                    f"links between switches form a loop (closed by {l.a}-{l.b}): "
+                    "the Linux-bridge network needs the switches to form a tree",
+                )
             parent[ra] = rb

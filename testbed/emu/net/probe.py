@@ -14,8 +14,10 @@ from typing import Any
 
 from testbed.errors import InputError
 
-ROOT_HINT = ("the emulated network needs root (network namespaces, qdiscs, iptables): run as root, e.g. "
-             "`sudo -E env PATH=$PATH python -m testbed ...`, or use `--net none` (loopback, no shaping)")
+ROOT_HINT = (
+    "the emulated network needs root (network namespaces, qdiscs, iptables): run as root, e.g. "
+    "`sudo -E env PATH=$PATH python -m testbed ...`, or use `--net none` (loopback, no shaping)"
+)
 
 
 def is_root() -> bool:
@@ -38,7 +40,10 @@ def probe_all() -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     tools = {t: shutil.which(t) for t in ("ip", "tc", "iptables", "iptables-restore", "mnexec", "brctl", "cc")}
-    out["tools"] = (all(tools[t] for t in ("ip", "tc")), ", ".join(f"{t}={'yes' if p else 'MISSING'}" for t, p in tools.items()))
+    out["tools"] = (
+        all(tools[t] for t in ("ip", "tc")),
+        ", ".join(f"{t}={'yes' if p else 'MISSING'}" for t, p in tools.items()),
+    )
     if not is_root() or not tools["ip"]:
         for k in ("netns", "netem", "htb", "tbf", "nfqueue"):
             out[k] = (False, "needs root" if not is_root() else "no `ip` tool")
@@ -60,9 +65,30 @@ def probe_all() -> dict[str, Any]:
             out["tbf"] = (r.returncode == 0, "ok" if r.returncode == 0 else r.stderr.strip())
             tc("qdisc", "del", "dev", "lo", "root")
             if tools["iptables"]:
-                r = ns.run(["iptables", "-t", "mangle", "-A", "PREROUTING", "-s", "10.77.255.9", "-m", "comment",
-                            "--comment", "dsd-probe", "-j", "NFQUEUE", "--queue-num", "77", "--queue-bypass"])
-                out["nfqueue"] = (r.returncode == 0, "iptables NFQUEUE target works" if r.returncode == 0 else r.stderr.strip())
+                r = ns.run(
+                    [
+                        "iptables",
+                        "-t",
+                        "mangle",
+                        "-A",
+                        "PREROUTING",
+                        "-s",
+                        "10.77.255.9",
+                        "-m",
+                        "comment",
+                        "--comment",
+                        "dsd-probe",
+                        "-j",
+                        "NFQUEUE",
+                        "--queue-num",
+                        "77",
+                        "--queue-bypass",
+                    ]
+                )
+                out["nfqueue"] = (
+                    r.returncode == 0,
+                    "iptables NFQUEUE target works" if r.returncode == 0 else r.stderr.strip(),
+                )
             else:
                 out["nfqueue"] = (False, "no iptables (apt-get install iptables)")
     except RuntimeError as e:
@@ -99,7 +125,10 @@ def shaping_support() -> dict[str, tuple[bool, str]]:
     netem_ok = caps.get("netem", (False, ""))[0] and caps.get("htb", (False, ""))[0]
     out["netem"] = (netem_ok, "htb + netem" if netem_ok else f"netem: {caps.get('netem', (False, '?'))[1]}")
     if not (caps.get("htb", (False, ""))[0] and caps.get("nfqueue", (False, ""))[0]):
-        out["userspace"] = (False, f"htb: {caps.get('htb', (False, '?'))[1]}; nfqueue: {caps.get('nfqueue', (False, '?'))[1]}")
+        out["userspace"] = (
+            False,
+            f"htb: {caps.get('htb', (False, '?'))[1]}; nfqueue: {caps.get('nfqueue', (False, '?'))[1]}",
+        )
     else:
         ok, detail = probe_delayline()
         out["userspace"] = (ok, f"htb + NFQUEUE delay line ({detail})" if ok else detail)
@@ -118,5 +147,6 @@ def choose_shaping(requested: str | None) -> str:
     for name in ("netem", "userspace"):
         if support[name][0]:
             return name
-    raise InputError("--net mininet", "no link shaping backend works here: " +
-                     "; ".join(f"{k}: {v[1]}" for k, v in support.items()))
+    raise InputError(
+        "--net mininet", "no link shaping backend works here: " + "; ".join(f"{k}: {v[1]}" for k, v in support.items())
+    )

@@ -54,11 +54,27 @@ class ScratchPair:
             raise
         self.procs: list[subprocess.Popen] = []
         try:
-            for cmd in (["ip", "link", "add", "eth0", "netns", self.a.name, "type", "veth", "peer", "name", "eth0", "netns", self.b.name],
-                        ["ip", "-n", self.a.name, "addr", "add", f"{self.addr_a}/24", "dev", "eth0"],
-                        ["ip", "-n", self.b.name, "addr", "add", f"{self.addr_b}/24", "dev", "eth0"],
-                        ["ip", "-n", self.a.name, "link", "set", "eth0", "up"],
-                        ["ip", "-n", self.b.name, "link", "set", "eth0", "up"]):
+            for cmd in (
+                [
+                    "ip",
+                    "link",
+                    "add",
+                    "eth0",
+                    "netns",
+                    self.a.name,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    "eth0",
+                    "netns",
+                    self.b.name,
+                ],
+                ["ip", "-n", self.a.name, "addr", "add", f"{self.addr_a}/24", "dev", "eth0"],
+                ["ip", "-n", self.b.name, "addr", "add", f"{self.addr_b}/24", "dev", "eth0"],
+                ["ip", "-n", self.a.name, "link", "set", "eth0", "up"],
+                ["ip", "-n", self.b.name, "link", "set", "eth0", "up"],
+            ):
                 r = run(cmd)
                 if r.returncode != 0:
                     raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
@@ -78,12 +94,28 @@ class ScratchPair:
             raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip()}")
 
     def rtt_us(self, count: int, interval: float = 0.005) -> list[float]:
-        srv = self.popen_b([sys.executable, MEASURE, "echo-server", "--bind", self.addr_b, "--port", "7999"],
-                           stdout=subprocess.PIPE, text=True)
+        srv = self.popen_b(
+            [sys.executable, MEASURE, "echo-server", "--bind", self.addr_b, "--port", "7999"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             srv.stdout.readline()
-            r = self.a.run([sys.executable, MEASURE, "rtt", "--port", "7999", "--count", str(count),
-                            "--interval", str(interval), self.addr_b], timeout=60 + count * interval * 4)
+            r = self.a.run(
+                [
+                    sys.executable,
+                    MEASURE,
+                    "rtt",
+                    "--port",
+                    "7999",
+                    "--count",
+                    str(count),
+                    "--interval",
+                    str(interval),
+                    self.addr_b,
+                ],
+                timeout=60 + count * interval * 4,
+            )
             return json.loads(r.stdout)["rtt_us"][self.addr_b]
         finally:
             srv.kill()

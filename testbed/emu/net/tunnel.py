@@ -46,8 +46,11 @@ def crossing_links(scenario: Scenario, second: frozenset[str]) -> list[tuple[int
             continue
         a_end = link.b if link.a in second else link.a
         if names[a_end] != "switch":
-            raise InputError("--second-host", f"link {link.a}-{link.b} crosses the hosts but has no switch on the "
-                             f"first host's side ({a_end} is a {names[a_end]}): place switches so that it does")
+            raise InputError(
+                "--second-host",
+                f"link {link.a}-{link.b} crosses the hosts but has no switch on the "
+                f"first host's side ({a_end} is a {names[a_end]}): place switches so that it does",
+            )
         out.append((i, a_end))
     if not out:
         raise InputError("--second-host", "no link crosses the two hosts")
@@ -71,9 +74,13 @@ class TwoHosts:
         crossing = crossing_links(sc, self.second)
         ns_a, ns_b = self.namespaces
         t = f"{PREFIX}{self.tag}t"
-        cmds = [f"netns add {ns_a}", f"netns add {ns_b}",
-                f"link add {t}ua mtu {UNDERLAY_MTU} type veth peer name {t}ub mtu {UNDERLAY_MTU}",
-                f"link set {t}ua netns {ns_a} name u0", f"link set {t}ub netns {ns_b} name u0"]
+        cmds = [
+            f"netns add {ns_a}",
+            f"netns add {ns_b}",
+            f"link add {t}ua mtu {UNDERLAY_MTU} type veth peer name {t}ub mtu {UNDERLAY_MTU}",
+            f"link set {t}ua netns {ns_a} name u0",
+            f"link set {t}ub netns {ns_b} name u0",
+        ]
         _ip(cmds)
         for ns, me in ((ns_a, UNDERLAY[0]), (ns_b, UNDERLAY[1])):
             _ip([f"addr add {me}/30 dev u0", "link set u0 up", "link set lo up"], ns)
@@ -81,23 +88,53 @@ class TwoHosts:
             port = plan.intf(link, sw, sc)
             bridge_a, bridge_b = plan.switches[sw], f"{t}{k:02d}"
             vni = VNI_BASE + k
-            _ip([f"link add {bridge_b} type bridge", f"link set {bridge_b} up",
-                 f"link set {port} nomaster", f"link set {port} master {bridge_b}",
-                 f"link add {t}{k:02d}a type veth peer name {t}{k:02d}x", f"link set {t}{k:02d}a master {bridge_a} up",
-                 f"link set {t}{k:02d}x netns {ns_a} name s{k}",
-                 f"link add {t}{k:02d}b type veth peer name {t}{k:02d}y", f"link set {t}{k:02d}b master {bridge_b} up",
-                 f"link set {t}{k:02d}y netns {ns_b} name s{k}"])
+            _ip(
+                [
+                    f"link add {bridge_b} type bridge",
+                    f"link set {bridge_b} up",
+                    f"link set {port} nomaster",
+                    f"link set {port} master {bridge_b}",
+                    f"link add {t}{k:02d}a type veth peer name {t}{k:02d}x",
+                    f"link set {t}{k:02d}a master {bridge_a} up",
+                    f"link set {t}{k:02d}x netns {ns_a} name s{k}",
+                    f"link add {t}{k:02d}b type veth peer name {t}{k:02d}y",
+                    f"link set {t}{k:02d}b master {bridge_b} up",
+                    f"link set {t}{k:02d}y netns {ns_b} name s{k}",
+                ]
+            )
             for ns, local, remote in ((ns_a, *UNDERLAY), (ns_b, UNDERLAY[1], UNDERLAY[0])):
-                _ip([f"link add br{k} type bridge", f"link set br{k} up",
-                     f"link add vx{k} type vxlan id {vni} local {local} remote {remote} dstport {VXLAN_PORT} dev u0",
-                     f"link set vx{k} master br{k} up", f"link set s{k} master br{k} up"], ns)
-            self.tunnels.append({"link": f"{sc.links[link].a}-{sc.links[link].b}", "cut_at": sw, "port": port,
-                                 "first_host_bridge": bridge_a, "second_host_bridge": bridge_b, "vni": vni})
+                _ip(
+                    [
+                        f"link add br{k} type bridge",
+                        f"link set br{k} up",
+                        f"link add vx{k} type vxlan id {vni} local {local} remote {remote} dstport {VXLAN_PORT} dev u0",
+                        f"link set vx{k} master br{k} up",
+                        f"link set s{k} master br{k} up",
+                    ],
+                    ns,
+                )
+            self.tunnels.append(
+                {
+                    "link": f"{sc.links[link].a}-{sc.links[link].b}",
+                    "cut_at": sw,
+                    "port": port,
+                    "first_host_bridge": bridge_a,
+                    "second_host_bridge": bridge_b,
+                    "vni": vni,
+                }
+            )
 
     def describe(self) -> dict[str, Any]:
-        return {"second_host": sorted(self.second), "encapsulation": "vxlan", "underlay": list(UNDERLAY),
-                "underlay_mtu": UNDERLAY_MTU, "inner_mtu": UNDERLAY_MTU - VXLAN_OVERHEAD,
-                "overhead_bytes": VXLAN_OVERHEAD, "namespaces": list(self.namespaces), "tunnels": self.tunnels}
+        return {
+            "second_host": sorted(self.second),
+            "encapsulation": "vxlan",
+            "underlay": list(UNDERLAY),
+            "underlay_mtu": UNDERLAY_MTU,
+            "inner_mtu": UNDERLAY_MTU - VXLAN_OVERHEAD,
+            "overhead_bytes": VXLAN_OVERHEAD,
+            "namespaces": list(self.namespaces),
+            "tunnels": self.tunnels,
+        }
 
     def teardown(self) -> None:
         """Deleting the two namespaces removes the tunnels, the underlay and the veths into them; the run's
@@ -107,6 +144,12 @@ class TwoHosts:
 
 
 def _ip(cmds: list[str], ns: str | None = None) -> None:
-    r = subprocess.run(["ip", *(["-n", ns] if ns else []), "-batch", "-"], input="\n".join(cmds) + "\n", capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        ["ip", *(["-n", ns] if ns else []), "-batch", "-"],
+        input="\n".join(cmds) + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if r.returncode != 0:
         raise RuntimeError(f"two-host split: {(r.stderr or r.stdout).strip()[:400]}")

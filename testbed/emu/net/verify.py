@@ -62,33 +62,63 @@ def expected_path(net: "MininetNetwork", src: str, dst: str) -> dict[str, Any]:
     sc = net.scenario
     d_fwd, j_fwd, l_fwd = path_params(sc, src, dst)
     d_rev, j_rev, l_rev = path_params(sc, dst, src)
-    ser_ms = sum(PROBE_WIRE_BYTES * 8 / (sc.links[h.link].bw_mbps * 1e3)
-                 for h in sc.paths[(src, dst)] + sc.paths[(dst, src)] if sc.links[h.link].bw_mbps)
+    ser_ms = sum(
+        PROBE_WIRE_BYTES * 8 / (sc.links[h.link].bw_mbps * 1e3)
+        for h in sc.paths[(src, dst)] + sc.paths[(dst, src)]
+        if sc.links[h.link].bw_mbps
+    )
     bws = [sc.links[h.link].bw_mbps for h in sc.paths[(src, dst)] if sc.links[h.link].bw_mbps]
-    return {"one_way_delay_ms": d_fwd, "rtt_ms": d_fwd + d_rev + ser_ms, "rtt_std_ms": math.sqrt(j_fwd ** 2 + j_rev ** 2),
-            "loss_pct": 100 * l_fwd, "rtt_loss_pct": 100 * (1 - (1 - l_fwd) * (1 - l_rev)),
-            "rate_mbps": min(bws) if bws else None}
+    return {
+        "one_way_delay_ms": d_fwd,
+        "rtt_ms": d_fwd + d_rev + ser_ms,
+        "rtt_std_ms": math.sqrt(j_fwd**2 + j_rev**2),
+        "loss_pct": 100 * l_fwd,
+        "rtt_loss_pct": 100 * (1 - (1 - l_fwd) * (1 - l_rev)),
+        "rate_mbps": min(bws) if bws else None,
+    }
 
 
-def measure_rtts(net: "MininetNetwork", pairs: dict[str, list[str]], count: int, interval: float) -> dict[tuple[str, str], dict]:
+def measure_rtts(
+    net: "MininetNetwork", pairs: dict[str, list[str]], count: int, interval: float
+) -> dict[tuple[str, str], dict]:
     addr = net.plan.addresses
     targets = sorted({t for ts in pairs.values() for t in ts})
     servers = []
     out: dict[tuple[str, str], dict] = {}
     try:
         for t in targets:
-            p = net.popen_raw(t, [sys.executable, MEASURE, "echo-server", "--bind", addr[t], "--port", str(ECHO_PORT)],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            p = net.popen_raw(
+                t,
+                [sys.executable, MEASURE, "echo-server", "--bind", addr[t], "--port", str(ECHO_PORT)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
             servers.append(p)
         for p in servers:
             p.stdout.readline()
         drafts = sorted(pairs)
         for i in range(0, len(drafts), BATCH):
             clients = {}
-            for d in drafts[i:i + BATCH]:
-                clients[d] = net.popen_raw(d, [sys.executable, MEASURE, "rtt", "--port", str(ECHO_PORT), "--count", str(count),
-                                               "--interval", str(interval), *[addr[t] for t in pairs[d]]],
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for d in drafts[i : i + BATCH]:
+                clients[d] = net.popen_raw(
+                    d,
+                    [
+                        sys.executable,
+                        MEASURE,
+                        "rtt",
+                        "--port",
+                        str(ECHO_PORT),
+                        "--count",
+                        str(count),
+                        "--interval",
+                        str(interval),
+                        *[addr[t] for t in pairs[d]],
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
             for d, c in clients.items():
                 so, se = c.communicate(timeout=60 + count * interval * 20)
                 try:
@@ -108,14 +138,44 @@ def measure_rtts(net: "MininetNetwork", pairs: dict[str, list[str]], count: int,
 
 def measure_rate(net: "MininetNetwork", src: str, dst: str, duration: float, warmup: float = 0.5) -> dict[str, Any]:
     addr = net.plan.addresses
-    sink = net.popen_raw(dst, [sys.executable, MEASURE, "sink", "--bind", addr[dst], "--port", str(RATE_PORT),
-                               "--duration", str(duration), "--warmup", str(warmup)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sink = net.popen_raw(
+        dst,
+        [
+            sys.executable,
+            MEASURE,
+            "sink",
+            "--bind",
+            addr[dst],
+            "--port",
+            str(RATE_PORT),
+            "--duration",
+            str(duration),
+            "--warmup",
+            str(warmup),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     src_p = None
     try:
         sink.stdout.readline()
-        src_p = net.popen_raw(src, [sys.executable, MEASURE, "source", "--to", addr[dst], "--port", str(RATE_PORT),
-                                    "--duration", str(duration + warmup + 2)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        src_p = net.popen_raw(
+            src,
+            [
+                sys.executable,
+                MEASURE,
+                "source",
+                "--to",
+                addr[dst],
+                "--port",
+                str(RATE_PORT),
+                "--duration",
+                str(duration + warmup + 2),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         so, se = sink.communicate(timeout=duration + warmup + 30)
         res = json.loads(so)
     except (ValueError, subprocess.TimeoutExpired) as e:
@@ -138,10 +198,14 @@ def _stop_on_dead_paths(paths: list[dict[str, Any]]) -> None:
         return
     from testbed.emu.runtime.engine import filtering_problem
 
-    names = ", ".join(f"{e['src']}->{e['dst']}" for e in dead[:4]) + (f" and {len(dead) - 4} more" if len(dead) > 4 else "")
+    names = ", ".join(f"{e['src']}->{e['dst']}" for e in dead[:4]) + (
+        f" and {len(dead) - 4} more" if len(dead) > 4 else ""
+    )
     cause = filtering_problem() or "check `python -m testbed doctor` and the host's iptables FORWARD chain"
-    raise EmulationError(f"path verification: {len(dead)} of {len(paths)} paths dead (every probe lost: {names}); "
-                         f"nothing was started. Likely cause: {cause}")
+    raise EmulationError(
+        f"path verification: {len(dead)} of {len(paths)} paths dead (every probe lost: {names}); "
+        f"nothing was started. Likely cause: {cause}"
+    )
 
 
 def _probe_plan(sc, mode: str) -> tuple[dict[str, list[str]], int, float, float]:
@@ -157,9 +221,15 @@ def _probe_plan(sc, mode: str) -> tuple[dict[str, list[str]], int, float, float]
 def rtt_stats(m: dict[str, Any]) -> dict[str, Any]:
     """p50 / p99 / mean / std (ms), samples and loss of one path's probes (measure_rtts' entry)."""
     xs = [x / 1e3 for x in m["rtt_us"]]
-    return {"rtt_p50_ms": pct(xs, 0.5), "rtt_p99_ms": pct(xs, 0.99), "rtt_mean_ms": sum(xs) / len(xs) if xs else None,
-            "rtt_std_ms": std(xs), "samples": len(xs), "lost": m["lost"],
-            "loss_pct": 100 * m["lost"] / max(1, m["lost"] + len(xs))}
+    return {
+        "rtt_p50_ms": pct(xs, 0.5),
+        "rtt_p99_ms": pct(xs, 0.99),
+        "rtt_mean_ms": sum(xs) / len(xs) if xs else None,
+        "rtt_std_ms": std(xs),
+        "samples": len(xs),
+        "lost": m["lost"],
+        "loss_pct": 100 * m["lost"] / max(1, m["lost"] + len(xs)),
+    }
 
 
 def probe_after(net: "MininetNetwork", mode: str = "quick") -> dict[str, Any]:
@@ -174,8 +244,14 @@ def probe_after(net: "MininetNetwork", mode: str = "quick") -> dict[str, Any]:
             paths.append({"src": d, "dst": t, "measured": {}, "error": m.get("error", "no RTT sample came back")})
             continue
         meas = rtt_stats(m)
-        paths.append({"src": d, "dst": t, "measured": meas,
-                      "rtt_error_ms": meas["rtt_p50_ms"] - expected_path(net, d, t)["rtt_ms"]})
+        paths.append(
+            {
+                "src": d,
+                "dst": t,
+                "measured": meas,
+                "rtt_error_ms": meas["rtt_p50_ms"] - expected_path(net, d, t)["rtt_ms"],
+            }
+        )
     return {"paths": paths, "probe_s": time.monotonic() - t0}
 
 
@@ -209,7 +285,9 @@ def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dic
                         rel = (meas["rtt_std_ms"] - exp["rtt_std_ms"]) / exp["rtt_std_ms"]
                         entry["jitter_rel_error"] = rel
                         if abs(rel) > JITTER_TOLERANCE.get(mode, 0.25):
-                            problems.append(f"RTT std {meas['rtt_std_ms']:.3f} ms vs configured {exp['rtt_std_ms']:.3f} ms")
+                            problems.append(
+                                f"RTT std {meas['rtt_std_ms']:.3f} ms vs configured {exp['rtt_std_ms']:.3f} ms"
+                            )
             entry["problems"] = problems
             paths.append(entry)
     t_rtt = time.monotonic() - t0
@@ -218,7 +296,12 @@ def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dic
         classes: dict[tuple, dict[str, Any]] = {}
         for e in paths:
             c = e["configured"]
-            key = (c["rate_mbps"], round(c["one_way_delay_ms"], 3), round(c["loss_pct"], 6), e["dst"] if mode == "full" else "")
+            key = (
+                c["rate_mbps"],
+                round(c["one_way_delay_ms"], 3),
+                round(c["loss_pct"], 6),
+                e["dst"] if mode == "full" else "",
+            )
             if mode == "full" or key not in classes:
                 classes.setdefault(key, e)
         for key, e in classes.items():
@@ -244,7 +327,17 @@ def verify(net: "MininetNetwork", mode: str = "quick", rate: bool = True) -> dic
     for i, l in enumerate(sc.links):
         ia, ib = net.plan.link_intfs[i]
         links.append({"index": i, **l.model_dump(), "intf_a": ia, "intf_b": ib})
-    return {"backends": net.backends, "mode": mode, "tolerance": {"rtt_ms": "max(0.6, 3% of configured RTT)",
-            "rate": RATE_TOLERANCE, "jitter_std": JITTER_TOLERANCE.get(mode, 0.25)},
-            "addresses": dict(net.plan.addresses), "links": links, "paths": paths, "warnings": warnings,
-            "verify_s": {"rtt": t_rtt, "total": time.monotonic() - t0}}
+    return {
+        "backends": net.backends,
+        "mode": mode,
+        "tolerance": {
+            "rtt_ms": "max(0.6, 3% of configured RTT)",
+            "rate": RATE_TOLERANCE,
+            "jitter_std": JITTER_TOLERANCE.get(mode, 0.25),
+        },
+        "addresses": dict(net.plan.addresses),
+        "links": links,
+        "paths": paths,
+        "warnings": warnings,
+        "verify_s": {"rtt": t_rtt, "total": time.monotonic() - t0},
+    }

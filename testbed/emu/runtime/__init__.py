@@ -14,8 +14,9 @@ from testbed.spec import Scenario
 RUNTIMES = ("process", "docker")
 
 
-def make_runtime(scenario: Scenario, kind: str | None = None, network: str = "mininet",
-                 build_image: bool = True) -> NodeRuntime:
+def make_runtime(
+    scenario: Scenario, kind: str | None = None, network: str = "mininet", build_image: bool = True
+) -> NodeRuntime:
     """The runtime a run uses (kind None: the spec's run.runtime). Checks what can fail before anything is built."""
     kind = kind or scenario.spec.run.runtime
     if kind == "process":

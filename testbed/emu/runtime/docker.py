@@ -88,11 +88,14 @@ class ContainerHandle(NodeHandle):
         rel = Path(CGROUP_PARENT.strip("/")) / self.c.id
         try:
             stat = dict(line.split() for line in (CGROUP_ROOT / "cpu" / rel / "cpu.stat").read_text().splitlines())
-            acct = next(p for p in (CGROUP_ROOT / "cpuacct" / rel, CGROUP_ROOT / "cpu" / rel)
-                        if (p / "cpuacct.usage").exists())
-            self.cpu = {"cpu_used_s": int((acct / "cpuacct.usage").read_text()) / 1e9,
-                        "cpu_throttled_periods": int(stat.get("nr_throttled", 0)),
-                        "cpu_throttled_s": int(stat.get("throttled_time", 0)) / 1e9}
+            acct = next(
+                p for p in (CGROUP_ROOT / "cpuacct" / rel, CGROUP_ROOT / "cpu" / rel) if (p / "cpuacct.usage").exists()
+            )
+            self.cpu = {
+                "cpu_used_s": int((acct / "cpuacct.usage").read_text()) / 1e9,
+                "cpu_throttled_periods": int(stat.get("nr_throttled", 0)),
+                "cpu_throttled_s": int(stat.get("throttled_time", 0)) / 1e9,
+            }
         except (OSError, ValueError, StopIteration):
             pass
 
@@ -146,8 +149,7 @@ class ContainerHandle(NodeHandle):
 class DockerRuntime(NodeRuntime):
     name = "docker"
 
-    def __init__(self, scenario: Scenario, network: str = "mininet", build_image: bool = True,
-                 tag: str | None = None):
+    def __init__(self, scenario: Scenario, network: str = "mininet", build_image: bool = True, tag: str | None = None):
         super().__init__(scenario)
         self.network = network
         self.auto_build = build_image
@@ -172,8 +174,11 @@ class DockerRuntime(NodeRuntime):
         if ref is None:
             what = f"stale (built for source {stale}, the project is at {img.image_version()})" if stale else "missing"
             if not self.auto_build:
-                raise InputError("runtime: docker", f"node image {img.image_ref(self.models)} {what}: run `make image"
-                                                    f"{' MODELS=1' if self.models else ''}` (or drop --no-image-build)")
+                raise InputError(
+                    "runtime: docker",
+                    f"node image {img.image_ref(self.models)} {what}: run `make image"
+                    f"{' MODELS=1' if self.models else ''}` (or drop --no-image-build)",
+                )
             print(f"node image {what}: building {img.image_ref(self.models)} (make image) ...", flush=True)
             t = time.monotonic()
             ref = img.build_image(self.client, self.models)
@@ -186,9 +191,11 @@ class DockerRuntime(NodeRuntime):
         the model's size)."""
         for n in self.scenario.nodes:
             if n.role != "switch" and n.memory_mb is not None and n.memory_mb < NODE_BASE_MB:
-                raise InputError(f"{self.scenario.source}: node {n.name}: memory_mb",
-                                 f"{n.memory_mb} MB is below what a node program needs (about {NODE_BASE_MB} MB before "
-                                 "any model); raise memory_mb or drop it")
+                raise InputError(
+                    f"{self.scenario.source}: node {n.name}: memory_mb",
+                    f"{n.memory_mb} MB is below what a node program needs (about {NODE_BASE_MB} MB before "
+                    "any model); raise memory_mb or drop it",
+                )
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def _labels(self, node: str, kind: str) -> dict[str, str]:
@@ -201,9 +208,17 @@ class DockerRuntime(NodeRuntime):
         hosts = [n.name for n in self.scenario.nodes if n.role != "switch"] if self.network != "none" else ["lo"]
 
         def holder(h: str):
-            c = self.client.containers.run(self.image, ["sleep", "infinity"], name=f"{PREFIX}{self.tag}-{h}-ns",
-                                           network_mode="none", detach=True, labels=self._labels(h, "holder"),
-                                           init=True, hostname=h, cgroup_parent=CGROUP_PARENT)
+            c = self.client.containers.run(
+                self.image,
+                ["sleep", "infinity"],
+                name=f"{PREFIX}{self.tag}-{h}-ns",
+                network_mode="none",
+                detach=True,
+                labels=self._labels(h, "holder"),
+                init=True,
+                hostname=h,
+                cgroup_parent=CGROUP_PARENT,
+            )
             c.reload()
             return h, c
 
@@ -236,13 +251,17 @@ class DockerRuntime(NodeRuntime):
         if acc.path:
             ro.append(Path(acc.path).resolve().parent)
         if self.models:  # resolve() materialised the shipped models here before the build (check_models)
-            self.model_cache = Path(os.environ.get("DSD_MODEL_CACHE", "~/.cache/dsd-testbed/models")).expanduser().resolve()
+            self.model_cache = (
+                Path(os.environ.get("DSD_MODEL_CACHE", "~/.cache/dsd-testbed/models")).expanduser().resolve()
+            )
             ro.append(self.model_cache)
         for d in ro:
             if d.is_dir():
                 m.setdefault(str(d), {"bind": str(d), "mode": "ro"})
         self.mounts = m
-        self.trace_dir = str(Path(trace_source).resolve().parent) if trace_source and Path(trace_source).is_file() else None
+        self.trace_dir = (
+            str(Path(trace_source).resolve().parent) if trace_source and Path(trace_source).is_file() else None
+        )
 
     def start(self, node: str, argv: list[str], env: dict[str, str], log: Path, cwd: str) -> NodeHandle:
         spec = self.scenario.node(node)
@@ -260,10 +279,20 @@ class DockerRuntime(NodeRuntime):
             kw["mem_limit"] = f"{spec.memory_mb}m"
             kw["memswap_limit"] = f"{spec.memory_mb}m"  # no swap: a node over its limit is OOM-killed
         t = time.monotonic()
-        c = self.client.containers.run(self.image, [img.IMAGE_PYTHON, *argv[1:]], name=f"{PREFIX}{self.tag}-{node}",
-                                       network_mode=f"container:{holder.id}", environment=cenv, volumes=self.mounts,
-                                       working_dir=img.IMAGE_SRC, labels=self._labels(node, "node"), detach=True,
-                                       init=True, cgroup_parent=CGROUP_PARENT, **kw)
+        c = self.client.containers.run(
+            self.image,
+            [img.IMAGE_PYTHON, *argv[1:]],
+            name=f"{PREFIX}{self.tag}-{node}",
+            network_mode=f"container:{holder.id}",
+            environment=cenv,
+            volumes=self.mounts,
+            working_dir=img.IMAGE_SRC,
+            labels=self._labels(node, "node"),
+            detach=True,
+            init=True,
+            cgroup_parent=CGROUP_PARENT,
+            **kw,
+        )
         c.reload()
         self.timings.setdefault("node_start_s", [])
         self.timings["node_start_s"].append(time.monotonic() - t)
@@ -275,6 +304,7 @@ class DockerRuntime(NodeRuntime):
         if self._torn_down:
             return
         self._torn_down = True
+
         def node_down(h: ContainerHandle) -> None:
             if h.poll() is None:
                 _quiet(h.c.kill)
@@ -292,8 +322,11 @@ class DockerRuntime(NodeRuntime):
         out: dict[str, Any] = {"runtime": "docker", "image": self.image}
         if self.client is not None and self.image:
             _quiet(lambda: out.update(img.image_info(self.client, self.image)))
-        limits = {n.name: {"cpu_share": n.cpu_share, "memory_mb": n.memory_mb} for n in self.scenario.nodes
-                  if n.role != "switch" and (n.cpu_share or n.memory_mb)}
+        limits = {
+            n.name: {"cpu_share": n.cpu_share, "memory_mb": n.memory_mb}
+            for n in self.scenario.nodes
+            if n.role != "switch" and (n.cpu_share or n.memory_mb)
+        }
         out["limits"] = limits
         starts = self.timings.get("node_start_s") or []
         out["timings"] = {k: v for k, v in self.timings.items() if k != "node_start_s"}
@@ -325,5 +358,7 @@ def list_containers() -> list[dict[str, Any]]:
     c = client(timeout=30)
     if c is None:
         return []
-    return [{"name": ct.name, "owner": int((ct.labels or {}).get(LABEL_OWNER, "0") or 0), "status": ct.status}
-            for ct in c.containers.list(all=True, filters={"label": LABEL_RUN})]
+    return [
+        {"name": ct.name, "owner": int((ct.labels or {}).get(LABEL_OWNER, "0") or 0), "status": ct.status}
+        for ct in c.containers.list(all=True, filters={"label": LABEL_RUN})
+    ]

@@ -75,15 +75,22 @@ def ensure_engine(timeout_s: float = 60.0):
         return c
     dockerd = shutil.which("dockerd")
     if dockerd is None:
-        raise InputError("runtime: docker", "the Docker engine is not installed: apt-get install docker.io "
-                                            "(`make setup` does), then retry")
+        raise InputError(
+            "runtime: docker",
+            "the Docker engine is not installed: apt-get install docker.io (`make setup` does), then retry",
+        )
     if os.geteuid() != 0:
         raise InputError("runtime: docker", "the Docker engine is not running and starting it needs root")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     LOG.parent.mkdir(parents=True, exist_ok=True)
     with open(LOG, "ab") as log:
-        p = subprocess.Popen([dockerd, *ENGINE_FLAGS, "-H", f"unix://{SOCKET}"], stdout=log, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(
+            [dockerd, *ENGINE_FLAGS, "-H", f"unix://{SOCKET}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     RECORD.write_text(json.dumps({"pid": p.pid, "started": time.time(), "flags": ENGINE_FLAGS}))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -133,11 +140,13 @@ def filtering_problem() -> str | None:
     policy = next((ln.split()[2] for ln in r.stdout.splitlines() if ln.startswith("-P FORWARD")), "ACCEPT")
     if policy == "ACCEPT":
         return None
-    return (f"the host's iptables FORWARD policy is {policy} and net.bridge.bridge-nf-call-iptables is 1 (a Docker "
-            "engine started with its defaults does this): bridged traffic between emulated hosts is filtered. The "
-            "testbed inserts an ACCEPT rule for its own bridges per run; to undo it host-wide: "
-            "`iptables -P FORWARD ACCEPT` or `sysctl -w net.bridge.bridge-nf-call-iptables=0`, and start dockerd "
-            f"with {' '.join(ENGINE_FLAGS)} (python -m testbed.emu.runtime.engine start)")
+    return (
+        f"the host's iptables FORWARD policy is {policy} and net.bridge.bridge-nf-call-iptables is 1 (a Docker "
+        "engine started with its defaults does this): bridged traffic between emulated hosts is filtered. The "
+        "testbed inserts an ACCEPT rule for its own bridges per run; to undo it host-wide: "
+        "`iptables -P FORWARD ACCEPT` or `sysctl -w net.bridge.bridge-nf-call-iptables=0`, and start dockerd "
+        f"with {' '.join(ENGINE_FLAGS)} (python -m testbed.emu.runtime.engine start)"
+    )
 
 
 def main(argv: list[str]) -> int:

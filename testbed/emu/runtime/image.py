@@ -83,12 +83,17 @@ def host_release() -> tuple[str, str]:
         pass
     suite = info.get("VERSION_CODENAME", "")
     if info.get("ID") != "debian" or not suite:
-        raise InputError("make image", "the node image's base is made with mmdebstrap from a Debian host's apt sources; "
-                                       "on other hosts build nodes/Dockerfile with --build-arg BASE=<a python 3.11 image>")
+        raise InputError(
+            "make image",
+            "the node image's base is made with mmdebstrap from a Debian host's apt sources; "
+            "on other hosts build nodes/Dockerfile with --build-arg BASE=<a python 3.11 image>",
+        )
     for src in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
         if src.is_file() and src.read_text().strip():
             return suite, str(src)
-    raise InputError("make image", "no apt sources found (/etc/apt/sources.list.d/debian.sources, /etc/apt/sources.list)")
+    raise InputError(
+        "make image", "no apt sources found (/etc/apt/sources.list.d/debian.sources, /etc/apt/sources.list)"
+    )
 
 
 def ensure_base(client, say: Callable[[str], None] = print) -> str:
@@ -105,9 +110,21 @@ def ensure_base(client, say: Callable[[str], None] = print) -> str:
     with tempfile.TemporaryDirectory(prefix="dsd-base-") as tmp:
         tar = Path(tmp) / "rootfs.tar"
         env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH)
-        r = subprocess.run(["mmdebstrap", "--variant=minbase", "--quiet", f"--include={','.join(BASE_PACKAGES)}",
-                            "--customize-hook=rm -f \"$1/etc/resolv.conf\" \"$1/etc/hostname\"",
-                            suite, str(tar), sources], capture_output=True, text=True, env=env)
+        r = subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--quiet",
+                f"--include={','.join(BASE_PACKAGES)}",
+                '--customize-hook=rm -f "$1/etc/resolv.conf" "$1/etc/hostname"',
+                suite,
+                str(tar),
+                sources,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if r.returncode != 0:
             raise InputError("make image", f"mmdebstrap failed: {(r.stderr or r.stdout).strip()[-400:]}")
         with open(tar, "rb") as f:
@@ -134,8 +151,9 @@ def _constraints() -> str:
 
 
 def wheel_cache() -> Path:
-    base = os.environ.get("DSD_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or
-                                                           os.path.expanduser("~/.cache"), "dsd-testbed")
+    base = os.environ.get("DSD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsd-testbed"
+    )
     return Path(base) / "image-wheels"
 
 
@@ -146,8 +164,24 @@ def download_wheels(reqs: list[str], constraints: str, dest: Path, say: Callable
     rfile = dest.parent / "requirements.txt"
     rfile.write_text("\n".join(reqs) + "\n")
     say(f"downloading {len(reqs)} requirements as wheels into {dest} ...")
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(dest),
-                        "-r", str(rfile), "-c", str(cfile)], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+            "-r",
+            str(rfile),
+            "-c",
+            str(cfile),
+        ],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         raise InputError("make image", f"pip download failed: {(r.stderr or r.stdout).strip()[-400:]}")
 
@@ -184,11 +218,22 @@ def build_image(client, models: bool = False, say: Callable[[str], None] = print
     with tempfile.TemporaryDirectory(prefix="dsd-image-") as tmp:
         ctx = Path(tmp)
         prepare_context(ctx, models, say)
-        labels = {"dsd.version": version, "dsd.project_version": project_version(), "dsd.models": str(models).lower(),
-                  "dsd.base": base}
+        labels = {
+            "dsd.version": version,
+            "dsd.project_version": project_version(),
+            "dsd.models": str(models).lower(),
+            "dsd.base": base,
+        }
         try:
-            client.images.build(path=str(ctx), tag=ref, buildargs={"BASE": base}, labels=labels, network_mode="none",
-                                rm=True, forcerm=True)
+            client.images.build(
+                path=str(ctx),
+                tag=ref,
+                buildargs={"BASE": base},
+                labels=labels,
+                network_mode="none",
+                rm=True,
+                forcerm=True,
+            )
         except Exception as e:  # noqa: BLE001 - docker.errors.BuildError carries the build log
             log = "".join(ch.get("stream", "") for ch in getattr(e, "build_log", []) or [])
             raise InputError("make image", f"docker build failed: {e}; {log.strip()[-400:]}") from None
@@ -229,8 +274,12 @@ def find_image(client, models: bool = False) -> tuple[str | None, str | None]:
 
 def image_info(client, ref: str) -> dict[str, Any]:
     img = client.images.get(ref)
-    return {"image": ref, "image_id": img.id, "labels": img.labels or {},
-            "size_mb": round(img.attrs.get("Size", 0) / 1e6, 1)}
+    return {
+        "image": ref,
+        "image_id": img.id,
+        "labels": img.labels or {},
+        "size_mb": round(img.attrs.get("Size", 0) / 1e6, 1),
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -18,6 +18,14 @@ class ProcessRuntime(NodeRuntime):
     def start(self, node: str, argv: list[str], env: dict[str, str], log: Path, cwd: str) -> NodeHandle:
         assert self.net is not None, "attach(net) first"
         with open(log, "wb") as f:
-            p = self.net.popen(node, argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                               cwd=cwd, start_new_session=True)
+            p = self.net.popen(
+                node,
+                argv,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
         return ProcessHandle(p)

@@ -38,9 +38,12 @@ class ShapingBackend(ABC):
         warnings: list[str] = []
         for i, l in enumerate(scenario.links):
             if l.jitter_ms > 0 and l.jitter_ms * 2 > l.delay_ms:
-                raise InputError(scenario.source, f"link {i} ({l.a}-{l.b}): jitter_ms={l.jitter_ms:g} is more than half of "
-                                 f"delay_ms={l.delay_ms:g}; the per-packet delay would be cut at zero and the jitter "
-                                 f"would not be the configured standard deviation ({self.name} backend)")
+                raise InputError(
+                    scenario.source,
+                    f"link {i} ({l.a}-{l.b}): jitter_ms={l.jitter_ms:g} is more than half of "
+                    f"delay_ms={l.delay_ms:g}; the per-packet delay would be cut at zero and the jitter "
+                    f"would not be the configured standard deviation ({self.name} backend)",
+                )
         return warnings
 
     @abstractmethod
@@ -87,7 +90,8 @@ def htb_lines(dev: str, link: LinkSpec, leaf: str | None = None) -> list[str]:
     rate = f"{rate_bps / 1e3:.3f}kbit"
     lines = [
         f"qdisc add dev {dev} root handle 1: htb default 1",
-        f"class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate} burst {burst} cburst {burst} quantum {quantum}",
+        f"class add dev {dev} parent 1: classid 1:1 htb rate {rate} ceil {rate} burst {burst} cburst {burst} quantum "
+        f"{quantum}",
         f"qdisc add dev {dev} parent 1:1 handle 10: " + (leaf or f"pfifo limit {link.queue_pkts}"),
     ]
     return lines
@@ -127,7 +131,7 @@ def path_params(scenario: Scenario, src: str, dst: str, states: dict | None = No
     hops = scenario.paths[(src, dst)]
     links = [(states or {}).get(h.link) or scenario.links[h.link] for h in hops]
     delay = sum(l.delay_ms for l in links)
-    jitter = math.sqrt(sum(l.jitter_ms ** 2 for l in links))
+    jitter = math.sqrt(sum(l.jitter_ms**2 for l in links))
     keep = 1.0
     for l in links:
         keep *= 1 - l.loss_pct / 100

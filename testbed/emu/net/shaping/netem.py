@@ -56,14 +56,18 @@ class NetemShaping(ShapingBackend):
         warnings = super().check(scenario)
         sched = scenario.schedule
         if sched.traces or sched.steps or sched.down:
-            raise InputError(scenario.source, "schedule: the netem backend does not change links during a run yet; "
-                                              "use --shaping userspace")
+            raise InputError(
+                scenario.source,
+                "schedule: the netem backend does not change links during a run yet; use --shaping userspace",
+            )
         for i, l in enumerate(scenario.links):
             if l.bw_mbps and l.delay_ms > 0:
                 bdp_pkts = l.bw_mbps * 1e6 / 8 * l.delay_ms / 1e3 / 1514
                 if bdp_pkts > l.queue_pkts:
-                    warnings.append(f"link {i} ({l.a}-{l.b}): netem's limit counts delayed packets; rate x delay needs "
-                                    f"~{bdp_pkts:.0f} packets > queue_pkts={l.queue_pkts}: the link cannot reach its rate")
+                    warnings.append(
+                        f"link {i} ({l.a}-{l.b}): netem's limit counts delayed packets; rate x delay needs "
+                        f"~{bdp_pkts:.0f} packets > queue_pkts={l.queue_pkts}: the link cannot reach its rate"
+                    )
         return warnings
 
     def apply(self, net: "MininetNetwork") -> None:

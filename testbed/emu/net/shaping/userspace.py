@@ -37,7 +37,9 @@ CALIB_FILE = STATE_DIR / "calibration" / "delayline.json"
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("DSD_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsd-testbed")
+    base = os.environ.get("DSD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsd-testbed"
+    )
     return Path(base)
 
 
@@ -57,10 +59,15 @@ def build_delayline(force: bool = False) -> Path:
         raise RuntimeError("no C compiler (apt-get install gcc) to build the dsd-delayline program")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
-    r = subprocess.run([cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE), "-lnetfilter_queue", "-lnfnetlink", "-lm"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE), "-lnetfilter_queue", "-lnfnetlink", "-lm"],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
-        raise RuntimeError(f"building dsd-delayline failed (apt-get install libnetfilter-queue-dev):\n{r.stderr.strip()}")
+        raise RuntimeError(
+            f"building dsd-delayline failed (apt-get install libnetfilter-queue-dev):\n{r.stderr.strip()}"
+        )
     os.replace(tmp, out)
     return out
 
@@ -88,20 +95,56 @@ def calibrate(force: bool = False, samples: int = 300) -> dict[str, Any]:
     delay_us = 5000.0
     with ScratchPair() as pair:
         base = pair.rtt_us(samples // 3)
-        dl = pair.popen_b([str(binary), "--queue", str(QUEUE_NUM), "--spin-us", str(SPIN_US), "--tag", "probe",
-                           f"{pair.addr_a},{delay_us},0,0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        dl = pair.popen_b(
+            [
+                str(binary),
+                "--queue",
+                str(QUEUE_NUM),
+                "--spin-us",
+                str(SPIN_US),
+                "--tag",
+                "probe",
+                f"{pair.addr_a},{delay_us},0,0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             _wait_ready(dl, "calibration")
-            pair.run_b(["iptables", "-t", "mangle", "-A", "PREROUTING", "-s", pair.addr_a, "-j", "NFQUEUE",
-                        "--queue-num", str(QUEUE_NUM), "--queue-bypass", "-m", "comment", "--comment", "dsd-probe"])
+            pair.run_b(
+                [
+                    "iptables",
+                    "-t",
+                    "mangle",
+                    "-A",
+                    "PREROUTING",
+                    "-s",
+                    pair.addr_a,
+                    "-j",
+                    "NFQUEUE",
+                    "--queue-num",
+                    str(QUEUE_NUM),
+                    "--queue-bypass",
+                    "-m",
+                    "comment",
+                    "--comment",
+                    "dsd-probe",
+                ]
+            )
             with_dl = pair.rtt_us(samples)
         finally:
             dl.terminate()
             dl.wait(5)
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     overhead = max(0.0, med(with_dl) - med(base) - delay_us)
-    data = {**key, "overhead_us": round(overhead, 1), "base_rtt_us": round(med(base), 1),
-            "measured_at": time.time(), "samples": samples}
+    data = {
+        **key,
+        "overhead_us": round(overhead, 1),
+        "base_rtt_us": round(med(base), 1),
+        "measured_at": time.time(),
+        "samples": samples,
+    }
     CALIB_FILE.parent.mkdir(parents=True, exist_ok=True)
     CALIB_FILE.write_text(json.dumps(data, indent=1))
     return data
@@ -133,24 +176,34 @@ class UserspaceShaping(ShapingBackend):
         for (src, dst), hops in scenario.paths.items():
             traced = [h for h in hops if (h.link, h.forward) in scenario.schedule.traces]
             if len(traced) > 1:
-                raise InputError(scenario.source, f"schedule: the path {src} -> {dst} crosses {len(traced)} links with a "
-                                 "capacity trace; the userspace delay line replays one per path")
+                raise InputError(
+                    scenario.source,
+                    f"schedule: the path {src} -> {dst} crosses {len(traced)} links with a "
+                    "capacity trace; the userspace delay line replays one per path",
+                )
             for h in traced:
                 trace_hosts.setdefault((h.link, h.forward), set()).add(dst)
         for (li, fwd), hosts in trace_hosts.items():
             l = scenario.links[li]
             a, b = (l.a, l.b) if fwd else (l.b, l.a)
             if len(hosts) > 1:
-                raise InputError(scenario.source, f"schedule: the capacity trace on {a} -> {b} carries traffic to "
-                                 f"{len(hosts)} hosts ({', '.join(sorted(hosts))}); the userspace delay line replays a "
-                                 "trace in the one receiving host's delay line")
+                raise InputError(
+                    scenario.source,
+                    f"schedule: the capacity trace on {a} -> {b} carries traffic to "
+                    f"{len(hosts)} hosts ({', '.join(sorted(hosts))}); the userspace delay line replays a "
+                    "trace in the one receiving host's delay line",
+                )
             if l.bw_mbps is not None:
-                warnings.append(f"link {a}-{b}: bw_mbps={l.bw_mbps:g} still limits the direction {a} -> {b}, which "
-                                "follows a capacity trace")
+                warnings.append(
+                    f"link {a}-{b}: bw_mbps={l.bw_mbps:g} still limits the direction {a} -> {b}, which "
+                    "follows a capacity trace"
+                )
         for i, l in enumerate(scenario.links):
             if l.bw_mbps and l.bw_mbps > MAX_RATE_MBPS and (l.delay_ms > 0 or l.jitter_ms > 0 or l.loss_pct > 0):
-                warnings.append(f"link {i} ({l.a}-{l.b}): {l.bw_mbps:g} Mbit/s is above what the user-space delay line "
-                                f"was measured to sustain (~{MAX_RATE_MBPS:g} Mbit/s): the path's rate may be lower")
+                warnings.append(
+                    f"link {i} ({l.a}-{l.b}): {l.bw_mbps:g} Mbit/s is above what the user-space delay line "
+                    f"was measured to sustain (~{MAX_RATE_MBPS:g} Mbit/s): the path's rate may be lower"
+                )
         try:
             build_delayline()
         except RuntimeError as e:
@@ -177,8 +230,14 @@ class UserspaceShaping(ShapingBackend):
         return out
 
     def trace_args(self, scenario: Scenario) -> list[str]:
-        return [arg for k, key in enumerate(sorted(scenario.schedule.traces)) for arg in
-                ("--trace", f"{k}={scenario.schedule.traces[key].path}:{scenario.schedule.traces[key].offset_ms}")]
+        return [
+            arg
+            for k, key in enumerate(sorted(scenario.schedule.traces))
+            for arg in (
+                "--trace",
+                f"{k}={scenario.schedule.traces[key].path}:{scenario.schedule.traces[key].offset_ms}",
+            )
+        ]
 
     def apply(self, net: "MininetNetwork") -> None:
         if self.comp_us is None:
@@ -189,14 +248,31 @@ class UserspaceShaping(ShapingBackend):
         for li, _ in net.scenario.schedule.traces:  # Mahimahi counts MTU-sized packets: no 64 KB super-packets
             for node in (net.scenario.links[li].a, net.scenario.links[li].b):
                 dev = net.plan.intf(li, node, net.scenario)
-                net.run_in(net.ns_key(node), ["sh", "-c", f"ethtool -K {dev} tso off gso off gro off >/dev/null 2>&1 || true"])
+                net.run_in(
+                    net.ns_key(node), ["sh", "-c", f"ethtool -K {dev} tso off gso off gro off >/dev/null 2>&1 || true"]
+                )
         flows = self.flows(net.scenario, net.plan.addresses)
         traces = self.trace_args(net.scenario)
         for k, (host, rules) in enumerate(sorted(flows.items())):
-            argv = [str(binary), "--queue", str(QUEUE_NUM), "--tag", net.plan.tag, "--comp-us", f"{self.comp_us:.1f}",
-                    "--spin-us", f"{self.spin_us:.1f}", "--seed", str(self.seed * 1000 + k), "--control", *traces, *rules]
-            self.procs[host] = net.popen_raw(host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                             stderr=subprocess.PIPE, text=True, bufsize=1)
+            argv = [
+                str(binary),
+                "--queue",
+                str(QUEUE_NUM),
+                "--tag",
+                net.plan.tag,
+                "--comp-us",
+                f"{self.comp_us:.1f}",
+                "--spin-us",
+                f"{self.spin_us:.1f}",
+                "--seed",
+                str(self.seed * 1000 + k),
+                "--control",
+                *traces,
+                *rules,
+            ]
+            self.procs[host] = net.popen_raw(
+                host, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            )
         self.net = net
         for host, proc in self.procs.items():
             _wait_ready(proc, host)
@@ -204,8 +280,10 @@ class UserspaceShaping(ShapingBackend):
             lines = ["*mangle"]
             for r in rules:
                 src = r.split(",", 1)[0]
-                lines.append(f"-A PREROUTING -s {src}/32 -m comment --comment dsd-{net.plan.tag} "
-                             f"-j NFQUEUE --queue-num {QUEUE_NUM} --queue-bypass")
+                lines.append(
+                    f"-A PREROUTING -s {src}/32 -m comment --comment dsd-{net.plan.tag} "
+                    f"-j NFQUEUE --queue-num {QUEUE_NUM} --queue-bypass"
+                )
             lines.append("COMMIT")
             net.run_in(host, ["iptables-restore", "--noflush"], input="\n".join(lines) + "\n")
 
@@ -256,8 +334,10 @@ class UserspaceShaping(ShapingBackend):
                 if not links & touched or dst not in self.procs:
                     continue
                 delay, jitter, loss = path_params(sc, src, dst, states)
-                for cmd in (f"flow {addresses[src]} {delay * 1e3:.1f} {jitter * 1e3:.1f} {loss:.9f}",
-                            f"down {addresses[src]} {int(bool(links & down))}"):
+                for cmd in (
+                    f"flow {addresses[src]} {delay * 1e3:.1f} {jitter * 1e3:.1f} {loss:.9f}",
+                    f"down {addresses[src]} {int(bool(links & down))}",
+                ):
                     n += 1
                     lines.setdefault(dst, []).append(f"at {at_ns} {n} {cmd}")
                     acks.setdefault(dst, []).append(n)
@@ -314,8 +394,13 @@ class UserspaceShaping(ShapingBackend):
         self.procs = {}
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "compensation_us": self.comp_us, "spin_us": self.spin_us,
-                "calibration": self.calibration, "delayline_stats": self.stats}
+        return {
+            "name": self.name,
+            "compensation_us": self.comp_us,
+            "spin_us": self.spin_us,
+            "calibration": self.calibration,
+            "delayline_stats": self.stats,
+        }
 
 
 if __name__ == "__main__":  # installer hook: build (and optionally calibrate) the delay line
