@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -182,7 +183,7 @@ def cpu_limit() -> tuple[dict, bool]:
             "--set",
             "workload.synthetic.n_requests=3",
         ]
-        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**_env(), "DSD_TORCH_THREADS": "1"})
+        r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "DSD_TORCH_THREADS": "1"})
         if r.returncode != 0:
             return {"error": f"cpu_share {share}: exit {r.returncode}: {r.stderr[-1500:]}"}, False
         res[share] = draft_ms_per_token(pd.read_parquet(out / "emu" / "rounds.parquet")).get("edge0")
@@ -198,12 +199,6 @@ def cpu_limit() -> tuple[dict, bool]:
         "goal_ok": ok,
         "cgroup": {str(k): v for k, v in throttled.items()},
     }, ok
-
-
-def _env() -> dict:
-    import os
-
-    return dict(os.environ)
 
 
 def main() -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from testbed.errors import InputError
+from testbed.files import model_cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -58,7 +59,7 @@ class ModelError(InputError):
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("DSD_MODEL_CACHE", "~/.cache/dsd-testbed/models")).expanduser()
+    return model_cache_dir()
 
 
 def require_torch(model: str = "hf backend") -> None:

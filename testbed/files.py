@@ -41,3 +41,17 @@ def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
     return str(o)
+
+
+def cache_dir() -> Path:
+    """The testbed's cache on this machine: $DSD_CACHE_DIR, else $XDG_CACHE_HOME (or ~/.cache)/dsd-testbed."""
+    base = os.environ.get("DSD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsd-testbed"
+    )
+    return Path(base)
+
+
+def model_cache_dir() -> Path:
+    """Where the shipped models are materialised: $DSD_MODEL_CACHE, else ~/.cache/dsd-testbed/models. Read by the
+    node programs and by the docker runtime, which mounts it into the node containers."""
+    return Path(os.environ.get("DSD_MODEL_CACHE", "~/.cache/dsd-testbed/models")).expanduser()

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from testbed.emu.net.runstate import PREFIX, STATE_DIR, pid_alive, read_states, remove_state
+from testbed.emu.net.runstate import PREFIX, STATE_DIR, pid_alive, pid_running, read_states, remove_state
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _SHELL_RE = re.compile(r"mininet:" + PREFIX + r"([a-z0-9]{3})-")
@@ -51,22 +51,14 @@ def _kill(pids: list[int], grace: float = 2.0) -> None:
         except OSError:
             pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(p) and _is_running(p) for p in pids):
+    while time.monotonic() < deadline and any(pid_running(p) for p in pids):
         time.sleep(0.05)
     for p in pids:
-        if pid_alive(p) and _is_running(p):
+        if pid_running(p):
             try:
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
-
-
-def _is_running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def kill_namespace_processes(holder_pids: list[int]) -> int:
@@ -178,10 +170,8 @@ def remove_accept_rules(tags: set[str] | None = None) -> int:
 
 
 def _containers(dead) -> list[str]:
-    try:
-        from testbed.emu.runtime.docker import list_containers
-    except ImportError:
-        return []
+    from testbed.emu.runtime.docker import list_containers
+
     return [c["name"] for c in list_containers() if dead(c["owner"])]
 
 

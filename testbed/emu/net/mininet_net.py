@@ -212,6 +212,7 @@ class MininetNetwork(NetworkBackend):
         this run's bridges, so that a FORWARD policy of DROP (a Docker engine with its defaults sets one) cannot cut
         the emulated network. Owned by the run: removed at teardown, and by `testbed cleanup` after a crash."""
         from testbed.emu.cleanup import bridged_accept_rule
+        from testbed.emu.net.probe import bridge_nf_call_iptables
 
         if not bridge_nf_call_iptables():
             return
@@ -335,14 +336,6 @@ class MininetNetwork(NetworkBackend):
         for key, lines in batches.items():
             if lines:
                 self.run_in(key, ["tc", "-batch", "-"], input="\n".join(lines) + "\n")
-
-
-def bridge_nf_call_iptables() -> bool:
-    try:
-        with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
-            return f.read().strip() == "1"
-    except OSError:
-        return False
 
 
 def _kill_group(p: subprocess.Popen) -> None:

@@ -150,3 +150,12 @@ def choose_shaping(requested: str | None) -> str:
     raise InputError(
         "--net mininet", "no link shaping backend works here: " + "; ".join(f"{k}: {v[1]}" for k, v in support.items())
     )
+
+
+def bridge_nf_call_iptables() -> bool:
+    """Bridged frames go through iptables (br_netfilter loaded and net.bridge.bridge-nf-call-iptables = 1)."""
+    try:
+        with open("/proc/sys/net/bridge/bridge-nf-call-iptables") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False

@@ -74,6 +74,16 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+def pid_running(pid: int | None) -> bool:
+    """Alive and not a zombie (a zombie has exited; only its parent has not collected it yet)."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def bridge_name(tag: str, index: int) -> str:
     return f"{PREFIX}{tag}s{index:02d}"
 

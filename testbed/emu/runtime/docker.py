@@ -23,10 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from testbed.emu.net.runstate import PREFIX, new_tag
+from testbed.emu.net.runstate import PREFIX, new_tag, pid_running
 from testbed.emu.runtime import image as img
 from testbed.emu.runtime.base import NodeHandle, NodeRuntime
 from testbed.errors import InputError
+from testbed.files import model_cache_dir
 from testbed.spec import Scenario
 
 # Each container's cgroup sits at the top of the hierarchy, as a node process of the process runtime does: under
@@ -65,20 +66,6 @@ class ContainerHandle(NodeHandle):
     def pid(self) -> int | None:
         return self._pid
 
-    def _alive(self) -> bool:
-        if self._pid is None:
-            return False
-        try:
-            os.kill(self._pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        try:  # a zombie is an exited container whose shim has not reaped it yet
-            return Path(f"/proc/{self._pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-        except (OSError, IndexError):
-            return False
-
     def _sample_cpu(self) -> None:
         """CPU time used and CFS throttling of the container's cgroup (its CPU limit at work), at most once a second."""
         now = time.monotonic()
@@ -102,7 +89,7 @@ class ContainerHandle(NodeHandle):
     def poll(self) -> int | None:
         if self.rc is not None:
             return self.rc
-        if self._alive():
+        if pid_running(self._pid):
             self._sample_cpu()
             return None
         try:
@@ -161,6 +148,7 @@ class DockerRuntime(NodeRuntime):
         self.containers: dict[str, ContainerHandle] = {}
         self.mounts: dict[str, dict[str, str]] = {}
         self.model_cache: Path | None = None
+        self.trace_dir: str | None = None
         self.timings: dict[str, float] = {}
         self._torn_down = False
 
@@ -246,22 +234,18 @@ class DockerRuntime(NodeRuntime):
         m = {str(Path(run_dir).resolve()): {"bind": str(Path(run_dir).resolve()), "mode": "rw"}}
         ro = []
         if trace_source and Path(trace_source).is_file():
-            ro.append(Path(trace_source).resolve().parent)
+            self.trace_dir = str(Path(trace_source).resolve().parent)
+            ro.append(Path(self.trace_dir))
         acc = self.scenario.spec.models.acceptance
         if acc.path:
             ro.append(Path(acc.path).resolve().parent)
         if self.models:  # resolve() materialised the shipped models here before the build (check_models)
-            self.model_cache = (
-                Path(os.environ.get("DSD_MODEL_CACHE", "~/.cache/dsd-testbed/models")).expanduser().resolve()
-            )
+            self.model_cache = model_cache_dir().resolve()
             ro.append(self.model_cache)
         for d in ro:
             if d.is_dir():
                 m.setdefault(str(d), {"bind": str(d), "mode": "ro"})
         self.mounts = m
-        self.trace_dir = (
-            str(Path(trace_source).resolve().parent) if trace_source and Path(trace_source).is_file() else None
-        )
 
     def start(self, node: str, argv: list[str], env: dict[str, str], log: Path, cwd: str) -> NodeHandle:
         spec = self.scenario.node(node)
@@ -270,7 +254,7 @@ class DockerRuntime(NodeRuntime):
         cenv.update(PYTHONPATH=img.IMAGE_SRC, PYTHONUNBUFFERED="1", HOME="/tmp")
         if self.model_cache is not None:
             cenv["DSD_MODEL_CACHE"] = str(self.model_cache)
-        if getattr(self, "trace_dir", None):
+        if self.trace_dir:
             cenv["DSD_TRACES_DIR"] = os.pathsep.join(filter(None, [self.trace_dir, env.get("DSD_TRACES_DIR", "")]))
         kw: dict[str, Any] = {}
         if spec.cpu_share:
@@ -335,7 +319,7 @@ class DockerRuntime(NodeRuntime):
         return out
 
 
-def remove_containers(tags_alive: set[str] | None = None, owner_alive=None) -> list[str]:
+def remove_containers(owner_alive=None) -> list[str]:
     """Remove every testbed container whose owner is dead (all when owner_alive is None). Returns their names."""
     from testbed.emu.runtime.engine import client
 

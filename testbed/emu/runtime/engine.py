@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from testbed.emu.net.runstate import STATE_DIR, pid_alive
+from testbed.emu.net.probe import bridge_nf_call_iptables
+from testbed.emu.net.runstate import STATE_DIR, pid_alive, pid_running
 from testbed.errors import InputError
 
 SOCKET = "/var/run/docker.sock"
@@ -113,26 +114,15 @@ def stop_engine(timeout_s: float = 30.0) -> bool:
     if pid_alive(pid):
         os.kill(pid, 15)
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and pid_alive(pid) and _not_zombie(pid):
+        while time.monotonic() < deadline and pid_running(pid):
             time.sleep(0.2)
     RECORD.unlink(missing_ok=True)
     return True
 
 
-def _not_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def filtering_problem() -> str | None:
     """Why bridged traffic of the emulated network would be dropped by the host's iptables, or None."""
-    try:
-        call = Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() == "1"
-    except OSError:
-        return None  # br_netfilter not loaded: bridged frames never see iptables
-    if not call:
+    if not bridge_nf_call_iptables():  # br_netfilter absent or off: bridged frames never see iptables
         return None
     r = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True)
     if r.returncode != 0:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from testbed.errors import InputError
+from testbed.files import cache_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 REPO = "dsd-node"
@@ -151,10 +152,7 @@ def _constraints() -> str:
 
 
 def wheel_cache() -> Path:
-    base = os.environ.get("DSD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsd-testbed"
-    )
-    return Path(base) / "image-wheels"
+    return cache_dir() / "image-wheels"
 
 
 def download_wheels(reqs: list[str], constraints: str, dest: Path, say: Callable[[str], None] = print) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from testbed.errors import InputError
 from testbed.spec import Scenario
 
+from testbed.files import cache_dir
 from testbed.emu.net.runstate import STATE_DIR
 from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, htb_lines, path_params
 
@@ -34,13 +35,6 @@ QUEUE_NUM = 77
 SPIN_US = 150.0  # poll without sleeping this long before a release (VM timer wake-ups are ~0.1-0.3 ms late)
 MAX_RATE_MBPS = 2000.0  # what the delay line was measured to keep up with on a 2-core VM (warn above)
 CALIB_FILE = STATE_DIR / "calibration" / "delayline.json"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("DSD_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dsd-testbed"
-    )
-    return Path(base)
 
 
 def binary_path() -> Path:
