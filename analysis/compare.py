@@ -1,8 +1,11 @@
 """Compare two result sets of the run-directory schema: simulated vs emulated (DIR/compare.json), or run A vs run B.
 
-Every number is recomputed from the tables through `testbed.metrics.summarize` (the one definition of each
-metric); nothing here defines a metric. For each metric: both values, the absolute difference, the relative
-error (b - a) / |a| with a (sim, or run A) as the reference, and a pass flag against the tolerance below.
+Every number is recomputed from the tables through `testbed.metrics.SummaryBuilder` (the one definition of each
+metric, as behind `summarize`); nothing here defines a metric. The tables are read in streamed passes
+(analysis/scan.py: batches of rows, only the columns needed), so memory does not grow with the run's length;
+latency quantiles are exact up to `Quantiles.EXACT_LIMIT` values and within 0.1 % beyond. For each metric: both
+values, the absolute difference, the relative error (b - a) / |a| with a (sim, or run A) as the reference, and a
+pass flag against the tolerance below.
 
 Tolerances (relative, |error| <= tolerance passes; the fidelity goals of the project, issue 5):
 
@@ -46,11 +49,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-import pyarrow.parquet as pq
-
+from analysis.scan import (
+    LATENCY_KEYS,
+    Binned,
+    Bins,
+    Scan,
+    open_table,
+    scan_batches,
+    scan_pair,
+    scan_requests,
+    scan_request_times,
+    scan_rounds,
+)
 from testbed.errors import InputError
-from testbed.metrics import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS, dist, latencies, summarize
+from testbed.metrics import DEFAULT_SLO_TPOT_MS, DEFAULT_SLO_TTFT_MS
 from testbed.tables import TABLES
 
 # statistic kind -> relative tolerance (None: shown, not judged). The table in the module docstring.
@@ -119,24 +131,20 @@ def _metrics() -> list[Metric]:
 
 METRICS: list[Metric] = _metrics()
 
-# Round columns the analysis reads (the string columns edge/target of the largest table are skipped: 5x faster).
-ROUND_COLUMNS_USED = ["request_id", "round", "produced", "gamma", "accepted", "gained", "send_s", "recv_s"]
-
-
 # ---- loading -------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Side:
-    """One result set (a run's sim/ or emu/ directory), its tables and its summary recomputed from them."""
+    """One result set (a run's sim/ or emu/ directory): its summary recomputed from its tables and the aggregates
+    of its streamed passes (analysis.scan: per-edge and per-target facts; with figures, the binned series)."""
 
     name: str
     path: Path
-    requests: pd.DataFrame
-    rounds: pd.DataFrame
-    batches: pd.DataFrame
-    summary: dict[str, Any]
+    scan: Scan
+    slo: dict[str, float]
     recorded: dict[str, Any] = field(default_factory=dict)  # summary.json as the executor wrote it
+    summary: dict[str, Any] = field(default_factory=dict)  # complete once every table is read (finish_sides)
 
     @property
     def partial(self) -> bool:
@@ -163,20 +171,6 @@ def has_results(d: Path) -> bool:
     return (d / "requests.parquet").is_file()
 
 
-def _read(d: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
-    p = d / f"{table}.parquet"
-    if not p.is_file():
-        raise InputError(str(p), f"missing (is {d} a run's sim/ or emu/ directory?)")
-    try:
-        names = pq.read_schema(p).names
-    except Exception as e:  # noqa: BLE001 - any unreadable file is bad input
-        raise InputError(str(p), f"not a readable parquet file ({e})") from None
-    want = list(TABLES[table])
-    if names != want:
-        raise InputError(str(p), f"columns {names} differ from the {table} schema {want}")
-    return pd.read_parquet(p, columns=columns)
-
-
 def read_summary_json(d: Path) -> dict[str, Any]:
     p = d / "summary.json"
     if not p.is_file():
@@ -187,27 +181,49 @@ def read_summary_json(d: Path) -> dict[str, Any]:
         return {}
 
 
-def load_side(d: Path, name: str, slo: dict[str, float] | None = None) -> Side:
-    """Read one sim/ or emu/ directory and recompute its summary from the tables."""
+def open_side(d: Path, name: str, slo: dict[str, float] | None = None) -> Side:
+    """A side with its request table read (and every table's schema checked); `finish_sides` reads the rest."""
     d = Path(d)
     if not d.is_dir():
         raise InputError(str(d), "not a directory")
-    requests = _read(d, "requests")
-    rounds = _read(d, "rounds", ROUND_COLUMNS_USED)
-    batches = _read(d, "batches")
+    for table in TABLES:
+        open_table(d, table)
     recorded = read_summary_json(d)
     slo = slo or recorded.get("slo") or {}
-    summary = summarize(
-        requests,
-        rounds,
-        batches,
-        slo_ttft_ms=float(slo.get("ttft_ms", DEFAULT_SLO_TTFT_MS)),
-        slo_tpot_ms=float(slo.get("tpot_ms", DEFAULT_SLO_TPOT_MS)),
-    )
-    return Side(name, d, requests, rounds, batches, summary, recorded)
+    slo = {
+        "ttft_ms": float(slo.get("ttft_ms", DEFAULT_SLO_TTFT_MS)),
+        "tpot_ms": float(slo.get("tpot_ms", DEFAULT_SLO_TPOT_MS)),
+    }
+    side = Side(name, d, Scan(), slo, recorded)
+    scan_requests(d, side.scan, slo["ttft_ms"], slo["tpot_ms"])
+    return side
 
 
-def load_run(run: Path) -> tuple[Side | None, Side | None]:
+def finish_sides(sides: list[Side | None], figures: bool = False) -> None:
+    """Read the rounds and batches of each side and complete its summary; with `figures`, also the binned series
+    of the report's figures, in time bins common to the sides (from the longest run)."""
+    live = [s for s in sides if s is not None]
+    bins = None
+    if figures:
+        ends = [s.scan.builder.result(s.slo["ttft_ms"], s.slo["tpot_ms"])["duration_s"] for s in live]
+        bins = Bins.for_duration(max(ends + [1.0]))
+    for s in live:
+        if bins is not None:
+            s.scan.binned = Binned.empty(bins)
+            scan_request_times(s.path, s.scan.binned)
+        scan_rounds(s.path, s.scan)
+        scan_batches(s.path, s.scan)
+        s.summary = s.scan.builder.result(s.slo["ttft_ms"], s.slo["tpot_ms"])
+
+
+def load_side(d: Path, name: str, slo: dict[str, float] | None = None, figures: bool = False) -> Side:
+    """Read one sim/ or emu/ directory and recompute its summary from the tables (streamed)."""
+    side = open_side(d, name, slo)
+    finish_sides([side], figures)
+    return side
+
+
+def load_run(run: Path, figures: bool = False) -> tuple[Side | None, Side | None]:
     """(sim, emu) of a run directory; a side is None when its directory has no results."""
     run = Path(run)
     if not run.is_dir():
@@ -218,22 +234,23 @@ def load_run(run: Path) -> tuple[Side | None, Side | None]:
             str(run),
             "no results: neither sim/requests.parquet nor emu/requests.parquet exists (is this a run directory?)",
         )
-    sim = load_side(sim_dir, "sim") if has_results(sim_dir) else None
-    slo = sim.summary.get("slo") if sim else None
-    emu = load_side(emu_dir, "emu", slo) if has_results(emu_dir) else None
+    sim = open_side(sim_dir, "sim") if has_results(sim_dir) else None
+    emu = open_side(emu_dir, "emu", sim.slo if sim else None) if has_results(emu_dir) else None
+    finish_sides([sim, emu], figures)
     return sim, emu
 
 
 def load_best(run: Path, name: str) -> Side:
-    """For run-vs-run: the emulated results of a run when present, else the simulated; a sim/ or emu/ dir itself."""
+    """For run-vs-run: the emulated results of a run when present, else the simulated; a sim/ or emu/ dir itself.
+    (Opened: `finish_sides` completes it.)"""
     run = Path(run)
     if not run.is_dir():
         raise InputError(str(run), "not a directory" if run.exists() else "no such run directory")
     if has_results(run):
-        return load_side(run, name)
+        return open_side(run, name)
     for sub in ("emu", "sim"):
         if has_results(run / sub):
-            return load_side(run / sub, name)
+            return open_side(run / sub, name)
     raise InputError(
         str(run), "no results: neither emu/requests.parquet nor sim/requests.parquet exists (is this a run directory?)"
     )
@@ -296,34 +313,22 @@ def metric_rows(a: dict[str, Any] | None, b: dict[str, Any] | None, names: tuple
 
 
 def per_edge(side: Side) -> dict[str, dict[str, Any]]:
-    r = side.requests
     out: dict[str, dict[str, Any]] = {}
-    done = r[r["status"] == "ok"]
-    lat = latencies(done)
-    for edge, idx in done.groupby("edge", sort=True).groups.items():
-        l = lat.loc[idx]
-        out[str(edge)] = {
-            "requests_completed": int(len(idx)),
-            "ttft_ms": dist(l["ttft_ms"]),
-            "tpot_ms": dist(l["tpot_ms"]),
-            "e2e_ms": dist(l["e2e_ms"]),
+    for edge in sorted(side.scan.edges):
+        e = side.scan.edges[edge]
+        out[edge] = {
+            "requests_completed": e.completed,
+            **{k: e.lat[k].result() for k in LATENCY_KEYS},
+            "requests_total": e.total,
+            "requests_failed": e.failed,
         }
-    for edge, g in r.groupby("edge", sort=True):
-        e = out.setdefault(
-            str(edge), {"requests_completed": 0, "ttft_ms": dist([]), "tpot_ms": dist([]), "e2e_ms": dist([])}
-        )
-        e["requests_total"] = int(len(g))
-        e["requests_failed"] = int((g["status"] != "ok").sum())
     return out
 
 
 def per_target(side: Side) -> dict[str, dict[str, Any]]:
     out = {k: dict(v) for k, v in side.summary.get("targets", {}).items()}
-    routed = side.requests[side.requests["target"] != ""].groupby("target", sort=True).size()
-    for t, n in routed.items():
-        out.setdefault(str(t), {"utilisation": None, "batches": 0, "mean_verify_batch": None})["requests_routed"] = int(
-            n
-        )
+    for t, n in sorted(side.scan.routed.items()):
+        out.setdefault(t, {"utilisation": None, "batches": 0, "mean_verify_batch": None})["requests_routed"] = n
     return out
 
 
@@ -373,39 +378,28 @@ ROBUST = [("window_throughput_rps", "throughput"), ("window_output_tps", "throug
 ]
 
 
-def window_throughput(side: Side, w0: float, w1: float) -> dict[str, float | None]:
-    """Completions and output tokens finishing in [w0, w1], per second of the window."""
-    r = side.requests
-    if w1 <= w0:
-        return {"window_throughput_rps": None, "window_output_tps": None}
-    done = r[(r["status"] == "ok") & (r["finish_s"] >= w0) & (r["finish_s"] <= w1)]
-    return {
-        "window_throughput_rps": len(done) / (w1 - w0),
-        "window_output_tps": float(done["output_tokens"].sum()) / (w1 - w0),
-    }
-
-
-def matched(a: Side, b: Side) -> tuple[dict[str, Any], dict[str, Any], int]:
-    """Latency distributions of the requests completed on both sides at the same target; (a's, b's, count)."""
-    cols = ["request_id", "target", "status", "arrival_s", "first_token_s", "finish_s", "output_tokens"]
-    ra, rb = a.requests[cols], b.requests[cols]
-    j = ra.merge(rb, on="request_id", suffixes=("_a", "_b"))
-    j = j[(j["status_a"] == "ok") & (j["status_b"] == "ok") & (j["target_a"] == j["target_b"])]
-    out = []
-    for sfx in ("_a", "_b"):
-        part = j[[c + sfx for c in cols[1:]]].rename(columns=lambda c: c[:-2])
-        lat = latencies(part)
-        out.append({k: dist(lat[k]) for k in ("ttft_ms", "tpot_ms", "e2e_ms")})
-    return out[0], out[1], len(j)
-
-
 def robust_rows(a: Side, b: Side, names: tuple[str, str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows of the robust metrics (same shape as metric_rows') and facts about them (window, matched count)."""
-    arr = pd.concat([a.requests["arrival_s"], b.requests["arrival_s"]])
-    w0, w1 = (float(arr.min()), float(arr.max())) if len(arr) else (0.0, 0.0)
-    va, vb = window_throughput(a, w0, w1), window_throughput(b, w0, w1)
-    ma, mb, n = matched(a, b)
-    va["matched"], vb["matched"] = ma, mb
+    """Rows of the robust metrics (same shape as metric_rows') and facts about them (window, matched count).
+
+    The window is [first, last] arrival over both sides; completions and output tokens finishing inside it are
+    counted per second of it; the latencies are those of requests completed on both sides at the same target
+    (one merged pass over both request tables: analysis.scan.scan_pair)."""
+    w0 = min(a.scan.first_arrival, b.scan.first_arrival)
+    w1 = max(a.scan.last_arrival, b.scan.last_arrival)
+    if not math.isfinite(w0):
+        w0 = w1 = 0.0
+    pair = scan_pair(a.path, b.path, (w0, w1))
+    vals = []
+    for k in (0, 1):
+        v: dict[str, Any] = {"window_throughput_rps": None, "window_output_tps": None}
+        if w1 > w0:
+            v = {
+                "window_throughput_rps": pair.window_done[k] / (w1 - w0),
+                "window_output_tps": float(pair.window_tokens[k]) / (w1 - w0),
+            }
+        v["matched"] = {key: q.result() for key, q in pair.matched[k].items()}
+        vals.append(v)
+    va, vb = vals
     rows = []
     for key, kind in ROBUST:
         m = Metric(key, key.replace("_", " "), "", "robust", kind)
@@ -426,12 +420,12 @@ def robust_rows(a: Side, b: Side, names: tuple[str, str]) -> tuple[list[dict[str
                 "note": note,
             }
         )
-    done_a = int((a.requests["status"] == "ok").sum())
+    done_a = int(a.summary["requests_completed"])
     return rows, {
         "window_s": [w0, w1],
-        "matched_requests": n,
+        "matched_requests": pair.n_matched,
         "completed_reference": done_a,
-        "matched_fraction": n / done_a if done_a else None,
+        "matched_fraction": pair.n_matched / done_a if done_a else None,
     }
 
 
@@ -476,10 +470,11 @@ def seed_verdict(docs: list[dict[str, Any]], section: str = "metrics") -> list[d
     return out
 
 
-def compare_run(run: Path) -> tuple[dict[str, Any], Side | None, Side | None]:
+def compare_run(run: Path, figures: bool = False) -> tuple[dict[str, Any], Side | None, Side | None]:
     """Simulated vs emulated results of one run directory (emu judged against sim), with the robust verdict and,
-    when the run has one, the configured network's prediction next to the as-built one."""
-    sim, emu = load_run(run)
+    when the run has one, the configured network's prediction next to the as-built one. With `figures`, the sides
+    also hold the binned series of the report's figures."""
+    sim, emu = load_run(run, figures)
     doc = compare_sides(sim, emu, ("sim", "emu"), "sim-vs-emu")
     doc["run"] = str(run)
     if emu is not None:
@@ -493,7 +488,7 @@ def compare_run(run: Path) -> tuple[dict[str, Any], Side | None, Side | None]:
         doc["robust_verdict"] = _verdict(rows)
         alt_dir = Path(run) / "sim-configured"
         if has_results(alt_dir):
-            alt = load_side(alt_dir, "sim-configured", sim.summary.get("slo"))
+            alt = load_side(alt_dir, "sim-configured", sim.slo)
             alt_rows = metric_rows(alt.summary, emu.summary, ("sim", "emu"))
             doc["predictions"] = {
                 "as-built": {
@@ -512,6 +507,7 @@ def compare_run(run: Path) -> tuple[dict[str, Any], Side | None, Side | None]:
 def compare_runs(a: Path, b: Path) -> tuple[dict[str, Any], Side, Side]:
     """Run A vs run B (e.g. two policies): each run's emulated results, or its simulated ones when it has none."""
     sa, sb = load_best(a, "A"), load_best(b, "B")
+    finish_sides([sa, sb])
     doc = compare_sides(sa, sb, ("A", "B"), "run-vs-run")
     doc["runs"] = {"A": str(a), "B": str(b)}
     return doc, sa, sb

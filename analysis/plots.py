@@ -1,8 +1,9 @@
 """Figures of a run (matplotlib, Agg): PNG bytes, one function per figure, sides drawn as overlays.
 
-Plots only look at the tables (per-request latencies come from `testbed.metrics.latencies`); time series are
-views over bins (1 s, or wider for long runs so that a figure has at most ~MAX_BINS bins) and downsampled:
-CDFs are drawn from CDF_POINTS quantiles, so a 1-hour run plots as fast as a 1-minute one.
+Plots draw binned aggregates of the tables (analysis/scan.py), never every row: time series are sums per bin
+(1 s, or wider for long runs so that a figure has at most ~MAX_BINS bins); CDFs are drawn from CDF_POINTS
+quantiles of the summary's own `Quantiles` (exact up to its limit, within 0.1 % beyond); per-edge bars from each
+edge's `Quantiles`. A million-request run plots as fast as a 1-minute one once its tables are scanned.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from testbed.metrics import latencies  # noqa: E402
+from analysis.scan import SPEC_MAX_ROUNDS, Binned  # noqa: E402
 
 if TYPE_CHECKING:
     from analysis.compare import Side
 
 CDF_POINTS = 400
-MAX_BINS = 300
-NICE_BINS = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600]
 SIDE_STYLE = {  # name -> (colour, line style)
     "sim": ("#2563eb", "-"),
     "emu": ("#ea580c", "--"),
@@ -56,14 +55,6 @@ def style(name: str, k: int = 0) -> tuple[str, str]:
     return SIDE_STYLE.get(name, (TARGET_COLOURS[k % len(TARGET_COLOURS)], "-"))
 
 
-def bin_width(duration_s: float) -> float:
-    """1 s bins up to MAX_BINS seconds; wider 'nice' bins beyond."""
-    for w in NICE_BINS:
-        if duration_s / w <= MAX_BINS:
-            return float(w)
-    return float(np.ceil(duration_s / MAX_BINS))
-
-
 def run_duration(sides: list[SidePair]) -> float:
     d = [float(s.summary.get("duration_s") or 0.0) for _, s in sides]
     return max(d + [1.0])
@@ -80,15 +71,10 @@ def _empty(ax: plt.Axes, text: str = "no data") -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#6b7280")
 
 
-def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = values[~np.isnan(values)]
-    if v.size == 0:
-        return v, v
-    if v.size <= CDF_POINTS:
-        x = np.sort(v)
-        return x, np.arange(1, x.size + 1) / x.size
-    q = np.linspace(0.0, 1.0, CDF_POINTS)
-    return np.quantile(v, q), q
+def binned(side: "Side") -> Binned:
+    if side.scan.binned is None:
+        raise ValueError(f"{side.name}: loaded without the figures' binned series (load it with figures=True)")
+    return side.scan.binned
 
 
 # ---- figures -------------------------------------------------------------------------------------------------
@@ -97,12 +83,11 @@ def _cdf(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def latency_cdfs(sides: list[SidePair]) -> bytes:
     """CDF overlays of TTFT, TPOT and E2E (completed requests); dotted lines mark p50 / p90 / p99."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    lats = {n: latencies(s.requests[s.requests["status"] == "ok"]) for n, s in sides}
     for ax, (col, title) in zip(axes, (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E latency"))):
         drawn = False
         lo, hi = np.inf, 0.0
-        for k, (n, _) in enumerate(sides):
-            x, y = _cdf(lats[n][col].to_numpy(dtype=np.float64))
+        for k, (n, s) in enumerate(sides):
+            x, y = s.scan.builder.lat[col].cdf(CDF_POINTS)
             if x.size == 0:
                 continue
             c, ls = style(n, k)
@@ -124,43 +109,27 @@ def latency_cdfs(sides: list[SidePair]) -> bytes:
     return _png(fig)
 
 
-def _binned(t: np.ndarray, w: np.ndarray | None, width: float, nbins: int) -> np.ndarray:
-    """Sum of weights (or counts) per bin of `width` seconds from 0."""
-    t = np.asarray(t, dtype=np.float64)
-    ok = ~np.isnan(t)
-    idx = np.clip((t[ok] / width).astype(np.int64), 0, nbins - 1)
-    return np.bincount(idx, weights=None if w is None else np.asarray(w, dtype=np.float64)[ok], minlength=nbins)
-
-
 def throughput_and_gamma(sides: list[SidePair]) -> bytes:
     """Over time: output tokens/s (tokens as they reach the edge), completed requests/s, mean γ of rounds sent."""
-    dur = run_duration(sides)
-    width = bin_width(dur)
-    nbins = max(1, int(np.ceil(dur / width)))
-    centres = (np.arange(nbins) + 0.5) * width
     fig, axes = plt.subplots(3, 1, figsize=(13, 7.2), sharex=True)
     for k, (n, s) in enumerate(sides):
         c, ls = style(n, k)
-        r, q = s.requests, s.rounds
-        tok = _binned(q["recv_s"].to_numpy(), q["gained"].to_numpy(), width, nbins)
-        tok += _binned(r["first_token_s"].to_numpy(), None, width, nbins)  # the first token of each request
-        axes[0].plot(centres, tok / width, color=c, ls=ls, lw=1.4, label=n)
-        ok = r[r["status"] == "ok"]
-        axes[1].plot(
-            centres, _binned(ok["finish_s"].to_numpy(), None, width, nbins) / width, color=c, ls=ls, lw=1.4, label=n
-        )
-        spec = q[q["gamma"] > 0]
-        cnt = _binned(spec["send_s"].to_numpy(), None, width, nbins)
-        g = _binned(spec["send_s"].to_numpy(), spec["gamma"].to_numpy(), width, nbins)
+        b = binned(s)
+        width, centres = b.bins.width, b.bins.centres
+        axes[0].plot(centres, b.tokens / width, color=c, ls=ls, lw=1.4, label=n)
+        axes[1].plot(centres, b.completed / width, color=c, ls=ls, lw=1.4, label=n)
         with np.errstate(invalid="ignore", divide="ignore"):
-            axes[2].plot(centres, np.where(cnt > 0, g / cnt, np.nan), color=c, ls=ls, lw=1.4, label=n)
+            axes[2].plot(
+                centres, np.where(b.spec_n > 0, b.spec_gamma / b.spec_n, np.nan), color=c, ls=ls, lw=1.4, label=n
+            )
+    bins = binned(sides[0][1]).bins
     axes[0].set_ylabel("output tokens / s")
-    axes[0].set_title(f"Throughput and window over time ({width:g} s bins)")
+    axes[0].set_title(f"Throughput and window over time ({bins.width:g} s bins)")
     axes[1].set_ylabel("completed req / s")
     axes[2].set_ylabel("mean γ")
     axes[2].set_ylim(0, max(1.0, axes[2].get_ylim()[1] * 1.05))  # γ from 0: a static window reads as flat
     axes[2].set_xlabel("time since run start (s)")
-    axes[2].set_xlim(0, nbins * width)
+    axes[2].set_xlim(0, bins.n * bins.width)
     axes[0].legend(loc="upper right")
     fig.tight_layout()
     return _png(fig)
@@ -168,15 +137,7 @@ def throughput_and_gamma(sides: list[SidePair]) -> bytes:
 
 def per_edge_latency(sides: list[SidePair]) -> bytes:
     """Each edge's mean TTFT, TPOT and E2E (bars) with its p99 (marker), sides side by side."""
-    lat = {}
-    edges: set[str] = set()
-    for n, s in sides:
-        ok = s.requests[s.requests["status"] == "ok"]
-        l = latencies(ok)
-        l["edge"] = ok["edge"].astype(str).to_numpy()
-        lat[n] = l
-        edges |= set(l["edge"])
-    names = sorted(edges, key=_natural)
+    names = sorted({e for _, s in sides for e, st in s.scan.edges.items() if st.completed}, key=_natural)
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8 if len(names) <= 8 else 4.6))
     x = np.arange(len(names))
     bw = 0.8 / max(1, len(sides))
@@ -185,11 +146,11 @@ def per_edge_latency(sides: list[SidePair]) -> bytes:
     ):
         if not names:
             _empty(ax)
-        for k, (n, _) in enumerate(sides):
+        for k, (n, s) in enumerate(sides):
             c, _ls = style(n, k)
-            g = lat[n].groupby("edge")[col]
-            mean = g.mean().reindex(names).to_numpy(dtype=np.float64)
-            p99 = g.quantile(0.99).reindex(names).to_numpy(dtype=np.float64)
+            qs = [s.scan.edges[e].lat[col] if e in s.scan.edges else None for e in names]
+            mean = np.array([q.total / q.n if q is not None and q.n else np.nan for q in qs], dtype=np.float64)
+            p99 = np.array([q.quantiles([0.99])[0] if q is not None else np.nan for q in qs], dtype=np.float64)
             off = (k - (len(sides) - 1) / 2) * bw
             ax.bar(x + off, mean, bw * 0.95, color=c, alpha=0.85 if k == 0 else 0.6, label=f"{n} mean")
             ax.plot(x + off, p99, ls="none", marker="_", ms=10, mew=2, color=c, label=f"{n} p99")
@@ -203,46 +164,32 @@ def per_edge_latency(sides: list[SidePair]) -> bytes:
     return _png(fig)
 
 
-def _busy(starts: np.ndarray, ends: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Busy seconds in each [edges[i], edges[i+1]) of one target (its batches run one at a time)."""
-    if starts.size == 0:
-        return np.zeros(edges.size - 1)
-    o = np.argsort(starts)
-    s, e = starts[o], ends[o]
-    d = np.clip(e - s, 0.0, None)
-    before = np.concatenate([[0.0], np.cumsum(d)])  # busy time of batches 0..i-1
-    i = np.searchsorted(s, edges, side="right") - 1
-    cum = np.where(
-        i >= 0, before[np.clip(i, 0, None)] + np.clip(edges - s[np.clip(i, 0, None)], 0.0, d[np.clip(i, 0, None)]), 0.0
-    )
-    return np.diff(cum)
-
-
 MAX_TARGET_ROWS = 8
 
 
 def targets_over_time(sides: list[SidePair]) -> bytes:
     """Each target's mean verify batch size and utilisation (busy fraction) per bin: one row per target."""
-    dur = run_duration(sides)
-    width = bin_width(dur)
-    nbins = max(1, int(np.ceil(dur / width)))
-    edges_t = np.arange(nbins + 1) * width
-    centres = edges_t[:-1] + width / 2
-    targets = sorted({str(t) for _, s in sides for t in s.batches["target"].unique()}, key=_natural)
+    targets = sorted({t for _, s in sides for t in binned(s).targets}, key=_natural)
     shown = targets[:MAX_TARGET_ROWS]
     rows = max(1, len(shown))
     fig, axes = plt.subplots(rows, 2, figsize=(13, 1.3 + 2.0 * rows if rows > 1 else 3.4), sharex=True, squeeze=False)
     for j, t in enumerate(shown):
         for k, (n, s) in enumerate(sides):
             c, ls = style(n, k)
-            b = s.batches[s.batches["target"] == t]
-            v = b[b["kind"] == "verify"]
-            cnt = _binned(v["start_s"].to_numpy(), None, width, nbins)
-            tot = _binned(v["start_s"].to_numpy(), v["size"].to_numpy(), width, nbins)
+            b = binned(s)
+            tb = b.targets.get(t)
+            if tb is None:
+                continue
             with np.errstate(invalid="ignore", divide="ignore"):
-                axes[j, 0].plot(centres, np.where(cnt > 0, tot / cnt, np.nan), color=c, ls=ls, lw=1.3, label=n)
-            busy = _busy(b["start_s"].to_numpy(np.float64), b["end_s"].to_numpy(np.float64), edges_t)
-            axes[j, 1].plot(centres, np.clip(busy / width, 0, 1), color=c, ls=ls, lw=1.3, label=n)
+                axes[j, 0].plot(
+                    b.bins.centres,
+                    np.where(tb.verify_n > 0, tb.verify_size / tb.verify_n, np.nan),
+                    color=c,
+                    ls=ls,
+                    lw=1.3,
+                    label=n,
+                )
+            axes[j, 1].plot(b.bins.centres, np.clip(tb.busy / b.bins.width, 0, 1), color=c, ls=ls, lw=1.3, label=n)
         axes[j, 0].set_ylabel(f"{t}\nbatch (req)")
         axes[j, 1].set_ylabel("utilisation")
         axes[j, 0].set_ylim(bottom=0)
@@ -250,32 +197,32 @@ def targets_over_time(sides: list[SidePair]) -> bytes:
     if not shown:
         _empty(axes[0, 0])
         _empty(axes[0, 1])
+    bins = binned(sides[0][1]).bins
     more = f" (first {len(shown)} of {len(targets)} targets)" if len(targets) > len(shown) else ""
-    axes[0, 0].set_title(f"Mean verify batch size ({width:g} s bins){more}")
-    axes[0, 1].set_title(f"Utilisation: busy fraction ({width:g} s bins)")
+    axes[0, 0].set_title(f"Mean verify batch size ({bins.width:g} s bins){more}")
+    axes[0, 1].set_title(f"Utilisation: busy fraction ({bins.width:g} s bins)")
     for ax in axes[-1]:
         ax.set_xlabel("time since run start (s)")
-        ax.set_xlim(0, nbins * width)
+        ax.set_xlim(0, bins.n * bins.width)
     axes[0, 1].legend(loc="lower right")
     fig.tight_layout()
     return _png(fig)
 
 
-def speculation(sides: list[SidePair], max_rounds: int = 60, min_rounds: int = 20) -> bytes:
+def speculation(sides: list[SidePair], min_rounds: int = 20) -> bytes:
     """Acceptance rate by round index within a request, and the distribution of draft tokens accepted per round."""
+    max_rounds = SPEC_MAX_ROUNDS
     fig, axes = plt.subplots(1, 2, figsize=(13, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     drawn = False
     gmax = 1
     for k, (n, s) in enumerate(sides):
         c, ls = style(n, k)
-        q = s.rounds[s.rounds["gamma"] > 0]
-        if q.empty:
+        b = binned(s)
+        total = b.accepted_hist.sum()
+        if total == 0:
             continue
         drawn = True
-        idx = np.minimum(q["round"].to_numpy(np.int64), max_rounds)
-        cnt = np.bincount(idx, minlength=max_rounds + 1)
-        acc = np.bincount(idx, weights=q["accepted"].to_numpy(np.float64), minlength=max_rounds + 1)
-        gam = np.bincount(idx, weights=q["gamma"].to_numpy(np.float64), minlength=max_rounds + 1)
+        cnt, acc, gam = b.round_n, b.round_accepted, b.round_gamma
         keep = cnt[:max_rounds] >= min_rounds
         xs = np.arange(max_rounds)[keep]
         axes[0].plot(
@@ -288,9 +235,9 @@ def speculation(sides: list[SidePair], max_rounds: int = 60, min_rounds: int = 2
             ms=3,
             label=n,
         )
-        a = q["accepted"].to_numpy(np.int64)
-        gmax = max(gmax, int(q["gamma"].max()))
-        h = np.bincount(a, minlength=gmax + 1) / a.size
+        gmax = max(gmax, b.gamma_max)
+        h = np.zeros(max(gmax + 1, b.accepted_hist.size))
+        h[: b.accepted_hist.size] = b.accepted_hist / total
         off = (k - (len(sides) - 1) / 2) * (0.8 / len(sides))
         axes[1].bar(np.arange(h.size) + off, h, 0.8 / len(sides) * 0.95, color=c, alpha=0.8, label=n)
     if not drawn:

@@ -13,12 +13,14 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
 from analysis import plots
 from analysis.compare import Side, compare_run, read_summary_json
+from analysis.scan import frames
+from testbed.metrics import Quantiles
 from testbed.rundir import write_json
 
 CSS = """
@@ -602,14 +604,16 @@ def interference(run: Path, meta: dict[str, Any]) -> str:
     )
 
 
-def draft_ms_per_token(rounds: pd.DataFrame) -> dict[str, float]:
+def draft_ms_per_token(rounds: pd.DataFrame | Iterable[pd.DataFrame]) -> dict[str, float]:
     """Median drafting time per drafted token per edge (draft_start -> send, rounds with gamma > 0 after each
-    request's first round, whose draft also prefills)."""
-    r = rounds[(rounds["gamma"] > 0) & (rounds["round"] > 0)]
-    if r.empty:
-        return {}
-    per = 1e3 * (r["send_s"] - r["draft_start_s"]) / r["gamma"]
-    return {str(e): float(v) for e, v in per.groupby(r["edge"]).median().items()}
+    request's first round, whose draft also prefills), from a rounds table or its chunks."""
+    per: dict[str, Quantiles] = {}
+    for r in [rounds] if isinstance(rounds, pd.DataFrame) else rounds:
+        r = r[(r["gamma"] > 0) & (r["round"] > 0)]
+        ms = 1e3 * (r["send_s"] - r["draft_start_s"]) / r["gamma"]
+        for e, v in ms.groupby(r["edge"].astype(str)):
+            per.setdefault(str(e), Quantiles()).add(v.to_numpy())
+    return {e: float(q.quantiles([0.5])[0]) for e, q in per.items() if q.n}
 
 
 def runtime_section(run: Path) -> str:
@@ -620,8 +624,9 @@ def runtime_section(run: Path) -> str:
     if not rt:
         return ""
     nodes = s.get("nodes") or {}
+    cols = ["edge", "round", "gamma", "draft_start_s", "send_s"]
     rp = run / "emu" / "rounds.parquet"
-    draft = draft_ms_per_token(pd.read_parquet(rp)) if rp.is_file() else {}
+    draft = draft_ms_per_token(frames(run / "emu", "rounds", cols, ("edge",))) if rp.is_file() else {}
     limits = rt.get("limits") or {}
     kv = [("runtime", rt.get("runtime"))]
     if rt.get("runtime") == "docker":
@@ -693,7 +698,7 @@ def build(run: Path, write_compare: bool = True) -> dict[str, Any]:
     """Write DIR/report.html and DIR/plots/*.png (and DIR/compare.json); returns paths and timings."""
     run = Path(run)
     t0 = time.perf_counter()
-    doc, sim, emu = compare_run(run)
+    doc, sim, emu = compare_run(run, figures=True)
     t_load = time.perf_counter() - t0
     meta = _read_json(run / "meta.json") or {}
     sides = [(n, s) for n, s in (("sim", sim), ("emu", emu)) if s is not None]

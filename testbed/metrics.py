@@ -53,7 +53,8 @@ class Quantiles:
     RELATIVE_ERROR = 0.001
     _LOG_STEP = math.log1p(2 * RELATIVE_ERROR)  # bin i holds (e^(i*step), e^((i+1)*step)]; its middle is within 0.1 %
 
-    def __init__(self) -> None:
+    def __init__(self, exact_limit: int | None = None) -> None:
+        self.exact_limit = self.EXACT_LIMIT if exact_limit is None else exact_limit  # lower for many small ones
         self.chunks: list[np.ndarray] = []
         self.n = 0
         self.total = 0.0
@@ -69,7 +70,7 @@ class Quantiles:
         self.total += float(a.sum())
         if self.bins is None:
             self.chunks.append(a)
-            if self.n > self.EXACT_LIMIT:
+            if self.n > self.exact_limit:
                 self.bins = {}
                 for c in self.chunks:
                     self._bin(c)
@@ -89,17 +90,38 @@ class Quantiles:
         if self.n == 0:
             return {"mean": None, "p50": None, "p90": None, "p99": None}
         if self.bins is None:
-            a = self.chunks[0] if len(self.chunks) == 1 else np.concatenate(self.chunks)
+            a = self._values()
             p50, p90, p99 = np.percentile(a, [50, 90, 99])
             return {"mean": float(a.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99)}
+        p50, p90, p99 = self.quantiles([0.50, 0.90, 0.99]).tolist()
+        return {"mean": self.total / self.n, "p50": p50, "p90": p90, "p99": p99}
+
+    def _values(self) -> np.ndarray:
+        return self.chunks[0] if len(self.chunks) == 1 else np.concatenate(self.chunks)
+
+    def quantiles(self, qs) -> np.ndarray:
+        """The quantiles qs (fractions in [0, 1]) with the same definition and error as `result` (empty: NaN)."""
+        qs = np.asarray(qs, dtype=np.float64)
+        if self.n == 0:
+            return np.full(qs.shape, np.nan)
+        if self.bins is None:
+            return np.quantile(self._values(), qs)
         keys = sorted(self.bins)
         cum = np.cumsum([self.zeros] + [self.bins[k] for k in keys])
-        mids = [0.0] + [math.exp((k + 0.5) * self._LOG_STEP) for k in keys]
-        out: dict[str, float | None] = {"mean": self.total / self.n}
-        for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99)):
-            rank = q * (self.n - 1)  # numpy's linear definition, to the bin holding that rank
-            out[name] = float(mids[int(np.searchsorted(cum, rank, side="right"))])
-        return out
+        mids = np.array([0.0] + [math.exp((k + 0.5) * self._LOG_STEP) for k in keys])
+        ranks = qs * (self.n - 1)  # numpy's linear definition, to the bin holding that rank
+        return mids[np.minimum(np.searchsorted(cum, ranks, side="right"), len(mids) - 1)]
+
+    def cdf(self, points: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, fraction of values <= x) to draw: every value when there are at most `points` (exact mode), else
+        the quantiles at `points` evenly spaced fractions (within RELATIVE_ERROR in histogram mode)."""
+        if self.bins is None and 0 < self.n <= points:
+            x = np.sort(self._values())
+            return x, np.arange(1, x.size + 1) / x.size
+        if self.n == 0:
+            return np.empty(0), np.empty(0)
+        y = np.linspace(0.0, 1.0, points)
+        return self.quantiles(y), y
 
 
 def _f(x: float) -> float | None:
@@ -148,7 +170,7 @@ class SummaryBuilder:
         self.accepted += int(spec["accepted"].sum())
 
     def add_batches(self, batches: pd.DataFrame) -> None:
-        for t, b in batches.groupby("target", sort=True):
+        for t, b in batches.groupby("target", sort=True, observed=True):
             vb = b[b["kind"] == "verify"]
             acc = self.targets.setdefault(str(t), [0.0, 0, 0, 0])
             acc[0] += float((b["end_s"] - b["start_s"]).sum())

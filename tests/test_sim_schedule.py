@@ -206,7 +206,7 @@ def test_timeline_figure_of_a_scheduled_run(tmp_path):
     assert r.returncode == 0, r.stderr
     ev = __import__("pandas").read_parquet(out / "sim" / "events.parquet")
     assert list(ev.kind) == ["link_params", "link_down", "link_up"]
-    imgs = render_all([("sim", load_side(out / "sim", "sim"))])
+    imgs = render_all([("sim", load_side(out / "sim", "sim", figures=True))])
     assert imgs["schedule"][:4] == b"\x89PNG"
     plain = tmp_path / "plain"
     d.pop("schedule")
@@ -217,4 +217,4 @@ def test_timeline_figure_of_a_scheduled_run(tmp_path):
         check=True,
         capture_output=True,
     )
-    assert "schedule" not in render_all([("sim", load_side(plain / "sim", "sim"))])
+    assert "schedule" not in render_all([("sim", load_side(plain / "sim", "sim", figures=True))])
