@@ -35,6 +35,9 @@ Which verdict means what (issue 17; compare.json):
   differs in its tail or its routing, not in how each request was served.
 - "predictions": with an as-built correction, the configured network's prediction (sim-configured/) judged
   against the same emulation, next to the as-built one: what the correction changed.
+- "compute_predictions": with real models and as-built compute (`testbed run --sim-compute as-built`), the
+  (checked / recalibrated) profile's prediction (sim-profile/) next to the one with the compute times the run had:
+  how much of the difference is the machine's speed at another moment.
 - Several seeds with confidence intervals: `seed_verdict` over several runs' compare.json (bench/validate_random.py
   --seeds): the mean relative error per metric with its 95 % Student-t interval; a metric passes when the mean is
   within tolerance.
@@ -486,21 +489,22 @@ def compare_run(run: Path, figures: bool = False) -> tuple[dict[str, Any], Side 
         doc["robust"] = rows
         doc["robust_facts"] = facts
         doc["robust_verdict"] = _verdict(rows)
-        alt_dir = Path(run) / "sim-configured"
-        if has_results(alt_dir):
-            alt = load_side(alt_dir, "sim-configured", sim.slo)
-            alt_rows = metric_rows(alt.summary, emu.summary, ("sim", "emu"))
-            doc["predictions"] = {
-                "as-built": {
-                    "verdict": doc["verdict"],
-                    "rel_error": {r["metric"]: r["rel_error"] for r in doc["metrics"]},
-                },
-                "configured": {
-                    "verdict": _verdict(alt_rows),
-                    "rel_error": {r["metric"]: r["rel_error"] for r in alt_rows},
-                    "sim": {r["metric"]: r["sim"] for r in alt_rows},
-                },
-            }
+        built = {"verdict": doc["verdict"], "rel_error": {r["metric"]: r["rel_error"] for r in doc["metrics"]}}
+        for key, alt_dir, label in (
+            ("predictions", "sim-configured", "configured"),
+            ("compute_predictions", "sim-profile", "profile"),
+        ):
+            if has_results(Path(run) / alt_dir):
+                alt = load_side(Path(run) / alt_dir, alt_dir, sim.slo)
+                alt_rows = metric_rows(alt.summary, emu.summary, ("sim", "emu"))
+                doc[key] = {
+                    "as-built": built,
+                    label: {
+                        "verdict": _verdict(alt_rows),
+                        "rel_error": {r["metric"]: r["rel_error"] for r in alt_rows},
+                        "sim": {r["metric"]: r["sim"] for r in alt_rows},
+                    },
+                }
     return doc, sim, emu
 
 

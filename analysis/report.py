@@ -406,6 +406,22 @@ def fidelity_views(doc: dict[str, Any]) -> str:
             "<table id='predictions-table'><tr><th>metric</th><th>error vs configured</th><th>error vs "
             "as-built</th></tr>" + "".join(rows) + "</table>"
         )
+    cpred = doc.get("compute_predictions")
+    if cpred:
+        prof, built = cpred["profile"], cpred["as-built"]
+        rows = [
+            f"<tr><td>{esc(k)}</td><td>{fmt_err(prof['rel_error'].get(k))}</td>"
+            f"<td>{fmt_err(built['rel_error'].get(k))}</td></tr>"
+            for k in KEY_METRICS
+        ]
+        out.append(
+            "<h3 id='compute-predictions'>Profile vs as-built compute</h3><p class='sub'>The same emulation judged "
+            "against the simulation with the compute profile (as checked / recalibrated before the run) and with the "
+            "cost terms fitted on the run's own rounds and batches (<code>testbed/calibrate/fromrun.py</code>): "
+            f"{prof['verdict']['passed']} / {built['verdict']['passed']} of {built['verdict']['judged']} metrics "
+            "within tolerance.</p><table id='compute-predictions-table'><tr><th>metric</th><th>error vs profile</th>"
+            "<th>error vs as-built compute</th></tr>" + "".join(rows) + "</table>"
+        )
     return "".join(out)
 
 

@@ -283,7 +283,9 @@ class TargetNode:
         else:
             self.outcome = self.backend.verify_batch(items)
         self.busy = True
-        self.busy_until = now + self.outcome.wait_s
+        # a backend that computed (hf, wait_s 0) has spent the time already: the batch ends now, not at its start
+        # (else its whole compute time would count as timer lateness in node.json)
+        self.busy_until = now + self.outcome.wait_s if self.outcome.wait_s > 0 else monotonic()
 
     def finish_batch(self, now: float) -> None:
         self.lateness.add(now - self.busy_until)

@@ -137,3 +137,73 @@ def test_max_ctx_clips_every_context_axis():
         assert g[k] and max(g[k]) <= 256, k
     assert g["verify_B"] == GRID_FULL["verify_B"] and g["verify_gamma"] == GRID_FULL["verify_gamma"]
     assert _clip_grid(GRID_FULL, 8)["verify_ctx"] == [8]  # never an empty axis
+
+
+def test_grid_json_replaces_axes_and_rejects_bad_input():
+    """--grid-json (the run's own grid, passed by `testbed run --profile-check recalibrate`): the given axes replace
+    the quick grid's, the others stay; anything else is one InputError naming --grid-json."""
+    from testbed.commands.calibrate import GRID_QUICK, parse_grid
+
+    g = parse_grid('{"verify_ctx": [26, 62], "reps": 3}')
+    assert g["verify_ctx"] == [26, 62] and g["reps"] == 3 and g["prefill_L"] == GRID_QUICK["prefill_L"]
+    for bad in ("[1]", "{", '{"ctx": [1]}', '{"reps": 0}', '{"verify_B": []}', '{"verify_B": [0]}', '{"reps": true}'):
+        with pytest.raises(InputError, match="--grid-json"):
+            parse_grid(bad)
+
+
+def test_recalibration_grid_is_the_runs_operating_points():
+    """The grid a profile check recalibrates on follows the run's workload and policy (not the generic quick grid):
+    prompt lengths / contexts from its requests, its static window, batches up to what its drafts can send."""
+    from pathlib import Path
+
+    from testbed.commands.profilecheck import grid_for
+    from testbed.spec import load_scenario
+    from testbed.workload import build_workload
+
+    root = Path(__file__).resolve().parents[1] / "topologies" / "hf-pair.yaml"
+    sc = load_scenario(root)
+    wl = build_workload(sc)
+    g = grid_for(sc)
+    lo, hi = int(wl.trace.prompt_tokens.min()), int((wl.trace.prompt_tokens + wl.output_tokens).max())
+    for axis in ("draft_ctx", "draft_prefill_L", "prefill_L", "verify_ctx"):
+        assert len(g[axis]) >= 2 and all(lo <= v <= hi + 1 for v in g[axis]), axis
+    assert g["verify_gamma"] == [1, 4] and g["verify_B"] == [1, 2] and g["reps"] == 3  # static:4, one draft slot
+    g2 = grid_for(load_scenario(root, ["policy.window=hf", "edges.0.count=4", "edges.0.draft_slots=0"]))
+    assert g2["verify_B"] == [1, 2, 4] and len(g2["verify_gamma"]) == 3 and max(g2["verify_gamma"]) > 4
+
+
+def test_as_built_compute_recovers_the_compute_a_run_had():
+    """testbed run --sim-compute as-built: the cost terms fitted on a run's own rounds and batches charge what that
+    run measured. A simulation with a known, slower profile stands in for the emulation (its tables have the
+    same schema): the fit on its tables must predict its draft rounds, prefills and verify batches, not the
+    profile the scenario names (which is 2x faster)."""
+    from pathlib import Path
+
+    from testbed.calibrate.fromrun import profiles_from_run
+    from testbed.compute import ComputeModel
+    from testbed.sim import simulate
+    from testbed.spec import load_scenario
+
+    root = Path(__file__).resolve().parents[1] / "topologies" / "hf-pair.yaml"
+    slow = {
+        "draft_step": {"base_ms": 90, "per_kctx_ms": 40},
+        "draft_prefill": {"base_ms": 100, "per_token_ms": 3},
+        "prefill": {"base_ms": 200, "per_token_ms": 4},
+        "verify": {"base_ms": 220, "per_req_ms": 20, "per_token_ms": 2, "per_kctx_ms": 30},
+    }
+    sets = ["edges.0.count=2", "workload.synthetic.n_requests=16"]
+    named = load_scenario(root, sets)
+    prof = named.node(named.drafts[0]).profile
+    sets_slow = sets + [f"profiles.{prof}.{t}.{k}={v}" for t, c in slow.items() for k, v in c.items()]
+    run = simulate(load_scenario(root, sets_slow))
+    fitted, quality = profiles_from_run(named, run.rounds, run.batches, run.requests)[prof]
+    assert all("points" in q for q in quality.values()), quality  # every term fitted, none kept from the profile
+    truth = ComputeModel.from_spec("slow", load_scenario(root, sets_slow).spec.profiles[prof])
+    fit = ComputeModel.from_spec("fit", fitted)
+    given = ComputeModel.from_spec("named", named.spec.profiles[prof])
+    for ctx, pos in ((45, 1), (60, 10), (100, 30)):
+        assert fit.draft_time(4, ctx, pos) == pytest.approx(truth.draft_time(4, ctx, pos), rel=0.02)
+        assert given.draft_time(4, ctx, pos) < 0.7 * truth.draft_time(4, ctx, pos)  # the named profile is off
+    for B, ctx in ((1, 60), (2, 150)):
+        assert fit.verify_time(B, 5 * B, ctx) == pytest.approx(truth.verify_time(B, 5 * B, ctx), rel=0.05)
+    assert fit.prefill_time([45]) == pytest.approx(truth.prefill_time([45]), rel=0.05)

@@ -201,3 +201,48 @@ def test_report_shows_disturbance_robust_verdict_and_both_predictions(tmp_path):
     assert p["configured"]["rel_error"]["ttft_ms.mean"] == pytest.approx(0.11 / 0.2 - 1)
     assert p["as-built"]["rel_error"]["ttft_ms.mean"] == pytest.approx(0.1)
     assert doc["disturbance"]["trusted"] is False
+
+
+def test_host_busy_counts_only_load_that_is_not_the_runs_own(tmp_path):
+    """A run that fills the cores by itself (real models on 2 cores) is not disturbed; other jobs' load is."""
+    emu = tmp_path / "run" / "emu"
+    emu.mkdir(parents=True)
+
+    def host_warnings(host: dict) -> list[str]:
+        (emu / "summary.json").write_text(json.dumps({"emulator": {"host_load": host}}))
+        return [w for w in assess(tmp_path / "run")["warnings"] if w.startswith("host busy")]
+
+    base = {"cores": 2, "runnable_mean": 2.6, "cpu_busy_frac": 1.0}
+    assert host_warnings({**base, "own_runnable_mean": 2.5, "foreign_runnable_mean": 0.1}) == []
+    w = host_warnings({**base, "own_runnable_mean": 0.4, "foreign_runnable_mean": 2.2, "foreign_cpu_busy_frac": 0.8})
+    assert len(w) == 1 and "2.2 of them not the run's own" in w[0] and "80 %" in w[0]
+    assert host_warnings({**base, "own_runnable_mean": 1.0, "foreign_runnable_mean": 0.5}) != []
+    assert host_warnings({**base, "runnable_mean": 1.5, "foreign_runnable_mean": 1.5}) == []  # cores not full
+    assert host_warnings(base) != []  # an older record without the split: the total alone
+
+
+def test_host_load_sampler_counts_the_runs_own_processes():
+    """HostLoad: a busy child of the orchestrator (as a node computing) is the run's own load, runnable in nearly
+    every sample, and its CPU time is the run's own; the foreign share is what is left."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from testbed.emu.hostload import HostLoad, own_processes
+
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        assert child.pid in own_processes([os.getpid()])
+        h = HostLoad(every_s=0.0)
+        h.start()
+        for _ in range(8):
+            time.sleep(0.05)
+            h.sample()
+        r = h.report()
+    finally:
+        child.kill()
+        child.wait()
+    assert r["samples"] == 8 and r["own_runnable_mean"] >= 0.75  # a busy loop is 'R' (running or waiting for a CPU)
+    assert r["foreign_runnable_mean"] == pytest.approx(r["runnable_mean"] - r["own_runnable_mean"], abs=0.01)
+    assert r["own_cpu_frac"] > 0 and r["foreign_cpu_busy_frac"] is not None

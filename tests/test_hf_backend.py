@@ -372,6 +372,23 @@ def test_run_with_real_models_simulates_the_acceptance_it_showed(tiny, tmp_path)
     )
     assert len(m) == len(emu) == len(sim) and len(emu) > 4
     assert (m["accepted_emu"] == m["accepted_sim"]).all() and (m["produced_emu"] == m["produced_sim"]).all()
+    # as-built compute (the default with real models): the simulation charges the draft steps fitted on the run's
+    # rounds (sim_compute.json), the profile's own prediction (2 ms a step) is simulated next to it (sim-profile/)
+    import json
+
+    from testbed.compute import ComputeModel
+    from testbed.spec.schema import ProfileSpec
+
+    fitted = json.loads((out / "sim_compute.json").read_text())["profiles"]["e"]
+    cm = ComputeModel.from_spec("e", ProfileSpec.model_validate({k: v for k, v in fitted.items() if k != "fit"}))
+    reqs = pd.read_parquet(out / "emu" / "requests.parquet").set_index("request_id")
+    later = sim[(sim["round"] > 0) & (sim.gamma > 0)]
+    charged = later.apply(lambda r: cm.draft_time(r.gamma, reqs.prompt_tokens[r.request_id] + r.produced, 2), axis=1)
+    assert (later.send_s - later.draft_start_s).to_numpy() == pytest.approx(charged.to_numpy(), abs=1e-6)
+    prof = pd.read_parquet(out / "sim-profile" / "rounds.parquet")
+    prof = prof[(prof["round"] > 0) & (prof.gamma > 0)]
+    assert (prof.send_s - prof.draft_start_s).to_numpy() == pytest.approx(prof.gamma.to_numpy() * 0.002, abs=1e-6)
+    assert "compute_predictions" in json.loads((out / "compare.json").read_text())
     # the configured model (iid 0.5) would have given other counts: the test can tell the two apart
     p2 = subprocess.run(
         [sys.executable, "-m", "testbed", "sim", str(spec), "--out", str(tmp_path / "sim2")],

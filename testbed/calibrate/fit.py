@@ -56,8 +56,10 @@ def nnls(A: np.ndarray, y: np.ndarray, free: list[int]) -> np.ndarray:
     return best
 
 
-def fit_cost(n_req, n_tokens, ctx_tokens, ms) -> Fit:
-    """Fit the cost term to measurements (arrays of equal length; latency in ms)."""
+def fit_cost(n_req, n_tokens, ctx_tokens, ms, relative: bool = True) -> Fit:
+    """Fit the cost term to measurements (arrays of equal length; latency in ms). relative=False: plain least
+    squares (for repeated noisy measurements in one narrow range, as a run's own rounds: the fit then keeps their
+    mean, which a relative fit pulls down by ~ the noise's relative variance)."""
     A = design(n_req, n_tokens, ctx_tokens)
     y = np.asarray(ms, dtype=np.float64)
     if len(y) == 0:
@@ -70,7 +72,7 @@ def fit_cost(n_req, n_tokens, ctx_tokens, ms) -> Fit:
         if any(np.linalg.matrix_rank(A[:, [i, j]]) < 2 for i in kept):
             continue
         kept.append(j)
-    w = 1.0 / np.maximum(y, 1e-9)  # relative errors, see the module docstring
+    w = 1.0 / np.maximum(y, 1e-9) if relative else np.ones_like(y)  # relative errors, see the module docstring
     x = nnls(A * w[:, None], y * w, kept)
     pred = A @ x
     ss_res = float(np.sum((y - pred) ** 2))

@@ -84,7 +84,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="per grid point: median of the repetitions (typical time, default) or minimum (best case; for a "
         "machine busy with other jobs)",
     )
+    p.add_argument(
+        "--grid-json",
+        default=None,
+        metavar="JSON",
+        help="time this grid instead (a JSON object with any of the keys " + ", ".join(GRID_QUICK) + "; the others "
+        "from the quick grid): `testbed run --profile-check recalibrate` passes the run's own contexts, prompt "
+        "lengths, batch sizes and windows, so the fit is measured where the run operates",
+    )
     p.add_argument("--skip-timing", action="store_true", help="only record acceptance")
+
+
+def parse_grid(text: str) -> dict:
+    """A --grid-json value: the quick grid with the given axes replaced (positive integers; reps >= 1)."""
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise InputError("--grid-json", f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise InputError("--grid-json", "must be a JSON object")
+    grid = dict(GRID_QUICK)
+    for k, v in data.items():
+        if k not in GRID_QUICK:
+            raise InputError("--grid-json", f"unknown key {k!r} (known: {', '.join(GRID_QUICK)})")
+        if k == "reps":
+            ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
+        else:
+            ok = isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        if not ok:
+            raise InputError(
+                "--grid-json", f"{k}: expected {'an integer >= 1' if k == 'reps' else 'positive integers'}"
+            )
+        grid[k] = v
+    return grid
 
 
 def _requests(args, n: int) -> list[tuple[int, int, int]]:
@@ -120,9 +152,9 @@ def _clip_grid(grid: dict, max_ctx: int) -> dict:
 def run(args: argparse.Namespace) -> int:
     from nodes import models as M
 
+    grid = parse_grid(args.grid_json) if args.grid_json else GRID_QUICK if args.quick else GRID_FULL
     M.require_torch(args.target)
     M.check_pair(args.draft, args.target)  # paths, deps, memory, tokenizer: before any measurement
-    grid = GRID_QUICK if args.quick else GRID_FULL
     if args.max_ctx:
         grid = _clip_grid(grid, args.max_ctx)
     stem = "hf-" + Path(args.target).name.replace(".", "-")

@@ -49,6 +49,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "position by position (default), or with the configured acceptance model",
     )
     p.add_argument(
+        "--sim-compute",
+        choices=("as-built", "profile"),
+        default="as-built",
+        help="with real models (hf backend): simulate with the compute times the emulation measured (the profile's "
+        "cost terms fitted on its own rounds and batches, testbed/calibrate/fromrun.py; the profile's prediction is "
+        "simulated too, into sim-profile/, and shown next to it), or with the (checked / recalibrated) profile",
+    )
+    p.add_argument(
         "--profile-check",
         choices=("warn", "recalibrate", "off"),
         default="warn",
@@ -154,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. simulation of the same spec (as built, or as configured)
     try:
-        _simulate(sim_base, workload, out, args.sim_links, args.net, step, args.sim_acceptance)
+        _simulate(sim_base, workload, out, args.sim_links, args.net, step, args.sim_acceptance, args.sim_compute)
     except KeyboardInterrupt:
         exit_code = 130
         step("simulation", "interrupted")
@@ -178,13 +186,23 @@ def run(args: argparse.Namespace) -> int:
     return exit_code
 
 
-def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step, sim_acceptance: str) -> None:
+def _simulate(
+    scenario,
+    workload,
+    out: Path,
+    sim_links: str,
+    net_kind: str,
+    step,
+    sim_acceptance: str,
+    sim_compute: str = "profile",
+) -> None:
     from testbed.sim import simulate
     from testbed.spec import resolve
     from testbed.spec.asbuilt import as_built_spec, loopback_spec
 
     links_path = out / "emu" / "links.json"
-    shutil.rmtree(out / "sim-configured", ignore_errors=True)  # a previous run's, in a reused directory
+    for alt_dir in ("sim-configured", "sim-profile"):  # a previous run's, in a reused directory
+        shutil.rmtree(out / alt_dir, ignore_errors=True)
     sim_scenario = scenario
     configured = None  # the configured network, simulated too when the as-built one differs from it
     note = "configured links"
@@ -213,13 +231,46 @@ def _simulate(scenario, workload, out: Path, sim_links: str, net_kind: str, step
             sim_scenario = with_acc(sim_scenario)
             configured = with_acc(configured) if configured is not None else None
             note += "; as-built acceptance (the emulation's rounds, replayed)"
+    profile_scenario = None  # with as-built compute: the profile's prediction, shown next to it
+    if sim_compute == "as-built" and scenario.spec.models.backend != "profiled":
+        fitted = _as_built_compute(sim_scenario, out)
+        if fitted is not None:
+            profile_scenario, sim_scenario = sim_scenario, fitted
+            note += "; as-built compute (cost terms fitted on the emulation's rounds and batches)"
     result = simulate(sim_scenario, workload, out=out / "sim")
     write_results(out / "sim", result.requests, result.rounds, result.batches, result.summary, result.schedule_events)
     if configured is not None:  # the prediction from the configured links, shown next to the as-built one
         alt = simulate(configured, workload)
         write_results(out / "sim-configured", alt.requests, alt.rounds, alt.batches, alt.summary, alt.schedule_events)
+    if profile_scenario is not None:
+        alt = simulate(profile_scenario, workload)
+        write_results(out / "sim-profile", alt.requests, alt.rounds, alt.batches, alt.summary, alt.schedule_events)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3), "links": note}})
     step("simulation", f"{result.summary['requests_completed']} requests, {note}")
+
+
+def _as_built_compute(scenario, out: Path):
+    """The scenario with each real-model profile's cost terms fitted on the emulation's own rounds and batches
+    (testbed/calibrate/fromrun.py; out/sim_compute.json says what was fitted how well); None without tables."""
+    import pandas as pd
+
+    from testbed.calibrate.fromrun import profiles_from_run
+    from testbed.spec import resolve
+
+    paths = [out / "emu" / f"{t}.parquet" for t in ("rounds", "batches", "requests")]
+    if not all(p.is_file() for p in paths):
+        return None
+    rounds, batches, reqs = (pd.read_parquet(p) for p in paths)
+    if rounds.empty:
+        return None
+    fitted = profiles_from_run(scenario, rounds, batches, reqs)
+    write_json(
+        out / "sim_compute.json",
+        {"mode": "as-built", "profiles": {n: {"fit": q, **p.model_dump()} for n, (p, q) in fitted.items()}},
+    )
+    spec = scenario.spec
+    profiles = {**(spec.profiles or {}), **{n: p for n, (p, _) in fitted.items()}}
+    return resolve(spec.model_copy(update={"profiles": profiles}), f"{scenario.source} (as-built compute)")
 
 
 def _as_built_acceptance(scenario, out: Path):

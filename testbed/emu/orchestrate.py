@@ -203,7 +203,8 @@ class _Run:
         self.t0 = float("nan")
         self.progress = _Progress(total, opts.progress, scenario.spec.name)
         self.intr = _Interrupt()
-        self.host_load = HostLoad()
+        # the run's own processes: the orchestrator's descendants and the nodes (containers are not descendants)
+        self.host_load = HostLoad(own_pids=lambda: [p.proc.pid for p in self.procs.values() if p.proc.pid])
         self.endpoints: dict[str, str] = {}
         self.past_lives: list[NodeProc] = []  # processes of nodes the schedule killed (and restarted)
         self.schedule = LiveSchedule(scenario, net, self.kill_node, self.restart_node)
