@@ -49,7 +49,10 @@ def parse_args(prog: str, argv: list[str] | None) -> argparse.Namespace:
         help="a peer silent this long is dead (default: run.request_timeout_s)",
     )
     p.add_argument(
-        "--heartbeat-s", type=float, default=None, help="heartbeat interval (default: min(0.5, peer timeout / 4))"
+        "--heartbeat-s",
+        type=float,
+        default=None,
+        help="heartbeat interval (default: testbed.faults.heartbeat_s: min(0.5, peer timeout / 4))",
     )
     p.add_argument(
         "--start-at",
@@ -87,12 +90,12 @@ def setup(prog: str, argv: list[str] | None):
         scenario.node(args.node)
     except KeyError:
         raise SystemExit(f"{prog}: node {args.node!r} is not in {args.spec}")
-    if args.peer_timeout_s is None:
-        from testbed.faults import peer_timeout_s
+    from testbed.faults import heartbeat_s, peer_timeout_s
 
+    if args.peer_timeout_s is None:
         args.peer_timeout_s = peer_timeout_s(scenario.spec.run)
     if args.heartbeat_s is None:
-        args.heartbeat_s = min(0.5, args.peer_timeout_s / 4)
+        args.heartbeat_s = heartbeat_s(args.peer_timeout_s)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     return args, scenario, peers
 

@@ -39,6 +39,7 @@ from nodes.clock import Lateness, monotonic, wait_readable
 from nodes.worker import ComputeWorker
 from testbed.policies.routing import Router
 from testbed.policies.window import RoundFeedback, parse_window_policy
+from testbed.faults import housekeeping_s
 from testbed.files import write_parquet
 from testbed.rounds import DraftSlots, RequestProgress, request_row, round_row
 from testbed.tables import REQUEST_COLUMNS, ROUND_COLUMNS, frame, unstarted_request_row
@@ -210,7 +211,7 @@ class DraftNode:
         links = list(self.links.values())
         fds = [l.fd for l in links]
         EVENTS, POLLIN = zmq.EVENTS, zmq.POLLIN
-        hk_every = min(0.1, self.heartbeat / 2)
+        hk_every = housekeeping_s(self.heartbeat)
         next_hk = monotonic()
         while self.t0 is None:  # serve the targets' answers until the orchestrator publishes T0
             self.read_all(links)

@@ -19,6 +19,7 @@ MSG_BASE_BYTES = {
     "VERIFY_RESULT": 70,
     "RELEASE": 16,
     "DONE": 62,  # co-located modes (fused, autoregressive): the finished request's counts, target -> edge
+    "HEARTBEAT": 20,  # liveness (testbed/faults.py rule 2): edge -> target and the target's answer
 }
 TOKEN_BYTES = 4  # int32 token id
 TOPK_ENTRY_BYTES = 6  # (int32 id, float16 prob)

@@ -126,7 +126,9 @@ def test_sizes_match_the_simulator_wire_model():
         "VERIFY_RESULT": P.wire_size(E.verify_result(rid, 4, 31999, 12, t, t, t, 32)),
         "RELEASE": P.wire_size(E.release(rid)),
         "DONE": P.wire_size(E.done(rid, 31999, 2048, 700, 2800, 1300, 12, t)),
+        "HEARTBEAT": P.wire_size(E.heartbeat("edge0")),
     }
+    assert abs(P.wire_size(E.heartbeat("cloud0", 12)) - wire.payload_bytes("HEARTBEAT")) <= 16
     for kind, size in fixed.items():
         model = wire.payload_bytes(kind, 0)
         assert abs(size - model) <= 16, f"{kind}: {size} bytes encoded, wire.py says {model}"

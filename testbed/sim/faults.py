@@ -2,6 +2,11 @@
 re-routing, request timeouts - the rules of testbed/faults.py. Installed only when the schedule crashes a
 node or takes a link down; otherwise the node models run without any of it (and without its cost).
 
+Detection (rule 2) is the draft node's: per target, when the draft last sent to it and last heard from it (every
+message arriving from it, heartbeat answers included, hooked on the paths: Path.watch); every housekeeping_s a tick
+declares a target silent beyond peer_timeout dead and sends heartbeats to targets idle for heartbeat_s, which a live
+target answers.
+
 Messages of a request carry its generation: a re-route or a failure starts a new one, and whatever of an
 older generation is still in flight is dropped on arrival (a real draft ignores replies for a request it
 moved elsewhere). Targets and drafts count their lives (epochs): a batch or a draft computation started
@@ -10,19 +15,73 @@ before a crash does nothing when it ends.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
 from testbed import wire
-from testbed.faults import peer_timeout_s
+from testbed.faults import heartbeat_s, housekeeping_s, peer_timeout_s
 from testbed.rounds import request_row
-from testbed.schedule import merge_intervals
 from testbed.sim.engine import EventLoop
-from testbed.sim.network import Path, SimNetwork, path_outages
+from testbed.sim.network import Path, SimNetwork
 from testbed.sim.nodes import SimDraft, SimRequest, SimTarget
 from testbed.spec import Scenario
 
 ERROR_BYTES = wire.payload_bytes("VERIFY_RESULT", 0)  # a target's ERROR reply (unknown request) is about as big
+HEARTBEAT_BYTES = wire.payload_bytes("HEARTBEAT")
+
+
+def _noop(_: object) -> None:
+    pass
+
+
+class Peer:
+    """A draft's view of one target (nodes/draft.py TargetLink): when it last sent to it, last heard from it."""
+
+    __slots__ = ("faults", "name", "up", "down", "target", "last_sent", "last_heard")
+
+    def __init__(self, faults: DraftFaults, name: str, up: Path, down: Path, target: TargetFaults):
+        self.faults = faults
+        self.name = name
+        self.up = up
+        self.down = down
+        self.target = target
+        self.last_sent = 0.0
+        self.last_heard = 0.0
+
+
+class Sent:
+    """Path.watch of a draft -> target path: every message sent counts as sent to the target."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: Peer):
+        self.peer = peer
+
+    def wrap(self, t: float, handler: Callable[[Any], None], arg: Any) -> tuple[Callable[[Any], None], Any]:
+        self.peer.last_sent = t
+        return handler, arg
+
+
+class Heard:
+    """Path.watch of a target -> draft path: the draft hears from the target when a message arrives."""
+
+    __slots__ = ("peer",)
+
+    def __init__(self, peer: Peer):
+        self.peer = peer
+
+    def wrap(self, t: float, handler: Callable[[Any], None], arg: Any) -> tuple[Callable[[Any], None], Any]:
+        return _heard, (self.peer, handler, arg)
+
+
+def _heard(arg: tuple[Peer, Callable[[Any], None], Any]) -> None:
+    peer, handler, arg2 = arg
+    f = peer.faults
+    if not f.down:
+        peer.last_heard = f.loop.now
+        f.target_alive(peer.name)
+    handler(arg2)
 
 
 def _guarded(arg: tuple[Callable[[SimRequest], None], SimRequest, int]) -> None:
@@ -32,7 +91,22 @@ def _guarded(arg: tuple[Callable[[SimRequest], None], SimRequest, int]) -> None:
 
 
 class DraftFaults:
-    __slots__ = ("draft", "loop", "rec", "targets", "net", "request_timeout", "dead", "down", "epoch")
+    __slots__ = (
+        "draft",
+        "loop",
+        "rec",
+        "targets",
+        "net",
+        "request_timeout",
+        "dead",
+        "down",
+        "epoch",
+        "peers",
+        "peer_timeout",
+        "heartbeat",
+        "every",
+        "last_arrival",
+    )
 
     def __init__(
         self, draft: SimDraft, loop: EventLoop, targets: dict[str, SimTarget], net: SimNetwork, request_timeout: float
@@ -46,6 +120,22 @@ class DraftFaults:
         self.dead: set[str] = set()  # targets this draft believes dead
         self.down = False
         self.epoch = 0
+        self.peers: list[Peer] = []
+        self.peer_timeout = self.heartbeat = self.every = 0.0
+        self.last_arrival = 0.0  # of this draft's requests: it stops its housekeeping after that, once idle
+
+    def tick(self, _: object = None) -> None:
+        """Rule 2, as the draft node's housekeeping: silent targets are dead, idle ones get a heartbeat."""
+        now = self.loop.now
+        if not self.down:
+            for p in self.peers:
+                if now - p.last_heard > self.peer_timeout:
+                    self.target_dead(p.name)
+                if now - p.last_sent >= self.heartbeat:
+                    p.up.send(self.loop, now, HEARTBEAT_BYTES, p.target.on_heartbeat, p)
+        d = self.draft
+        if now < self.last_arrival or any(r.edge is d for r in self.rec.active.values()):
+            self.loop.at(now + self.every, self.tick)
 
     def event(self, kind: str, detail: str, t: float | None = None) -> None:
         now = self.loop.now
@@ -157,6 +247,10 @@ class DraftFaults:
 
     def restart(self, _: object = None) -> None:
         self.down = False
+        now = self.loop.now
+        for p in self.peers:  # a new process: it greets its targets (HELLO) before taking requests
+            p.last_heard = p.last_sent = now
+        self.loop.at(now + self.every, self.tick)
 
 
 class TargetFaults:
@@ -188,6 +282,10 @@ class TargetFaults:
         """A job of a request that failed or moved to another target since it was queued here."""
         return req.target is not self.target or req.target_gen != req.gen
 
+    def on_heartbeat(self, peer: Peer) -> None:
+        if not self.down:
+            peer.down.send(self.loop, self.loop.now, HEARTBEAT_BYTES, _noop, None)
+
     def reply(self, req: SimRequest, path: Path, nbytes: int, handler: Callable[[SimRequest], None]) -> None:
         path.send(self.loop, self.loop.now, nbytes, _guarded, (handler, req, req.target_gen))
 
@@ -208,19 +306,38 @@ def needs_faults(scenario: Scenario) -> bool:
 
 
 def install(
-    scenario: Scenario, loop: EventLoop, net: SimNetwork, drafts: list[SimDraft], targets: dict[str, SimTarget]
+    scenario: Scenario,
+    loop: EventLoop,
+    net: SimNetwork,
+    drafts: list[SimDraft],
+    targets: dict[str, SimTarget],
+    last_arrival: dict[str, float],
 ) -> None:
-    """Attach the fault rules to the node models and schedule crashes, restarts and detections."""
+    """Attach the fault rules to the node models, schedule crashes and restarts, start each draft's housekeeping
+    (rule 2; it runs until the draft's last arrival and then while it has requests)."""
     spec = scenario.spec
     sched = scenario.schedule
     if spec.run.mode != "distributed" and sched.crashed:
         from testbed.errors import InputError
 
         raise InputError(scenario.source, f"schedule: node crashes need run.mode distributed (not {spec.run.mode})")
+    p = peer_timeout_s(spec.run)
+    hb = heartbeat_s(p)
     for d in drafts:
         d.faults = DraftFaults(d, loop, targets, net, spec.run.request_timeout_s)
     for t in targets.values():
         t.faults = TargetFaults(t, loop)
+    for d in drafts:
+        f = d.faults
+        f.peer_timeout, f.heartbeat, f.every = p, hb, housekeeping_s(hb)
+        f.last_arrival = last_arrival.get(d.name, 0.0)
+        for tname in scenario.reachable[d.name]:
+            up, down = net.path(d.name, tname), net.path(tname, d.name)
+            peer = Peer(f, tname, up, down, targets[tname].faults)
+            up.watch, down.watch = Sent(peer), Heard(peer)
+            f.peers.append(peer)
+        # the node's housekeeping starts when its process does, not in step with the run's start: a phase per draft
+        loop.at(f.every * random.Random(spec.seed * 7919 + d.code).random(), f.tick)
     by_name: dict[str, Any] = {d.name: d.faults for d in drafts} | {n: t.faults for n, t in targets.items()}
     for node, ivs in sched.crashed.items():
         f = by_name[node]
@@ -228,14 +345,3 @@ def install(
             loop.at(a, f.crash)
             if b != float("inf"):
                 loop.at(b, f.restart)
-    # rule 2 / 3: a draft declares a target dead after peer_timeout of silence, alive when it is back
-    p = peer_timeout_s(spec.run)
-    for d in drafts:
-        for tname in scenario.reachable[d.name]:
-            ivs = list(sched.crashed.get(tname, ()))
-            ivs += path_outages(sched.down, scenario.paths[(d.name, tname)] + scenario.paths[(tname, d.name)])
-            for a, b in merge_intervals(ivs):
-                if b - a > p:
-                    loop.at(a + p, d.faults.target_dead, tname)  # type: ignore[arg-type]
-                    if b != float("inf"):
-                        loop.at(b, d.faults.target_alive, tname)  # type: ignore[arg-type]

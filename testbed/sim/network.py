@@ -20,11 +20,15 @@ bytes at its delivery opportunities (testbed.schedule.TraceServer; IP bytes, wit
 A message sent while a link of its path is down is retransmitted with backoff (faults.retransmit_until), and
 later messages of the same connection wait behind it.
 
+Retransmission timeouts (outages, losses, drop-tail) are those of the sending connection (faults.AckClock: Linux's
+RTT estimator fed with the path's message crossings and the receiver's ACK timing) on paths with a schedule or loss;
+a path with neither never loses a message and keeps no estimator.
+
 Approximations (documented in README):
-- Loss: each TCP segment of a message is lost with the link's probability; a loss delays the message by one
-  retransmission timeout (max(200 ms, 2 x the path's configured RTT)), repeated if lost again.
+- Loss: each TCP segment of a message is lost with the link's probability; a lost one is recovered as
+  faults.loss_recovery_s says (RACK, tail-loss probe, RTO), a lost retransmission after the doubling RTO.
 - Queue limit: a message that would wait longer than queue_pkts full-size packets take to serialise is
-  treated as a loss (retransmitted after the timeout) - drop-tail, roughly.
+  treated as a lost tail (recovered as a loss) - drop-tail, roughly.
 """
 
 from __future__ import annotations
@@ -37,12 +41,11 @@ from typing import Any
 import numpy as np
 
 from testbed import wire
-from testbed.faults import retransmit_until, rto_s
+from testbed.faults import RTO_MAX_S, AckClock, loss_recovery_s, probe_timeout_s, retransmit_until
 from testbed.schedule import LinkState, TraceServer, merge_intervals
 from testbed.sim.engine import EventLoop
 from testbed.spec import Scenario
 
-LOSS_RTO_MIN_S = 0.2
 ETH_BYTES = 14  # of wire.HEADER_BYTES per segment: not part of the IP packet a capacity trace carries
 NOISE_BLOCK = 8192  # jitter draws per seed taken from a link's random stream
 NOISE_CHUNK = 256  # of which this many are held at a time
@@ -147,15 +150,33 @@ class LinkDir:
 class Path:
     """The link directions from one node to another: one flow, with its retransmission timeout."""
 
-    __slots__ = ("hops", "rto", "lossy", "last_arrival", "stops", "sched", "down", "stalled_until", "next_stop")
+    __slots__ = (
+        "hops",
+        "lossy",
+        "last_arrival",
+        "stops",
+        "sched",
+        "down",
+        "stalled_until",
+        "next_stop",
+        "acks",
+        "rev",
+        "lost_wait",
+        "watch",
+    )
 
     def __init__(self, hops: list[LinkDir], down: tuple[tuple[float, float], ...] = ()):
         self.hops = hops
-        rtt = 2.0 * sum(h.delay for h in hops)
-        self.rto = max(LOSS_RTO_MIN_S, 2.0 * rtt)  # the loss model's timeout (outages: faults.rto_s)
         self.last_arrival = 0.0
         self.sched = any(h.steps is not None or h.trace is not None for h in hops) or bool(down)
-        self.lossy = any(h.loss > 0.0 for h in hops)
+        self.lossy = any(h.loss > 0.0 for h in hops) or any(
+            st.loss_pct > 0.0 for h in hops if h.steps is not None for st in h.steps
+        )
+        # the sending connection's RTT estimator (faults rule 1), on paths that can lose or stall a message
+        self.acks: AckClock | None = AckClock(self.one_way) if self.sched or self.lossy else None
+        self.rev: Path | None = None  # the reverse path (its sends carry this path's ACKs), set by SimNetwork
+        self.lost_wait = 0.0  # the message being computed: time spent recovering losses (not an RTT sample)
+        self.watch: Any = None  # testbed.sim.faults Sent / Heard: a draft's view of its target (faults rule 2)
         self.down = down  # outages of the path (union over its links), sorted
         self.stalled_until = 0.0  # the connection retransmits until then (faults rule 1)
         # hops (after the first) entered in an event of their own: shared by several paths and rate-limited
@@ -176,12 +197,42 @@ class Path:
     def send(self, loop: EventLoop, t: float, payload: int, handler: Callable[[Any], None], arg: Any) -> None:
         """Send `payload` application bytes at time t (= loop.now); handler(arg) runs when it has arrived."""
         nbytes = payload + -(-payload // wire.MSS) * wire.HEADER_BYTES
+        if self.watch is not None:
+            handler, arg = self.watch.wrap(t, handler, arg)
+        rev = self.rev
+        if rev is not None and rev.acks is not None:
+            rev.acks.receiver_sends(t)  # the ACK of what came the other way rides on this message
         if self.sched:
             self.send_sched(loop, t, nbytes, handler, arg)
         elif not self.stops:
-            loop.at(self.arrive(self.cross(t, nbytes, 0, len(self.hops))), handler, arg)
+            self.lost_wait = 0.0
+            a = self.arrive(self.cross(t, nbytes, 0, len(self.hops)))
+            if self.acks is not None:
+                self.acks.arrived(t + self.lost_wait, a, -(-nbytes // (wire.MSS + wire.HEADER_BYTES)))
+            loop.at(a, handler, arg)
         else:
             Transit(self, nbytes, handler, arg).start(loop, t)
+
+    def one_way(self, t: float) -> float:
+        """The path's propagation delay in force at t (an ACK's crossing)."""
+        return sum(h.state_at(t)[0] for h in self.hops)
+
+    def recover(self, h: LinkDir, loss: float, nbytes: int) -> float:
+        """Faults rule 1, loss: the delay a message of nbytes suffers on hop h (0 when no segment is lost)."""
+        segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
+        p_msg = 1.0 - (1.0 - loss) ** segs
+        if h.rng.random() >= p_msg:
+            return 0.0
+        assert self.acks is not None
+        est = self.acks.est
+        tail = segs == 1 or h.rng.random() * segs >= segs - 1  # which segment was lost: the last one 1 in segs
+        wait = loss_recovery_s(est, tail, segs == 1)
+        rto = est.rto()
+        while h.rng.random() < loss:  # the retransmission lost too: the RTO, doubling
+            wait += rto
+            rto = min(2.0 * rto, RTO_MAX_S)
+        self.lost_wait += wait
+        return wait
 
     def cross(self, t: float, nbytes: int, i: int, j: int) -> float:
         """Time at which a message entering hop i at t leaves hop j-1 (reaches the next node)."""
@@ -192,15 +243,12 @@ class Path:
             if bt:
                 start = h.free_at if h.free_at > t else t
                 if self.lossy and start - t > h.max_backlog:
-                    t += self.rto  # drop-tail: retransmitted after a timeout
+                    t += self.drop_tail(nbytes)
                     start = h.free_at if h.free_at > t else t
                 t = start + nbytes * bt
                 h.free_at = t
             if h.loss:
-                segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
-                p_msg = 1.0 - (1.0 - h.loss) ** segs
-                while h.rng.random() < p_msg:
-                    t += self.rto
+                t += self.recover(h, h.loss, nbytes)
             if h.jitter:
                 k = h._k  # jitter_sample(), inlined: the hottest line of a jittered link
                 if k < len(h._noise):
@@ -220,18 +268,24 @@ class Path:
                 loop.at(self.stalled_until, _deferred, (self, loop, nbytes, handler, arg))
                 return
             if self.is_down(t):
-                self.stalled_until = retransmit_until(t, self.rto_at(t), self.is_down)
-                loop.at(self.stalled_until, _deferred, (self, loop, nbytes, handler, arg))
+                assert self.acks is not None
+                rto = self.acks.rto(t)
+                alone = nbytes <= wire.MSS + wire.HEADER_BYTES
+                through = retransmit_until(t, rto, self.is_down, probe_timeout_s(self.acks.est, alone))
+                # the retransmission is one segment and the window one after an RTO: the rest of the connection's
+                # data follows its ACK, a round trip later (faults rule 1)
+                rtt = self.one_way(through) + (self.rev.one_way(through) if self.rev is not None else 0.0)
+                self.stalled_until = through + rtt
+                loop.at(through if alone else self.stalled_until, _deferred, (self, loop, nbytes, handler, arg))
                 return
         Transit(self, nbytes, handler, arg).start(loop, t)
 
-    def rto_at(self, t: float) -> float:
-        """Outages (faults rule 1): the first retransmission timeout with the path's RTT at t."""
-        return rto_s(2.0 * sum(h.state_at(t)[0] for h in self.hops))
-
-    def loss_rto_at(self, t: float) -> float:
-        """The loss model's timeout (as self.rto) with the path's RTT at t."""
-        return max(LOSS_RTO_MIN_S, 4.0 * sum(h.state_at(t)[0] for h in self.hops))
+    def drop_tail(self, nbytes: int) -> float:
+        """A message that finds the queue full: its tail is lost and recovered (faults rule 1, loss)."""
+        assert self.acks is not None
+        wait = loss_recovery_s(self.acks.est, True, nbytes <= wire.MSS + wire.HEADER_BYTES)
+        self.lost_wait += wait
+        return wait
 
     def cross_sched(self, t: float, nbytes: int, i: int, j: int, t0: float) -> float:
         """As cross(), with each hop's delay / jitter / loss in force at t0 (the message entered the path) and
@@ -248,15 +302,12 @@ class Path:
                     bt = h.state_at(t)[3]
                 start = h.free_at if h.free_at > t else t
                 if start - t > h.queue_pkts * (wire.MSS + wire.HEADER_BYTES) * bt:
-                    t += self.loss_rto_at(t0)  # drop-tail: retransmitted after a timeout
+                    t += self.drop_tail(nbytes)
                     start = h.free_at if h.free_at > t else t
                 t = start + nbytes * bt
                 h.free_at = t
             if loss:
-                segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
-                p_msg = 1.0 - (1.0 - loss) ** segs
-                while h.rng.random() < p_msg:
-                    t += self.loss_rto_at(t0)
+                t += self.recover(h, loss, nbytes)
             if jitter:
                 d = delay + h.jitter_draw(jitter)
                 t = t + d if d > 0.0 else t
@@ -281,7 +332,7 @@ def _deferred(arg: tuple[Path, EventLoop, int, Callable[[Any], None], Any]) -> N
 class Transit:
     """A message on its way along a path with shared rate-limited hops: one event per such hop."""
 
-    __slots__ = ("path", "nbytes", "handler", "arg", "i", "loop", "t0")
+    __slots__ = ("path", "nbytes", "handler", "arg", "i", "loop", "t0", "lost")
 
     def __init__(self, path: Path, nbytes: int, handler: Callable[[Any], None], arg: Any):
         self.path = path
@@ -293,6 +344,7 @@ class Transit:
     def start(self, loop: EventLoop, t: float) -> None:
         self.loop = loop
         self.t0 = t
+        self.lost = 0.0
         self._advance(t)
 
     def resume(self, _: object) -> None:
@@ -301,14 +353,19 @@ class Transit:
     def _advance(self, t: float) -> None:
         path = self.path
         nxt = path.next_stop[self.i]
+        path.lost_wait = 0.0
         t = (
             path.cross_sched(t, self.nbytes, self.i, nxt, self.t0)
             if path.sched
             else path.cross(t, self.nbytes, self.i, nxt)
         )
+        self.lost += path.lost_wait
         self.i = nxt
         if nxt == len(path.hops):
-            self.loop.at(path.arrive(t), self.handler, self.arg)
+            a = path.arrive(t)
+            if path.acks is not None:  # an RTT sample from the (re)transmission that got through
+                path.acks.arrived(self.t0 + self.lost, a, -(-self.nbytes // (wire.MSS + wire.HEADER_BYTES)))
+            self.loop.at(a, self.handler, self.arg)
         else:
             self.loop.at(t, self.resume)
 
@@ -350,6 +407,9 @@ class SimNetwork:
             p = self.paths[(src, dst)] = Path(
                 [self.dirs[(h.link, h.forward)] for h in hops], path_outages(self._down, hops)
             )
+            if p.acks is not None and (dst, src) in self._hops:  # the reverse path carries its ACKs
+                p.rev = self.path(dst, src)
+                p.rev.rev = p
         return p
 
 

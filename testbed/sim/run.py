@@ -90,7 +90,9 @@ def simulate(
     ]
     faults = needs_faults(scenario)
     if faults:
-        sim_faults.install(scenario, loop, net, drafts, targets)
+        ends = wl.trace.arrival_s
+        last = {d.name: float(ends[wl.edge_index == i].max(initial=0.0)) for i, d in enumerate(drafts)}
+        sim_faults.install(scenario, loop, net, drafts, targets, last)
     topk = wire.verify_topk(spec.models.temperature)
     for d in drafts:
         d.topk = topk
