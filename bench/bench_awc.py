@@ -6,6 +6,14 @@ per-decision cost of the policy (an absolute figure on a shared machine: read it
 
     python bench/bench_awc.py [--seeds 3] [--workers 0] [--alphas 0.6 0.8 0.95] [--quick] [--out DIR] [--executor
     sim|emu]
+
+With --changing-links TOPOLOGY (e.g. topologies/cellular-edge.yaml, links that change during the run): simulates
+static gamma 1..8, hf, specdec and AWC on it and prints each one's goodput and its gap to the best static window,
+next to an upper bound on the goodput of ANY window policy (bench/awc_bound.py: per request, the earliest first
+token and finish and the smallest TPOT an oracle that knows every acceptance in advance could reach with no other
+request in the system), i.e. the largest gain over the best static window that any window policy could have.
+
+    python bench/bench_awc.py --changing-links topologies/cellular-edge.yaml
 """
 
 from __future__ import annotations
@@ -52,7 +60,12 @@ def main() -> int:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--executor", default="sim")
     p.add_argument("--out", default="runs/awc-eval")
+    p.add_argument("--changing-links", metavar="TOPOLOGY", help="the window policies and their bound on one topology")
     a = p.parse_args()
+    if a.changing_links:
+        from awc_bound import changing_links
+
+        return changing_links(Path(a.changing_links))
     from testbed.policies.awc import load_awc_policy
 
     pol = load_awc_policy(None)
