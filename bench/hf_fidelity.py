@@ -1,20 +1,22 @@
-"""Real-model fidelity (`make hf-fidelity`): the hf backend emulated vs DSD-Sim with a calibrated profile.
+"""Real-model fidelity (`make hf-fidelity`): the hf backend emulated vs DSD-Sim.
 
     python bench/hf_fidelity.py [--edges 1 2] [--seeds 1 2] [--profile P.yaml] [--out runs/hf-fidelity]
 
 1. Calibrates the shipped pair on this machine now (`testbed calibrate --threads 1 --max-ctx 256
-   --record 0`, ~4 min) into OUT/profile.yaml, unless --profile gives one. Calibrating right before the runs
-   matters on a shared machine: its speed drifts by ~10 % over an hour with other jobs, and the
-   simulator can only be as right as the profile is for the runs it is compared with.
+   --record 0`, ~4 min) into OUT/profile.yaml, unless --profile gives one (e.g. the shipped
+   testbed/profiles/hf-smollm2-135m-1t.yaml: a profile from another machine).
 2. Runs `testbed run topologies/hf-pair.yaml --net none` for each number of edges and seed, with that
-   profile on every node (the simulation replays the emulation's acceptance, `--sim-acceptance as-built`,
-   so the comparison is of compute and network timing).
+   profile on every node. The simulation replays the emulation's acceptance (`--sim-acceptance as-built`) and
+   charges the compute times the emulation had (`--sim-compute as-built`: the profile's cost terms fitted on
+   the run's own rounds and batches, testbed/calibrate/fromrun.py), so the comparison is of what is under test:
+   scheduling, queues, messages, node-side costs. The profile's own prediction is simulated next to it
+   (sim-profile/) and printed too: how far the machine's speed during the run was from the profile's.
 3. Prints request throughput, mean TPOT and mean TTFT errors (emulated vs simulated; goal: throughput and
-   TPOT within 10 %) with the compute interference measured in each run (analysis.compute_overlap), and
-   writes OUT/summary.json. Exit status 1 when a run failed or throughput / mean TPOT is outside 10 %.
+   TPOT within 10 %), the profile prediction's throughput / TPOT errors, and the compute interference measured
+   in each run (analysis.compute_overlap), and writes OUT/summary.json. Exit status 1 when a run failed or
+   throughput / mean TPOT (as-built compute) is outside 10 %.
 
-Needs `make models`. Timing-sensitive: run it on a quiet machine (or under the same lock as other
-measurements).
+Needs `make models`. Timing-sensitive: run it under the measurement lock of a shared machine.
 """
 
 from __future__ import annotations
@@ -92,6 +94,8 @@ def main() -> int:
             for m in METRICS:
                 e = by.get(m, {})
                 row[m] = {"sim": e.get("sim"), "emu": e.get("emu"), "rel_error": e.get("rel_error")}
+            cp = (json.loads((out / "compare.json").read_text()).get("compute_predictions") or {}).get("profile")
+            row["profile_prediction"] = {m: (cp or {}).get("rel_error", {}).get(m) for m in GOAL}
             ov = overlap_stats(out / "emu") or {}
             row["interference_verify"] = ov.get("verify_ratio")
             row["interference_draft"] = (ov.get("draft") or {}).get("ratio")
@@ -99,7 +103,7 @@ def main() -> int:
     print(
         f"\n{'edges':>5} {'seed':>4} "
         + " ".join(f"{v:>11}" for v in METRICS.values())
-        + "  interference verify / draft"
+        + "  profile: throughput / TPOT  interference verify / draft"
     )
     for row in rows:
         if "error" in row:
@@ -111,9 +115,11 @@ def main() -> int:
             mark = "" if m not in GOAL or e is None else (" ✔" if abs(e) <= GOAL[m] else " ✘")
             cells.append(f"{'–' if e is None else f'{100 * e:+.1f} %'}{mark}".rjust(11))
         iv, idr = row["interference_verify"], row["interference_draft"]
+        pp = " / ".join("–" if v is None else f"{100 * v:+.1f} %" for v in row["profile_prediction"].values())
         print(
             f"{row['edges']:>5} {row['seed']:>4} "
             + " ".join(cells)
+            + f"  {pp:>26}"
             + f"  {'–' if iv is None else f'{iv:.2f}'} / {'–' if idr is None else f'{idr:.2f}'}"
         )
     (args.out / "summary.json").write_text(
