@@ -32,6 +32,7 @@ from nodes import protocol as P
 from nodes.backends import TargetRequest, load_backend
 from nodes.colocated import ColocatedRounds, LocalRequest
 from nodes.clock import Lateness, monotonic, wait_readable
+from nodes.worker import ComputeWorker
 from testbed.files import write_parquet
 from testbed.policies.batching import PREFILL, Batcher, Job, verify_job
 from testbed.tables import BATCH_COLUMNS, ROUND_COLUMNS, batch_row, frame
@@ -73,6 +74,11 @@ class TargetNode:
         self.colocated = mode != "distributed"  # fused / autoregressive: the rounds run here (nodes.colocated)
         self.local = ColocatedRounds(self, scenario) if self.colocated else None
         self.batcher = Batcher(spec.policy.batching)
+        # a backend that really computes (hf) runs its batches on a worker thread, so messages are received (and
+        # stamped: the rounds table's upload leg and queue wait) while a batch computes, as the simulator's target
+        # queues them; co-located modes draft in this thread on the same model state: they compute here
+        self.worker = ComputeWorker(self.name) if self.backend.blocking and not self.colocated else None
+        self.release_after_batch: list[int] = []  # requests freed while their batch computes on the worker
         self.queue: list[Job] = []
         self.reqs: dict[int, TargetRequest] = {}
         self.peers: dict[bytes, Peer] = {}
@@ -123,6 +129,9 @@ class TargetNode:
     def run(self, stop: StopFlag) -> None:
         sock = self.sock
         fds = [sock.getsockopt(zmq.FD)]
+        worker = self.worker
+        if worker is not None:
+            fds.append(worker.fd)
         recv = sock.recv_multipart
         NOBLOCK = zmq.NOBLOCK
         Again = zmq.Again
@@ -139,6 +148,12 @@ class TargetNode:
                 except Again:
                     break
                 self.on_frames(parts, monotonic())
+            if worker is not None and worker.pending:
+                for _, outcome, err in worker.done():
+                    if err is not None:
+                        raise RuntimeError(f"nodes.target {self.name}: the {self.backend.name} backend failed: {err!r}")
+                    self.outcome = outcome
+                    self.busy_until = monotonic()  # the batch's compute ended now
             now = monotonic()
             # the earliest due event first: the running batch's end or a co-located drafting end
             due_batch = self.busy_until if self.busy else inf
@@ -278,11 +293,14 @@ class TargetNode:
         self.batch = batch
         self.batch_start = now
         items = [j.ref for j in batch]
-        if batch[0].kind == PREFILL:
-            self.outcome = self.backend.prefill_batch(items)
-        else:
-            self.outcome = self.backend.verify_batch(items)
+        fn = self.backend.prefill_batch if batch[0].kind == PREFILL else self.backend.verify_batch
         self.busy = True
+        if self.worker is not None:  # ends when the worker hands the outcome back (run loop)
+            self.outcome = None
+            self.busy_until = float("inf")
+            self.worker.submit(None, fn, items)
+            return
+        self.outcome = fn(items)
         # a backend that computed (hf, wait_s 0) has spent the time already: the batch ends now, not at its start
         # (else its whole compute time would count as timer lateness in node.json)
         self.busy_until = now + self.outcome.wait_s if self.outcome.wait_s > 0 else monotonic()
@@ -337,6 +355,9 @@ class TargetNode:
             )
         if local:
             rounds.apply(local, now, depth, self.batch_start)
+        for rid in self.release_after_batch:
+            self.backend.release(rid)
+        self.release_after_batch.clear()
 
     # -- state --------------------------------------------------------------------------------------------
     def free(self, req: TargetRequest) -> None:
@@ -344,9 +365,13 @@ class TargetNode:
         peer = self.peers.get(req.owner)
         if peer is not None:
             peer.reqs.discard(req.rid)
-        if req.queued and not any(j.ref is req for j in self.batch):
+        running = any(j.ref is req for j in self.batch)
+        if req.queued and not running:
             self.queue[:] = [j for j in self.queue if j.ref is not req]
-        self.backend.release(req.rid)
+        if running and self.worker is not None:  # the worker is computing on its state: free it after the batch
+            self.release_after_batch.append(req.rid)
+        else:
+            self.backend.release(req.rid)
         if self.local is not None:
             self.local.release(req.rid)
 
@@ -394,6 +419,8 @@ class TargetNode:
                 self.send(ident, self.enc.bye(self.name))
         if self.t0 is None and self.batches:  # cannot happen: batches need a PREFILL, which needs T0
             self.batches = []
+        if self.worker is not None:
+            self.worker.close()
         write_parquet(self.out / "batches.parquet", frame(BATCH_COLUMNS, self.batches))
         if self.local is not None:
             write_parquet(self.out / "rounds.parquet", frame(ROUND_COLUMNS, self.local.rows))

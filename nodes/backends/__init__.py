@@ -93,6 +93,7 @@ class DraftOutcome:
 
 class TargetBackend(ABC):
     name = "?"
+    blocking = False  # True: the batch calls compute for real (the node runs them on a worker thread)
 
     @abstractmethod
     def prefill_batch(self, items: list[TargetRequest]) -> TargetOutcome:

@@ -223,6 +223,7 @@ class _TReq:
 
 class HFTarget(TargetBackend):
     name = "hf"
+    blocking = True
 
     def __init__(self, model, temperature: float = 0.0, seed: int = 0):
         self.run = Runner(model)
