@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-analysis bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -106,6 +106,11 @@ bench-sim: $(STAMP)
 ## Azure conv trace (wall, requests per wall-second, peak RSS); DAY=1 adds 24 h (time-tiled; hours), RATE=2.2 for >= 1 M
 bench-scale: $(STAMP)
 	mkdir -p runs && $(PY) bench/bench_scale.py --json runs/bench-scale.json $(if $(DAY),--day) $(if $(RATE),--rate-scale $(RATE))
+
+## make bench-analysis: testbed compare / report on a >= 1 M-request run directory (tiled from two whole-trace
+## simulations, kept in runs/bench-analysis), wall time and peak RSS; exit 1 if either takes >= 60 s or >= 500 MB
+bench-analysis: $(STAMP)
+	mkdir -p runs && $(PY) bench/bench_analysis.py --json runs/bench-analysis.json
 
 ## make bench-docker: container start-up, build/teardown of 4/16/64-edge stars, process vs docker, CPU limit
 bench-docker: $(STAMP)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from testbed.errors import InputError
@@ -65,34 +66,64 @@ class Bins:
     def centres(self) -> np.ndarray:
         return (np.arange(self.n) + 0.5) * self.width
 
-    def index(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(bin of each non-NaN time, mask of the non-NaN times)."""
+    def index(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(bin of each non-NaN time, mask of the non-NaN times or None when every time is a number)."""
         t = np.asarray(t, dtype=np.float64)
         ok = ~np.isnan(t)
-        return np.clip((t[ok] / self.width).astype(np.int64), 0, self.n - 1), ok
+        if ok.all():
+            ok = None
+        else:
+            t = t[ok]
+        idx = (t / self.width).astype(np.int64)
+        return np.clip(idx, 0, self.n - 1, out=idx), ok
 
-    def count(self, t: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
-        """Sum of weights (or counts) per bin."""
+    def count(
+        self, t: np.ndarray, w: np.ndarray | None = None, group: np.ndarray | None = None, groups: int = 1
+    ) -> np.ndarray:
+        """Sum of weights (or counts) per bin; with `group` (a code in [0, groups) per value), one row per group."""
+        return self.counts(t, [w], group, groups)[0]
+
+    def counts(
+        self, t: np.ndarray, ws: list[np.ndarray | None], group: np.ndarray | None = None, groups: int = 1
+    ) -> list[np.ndarray]:
+        """`count` for several weights (None: counts) of the same times, binned once."""
         idx, ok = self.index(t)
-        weights = None if w is None else np.asarray(w, dtype=np.float64)[ok]
-        return np.bincount(idx, weights=weights, minlength=self.n).astype(np.float64)
+        if group is not None:
+            idx = idx + (group if ok is None else group[ok]).astype(np.int64) * self.n
+        out = []
+        for w in ws:
+            if w is not None:
+                w = np.asarray(w, dtype=np.float64)
+                w = w if ok is None else w[ok]
+            c = np.bincount(idx, weights=w, minlength=self.n * groups).astype(np.float64)
+            out.append(c if group is None else c.reshape(groups, self.n))
+        return out
 
-    def busy(self, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Seconds of the intervals [start, end) inside each bin (intervals cut at the last bin's end)."""
-        top = self.n * self.width
+    def busy(
+        self, starts: np.ndarray, ends: np.ndarray, group: np.ndarray | None = None, groups: int = 1
+    ) -> np.ndarray:
+        """Seconds of the intervals [start, end) inside each bin (intervals cut at the last bin's end); with
+        `group`, one row per group."""
+        top, n = self.n * self.width, self.n
         s = np.minimum(np.asarray(starts, dtype=np.float64), top)
         e = np.minimum(np.maximum(np.asarray(ends, dtype=np.float64), s), top)
-        out = np.zeros(self.n + 1)
-        i0 = np.minimum((s / self.width).astype(np.int64), self.n - 1)
-        i1 = np.minimum((e / self.width).astype(np.int64), self.n)
+        i0 = np.minimum((s / self.width).astype(np.int64), n - 1)
+        i1 = np.minimum((e / self.width).astype(np.int64), n)
+        off = np.zeros(len(s), dtype=np.int64) if group is None else group.astype(np.int64) * (n + 1)
+        size = (n + 1) * groups
         one = i1 <= i0  # within one bin
-        out += np.bincount(i0[one], weights=(e - s)[one], minlength=self.n + 1)
-        j0, j1, s2, e2 = i0[~one], i1[~one], s[~one], e[~one]
-        out += np.bincount(j0, weights=(j0 + 1) * self.width - s2, minlength=self.n + 1)
-        out += np.bincount(j1, weights=e2 - j1 * self.width, minlength=self.n + 1)
-        full = np.bincount(j0 + 1, minlength=self.n + 1) - np.bincount(j1, minlength=self.n + 1)
-        out += np.cumsum(full) * self.width  # whole bins strictly between the first and the last
-        return out[: self.n]
+        if one.all():
+            out = np.bincount(i0 + off, weights=e - s, minlength=size)
+        else:
+            out = np.bincount(i0[one] + off[one], weights=(e - s)[one], minlength=size)
+            j0, j1, s2, e2, o2 = i0[~one], i1[~one], s[~one], e[~one], off[~one]
+            out += np.bincount(j0 + o2, weights=(j0 + 1) * self.width - s2, minlength=size)
+            out += np.bincount(j1 + o2, weights=e2 - j1 * self.width, minlength=size)
+            full = np.bincount(j0 + 1 + o2, minlength=size) - np.bincount(j1 + o2, minlength=size)
+            # whole bins strictly between the first and the last: a running count within each group's row
+            out += np.cumsum(full.reshape(groups, n + 1), axis=1).ravel() * self.width
+        out = out.reshape(groups, n + 1)[:, :n]
+        return out[0] if group is None else out
 
 
 # ---- reading -------------------------------------------------------------------------------------------------
@@ -115,11 +146,38 @@ def open_table(d: Path, table: str, dictionary: tuple[str, ...] = ()) -> pq.Parq
     return f
 
 
+def record_batches(f: pq.ParquetFile, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """The file's rows in batches of about `batch_rows`, only `columns`: small row groups (a streamed simulation
+    writes 65,536 rows each) are read together, so the cost per batch is paid per half million rows."""
+    pending: list[int] = []
+    rows = 0
+
+    def flush() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        if pending:
+            t = f.read_row_groups(pending, columns=columns).unify_dictionaries().combine_chunks()
+            pending.clear()
+            rows = 0
+            yield from t.to_batches()
+
+    for i in range(f.metadata.num_row_groups):
+        n = f.metadata.row_group(i).num_rows
+        if n >= batch_rows:
+            yield from flush()
+            yield from f.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
+            continue
+        pending.append(i)
+        rows += n
+        if rows >= batch_rows:
+            yield from flush()
+    yield from flush()
+
+
 def frames(
     d: Path, table: str, columns: list[str], dictionary: tuple[str, ...] = (), batch_rows: int = BATCH_ROWS
 ) -> Iterator[pd.DataFrame]:
     f = open_table(d, table, tuple(c for c in dictionary if c in columns))
-    for rb in f.iter_batches(batch_size=batch_rows, columns=columns):
+    for rb in record_batches(f, columns, batch_rows):
         yield rb.to_pandas()
 
 
@@ -246,47 +304,59 @@ def scan_rounds(d: Path, scan: Scan, batch_rows: int = BATCH_ROWS) -> None:
     index, the accepted-count histogram."""
     b = scan.binned
     cols = SUMMARY_COLUMNS["rounds"] + (["round", "send_s", "recv_s"] if b is not None else [])
-    f = open_table(d, "rounds")
-    for rb in f.iter_batches(batch_size=batch_rows, columns=cols):
+    for rb in record_batches(open_table(d, "rounds"), cols, batch_rows):
         a = {n: rb.column(i).to_numpy() for i, n in enumerate(rb.schema.names)}
-        scan.builder.add_rounds(pd.DataFrame({k: a[k] for k in SUMMARY_COLUMNS["rounds"]}, copy=False))
+        scan.builder.add_rounds(a)
         if b is None:
             continue
         b.tokens += b.bins.count(a["recv_s"], a["gained"])
-        spec = a["gamma"] > 0
-        if not spec.any():
-            continue
-        gamma, acc = a["gamma"][spec], a["accepted"][spec]
-        b.spec_n += b.bins.count(a["send_s"][spec])
-        b.spec_gamma += b.bins.count(a["send_s"][spec], gamma)
-        idx = np.minimum(a["round"][spec], SPEC_MAX_ROUNDS)
-        b.round_n += np.bincount(idx, minlength=SPEC_MAX_ROUNDS + 1)
-        b.round_accepted += np.bincount(idx, weights=acc.astype(np.float64), minlength=SPEC_MAX_ROUNDS + 1)
-        b.round_gamma += np.bincount(idx, weights=gamma.astype(np.float64), minlength=SPEC_MAX_ROUNDS + 1)
-        b.accepted_hist = _add(b.accepted_hist, np.bincount(acc).astype(np.float64))
-        b.gamma_max = max(b.gamma_max, int(gamma.max()))
+        gamma, acc = a["gamma"], a["accepted"]
+        spec = gamma > 0  # speculative rounds: as weights, not a selection (no copies of the columns)
+        sent_n, sent_gamma = b.bins.counts(a["send_s"], [spec, gamma])
+        b.spec_n += sent_n
+        b.spec_gamma += sent_gamma  # rounds without speculation add gamma 0
+        # one histogram of (round index, gamma, accepted): acceptance by round index and accepted counts of the
+        # speculative rounds are its gamma > 0 part
+        g = int(max(gamma.max(initial=0), acc.max(initial=0))) + 1
+        key = np.minimum(a["round"], SPEC_MAX_ROUNDS).astype(np.int64) * g + gamma
+        joint = np.bincount(key * g + acc, minlength=(SPEC_MAX_ROUNDS + 1) * g * g).reshape(-1, g, g)[:, 1:, :]
+        by_round_gamma, by_round_acc = joint.sum(axis=2), joint.sum(axis=1)
+        b.round_n += by_round_gamma.sum(axis=1)
+        b.round_gamma += by_round_gamma @ np.arange(1, g, dtype=np.float64)
+        b.round_accepted += by_round_acc @ np.arange(g, dtype=np.float64)
+        b.accepted_hist = _add(b.accepted_hist, by_round_acc.sum(axis=0).astype(np.float64))
+        b.gamma_max = max(b.gamma_max, int(gamma.max(initial=0)))
 
 
 def scan_batches(d: Path, scan: Scan, batch_rows: int = BATCH_ROWS) -> None:
     """Batches: the summary's per-target part; with `scan.binned`, each target's verify batches and busy time
     per bin."""
     b = scan.binned
-    for df in frames(d, "batches", SUMMARY_COLUMNS["batches"], ("target", "kind"), batch_rows):
-        scan.builder.add_batches(df)
-        if b is None or not len(df):
+    f = open_table(d, "batches", ("target", "kind"))
+    for rb in record_batches(f, SUMMARY_COLUMNS["batches"], batch_rows):
+        cols = dict(zip(rb.schema.names, rb.columns))
+        a: dict[str, Any] = {
+            k: pd.Categorical.from_codes(cols[k].indices.to_numpy(), cols[k].dictionary.to_pylist())
+            for k in ("target", "kind")
+        }
+        a.update({k: cols[k].to_numpy() for k in ("start_s", "end_s", "size")})
+        scan.builder.add_batches(a)
+        if b is None or not rb.num_rows:
             continue
-        verify = (df["kind"] == "verify").to_numpy()
-        start, end, size = (df[c].to_numpy(np.float64) for c in ("start_s", "end_s", "size"))
-        codes = df["target"].cat.codes.to_numpy()
-        for i, name in enumerate(df["target"].cat.categories):
-            rows = codes == i
-            if not rows.any():
-                continue
-            t = b.target(str(name))
-            v = rows & verify
-            t.verify_n += b.bins.count(start[v])
-            t.verify_size += b.bins.count(start[v], size[v])
-            t.busy += b.bins.busy(start[rows], end[rows])
+        names = list(a["target"].categories)
+        codes = np.asarray(a["target"].codes)
+        kinds = list(a["kind"].categories)
+        verify = np.asarray(a["kind"].codes) == (kinds.index("verify") if "verify" in kinds else -2)
+        start, groups = a["start_s"], len(names)
+        vn, vs = b.bins.counts(start[verify], [None, a["size"][verify]], group=codes[verify], groups=groups)
+        busy = b.bins.busy(start, a["end_s"], group=codes, groups=groups)
+        present = np.bincount(codes, minlength=len(names))
+        for i, name in enumerate(names):
+            if present[i]:
+                t = b.target(str(name))
+                t.verify_n += vn[i]
+                t.verify_size += vs[i]
+                t.busy += busy[i]
 
 
 # ---- both sides: the robust verdict's inputs -----------------------------------------------------------------

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import _png, plt, run_duration, style
-from analysis.scan import Bins, open_table
+from analysis.scan import Bins, open_table, record_batches
 from testbed.errors import InputError
 from testbed.metrics import Quantiles
 from traces.nettrace import OPPORTUNITY_BYTES
@@ -133,18 +133,19 @@ def _round_series(d: Path, bins: Bins) -> tuple[np.ndarray, np.ndarray, np.ndarr
     rtt: dict[int, Quantiles] = {}
     tok = np.zeros(bins.n)
     spec_n, spec_g = np.zeros(bins.n), np.zeros(bins.n)
-    for rb in open_table(d, "rounds").iter_batches(columns=ROUND_COLUMNS):
+    for rb in record_batches(open_table(d, "rounds"), ROUND_COLUMNS):
         a = {n: rb.column(i).to_numpy() for i, n in enumerate(rb.schema.names)}
         net = (a["recv_s"] - a["send_s"] - (a["batch_end_s"] - a["batch_start_s"])) * 1e3
         idx, ok = bins.index(a["send_s"])
         order = np.argsort(idx, kind="stable")
         keys, starts = np.unique(idx[order], return_index=True)
-        for key, part in zip(keys.tolist(), np.split(net[ok][order], starts[1:])):
+        sent = net if ok is None else net[ok]  # rounds with a send time
+        for key, part in zip(keys.tolist(), np.split(sent[order], starts[1:])):
             rtt.setdefault(key, Quantiles(RTT_EXACT_PER_BIN)).add(part)
         tok += bins.count(a["recv_s"], a["gained"])
-        spec = a["gamma"] > 0
-        spec_n += bins.count(a["send_s"][spec])
-        spec_g += bins.count(a["send_s"][spec], a["gamma"][spec])
+        n, g = bins.counts(a["send_s"], [a["gamma"] > 0, a["gamma"]])
+        spec_n += n
+        spec_g += g
     med = np.full(bins.n, np.nan)
     for key, q in rtt.items():
         med[key] = q.quantiles([0.5])[0]

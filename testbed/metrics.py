@@ -161,24 +161,47 @@ class SummaryBuilder:
         for k, q in self.lat.items():
             q.add(lat[k])
 
-    def add_rounds(self, rounds: pd.DataFrame) -> None:
-        spec = rounds[rounds["gamma"] > 0]
-        self.rounds += len(rounds)
-        self.gained += int(rounds["gained"].sum())
-        self.spec_rounds += len(spec)
-        self.drafted += int(spec["gamma"].sum())
-        self.accepted += int(spec["accepted"].sum())
+    def add_rounds(self, rounds: pd.DataFrame | dict[str, np.ndarray]) -> None:
+        """Rounds (a DataFrame, or columns gamma / accepted / gained as arrays)."""
+        gamma = np.asarray(rounds["gamma"])
+        spec = gamma > 0
+        self.rounds += len(gamma)
+        self.gained += int(np.asarray(rounds["gained"]).sum(dtype=np.int64))
+        self.spec_rounds += int(spec.sum())
+        self.drafted += int(gamma[spec].sum(dtype=np.int64))
+        self.accepted += int(np.asarray(rounds["accepted"])[spec].sum(dtype=np.int64))
 
-    def add_batches(self, batches: pd.DataFrame) -> None:
-        for t, b in batches.groupby("target", sort=True, observed=True):
-            vb = b[b["kind"] == "verify"]
+    def add_batches(self, batches: pd.DataFrame | dict[str, Any]) -> None:
+        """Batches (a DataFrame, or columns as arrays; target and kind may be categoricals)."""
+        codes, names = _codes(batches["target"])
+        verify_codes, verify_names = _codes(batches["kind"])
+        verify = verify_codes == (verify_names.index("verify") if "verify" in verify_names else -2)
+        size = np.asarray(batches["size"])
+        busy_s = np.asarray(batches["end_s"], dtype=np.float64) - np.asarray(batches["start_s"], dtype=np.float64)
+        k = len(names)
+        busy = np.bincount(codes, weights=busy_s, minlength=k)
+        n = np.bincount(codes, minlength=k)
+        nv = np.bincount(codes[verify], minlength=k)
+        vreqs = np.bincount(codes[verify], weights=size[verify].astype(np.float64), minlength=k)
+        for i, t in enumerate(names):
+            if n[i] == 0:
+                continue
             acc = self.targets.setdefault(str(t), [0.0, 0, 0, 0])
-            acc[0] += float((b["end_s"] - b["start_s"]).sum())
-            acc[1] += len(b)
-            acc[2] += len(vb)
-            acc[3] += int(vb["size"].sum())
-            self.verify_batches += len(vb)
-            self.verify_reqs += int(vb["size"].sum())
+            acc[0] += float(busy[i])
+            acc[1] += int(n[i])
+            acc[2] += int(nv[i])
+            acc[3] += int(vreqs[i])
+        self.verify_batches += int(nv.sum())
+        self.verify_reqs += int(vreqs.sum())
+
+    def add(self, table: str, rows: pd.DataFrame, slo_ttft_ms: float, slo_tpot_ms: float) -> None:
+        """Rows of the named table (requests / rounds / batches)."""
+        if table == "requests":
+            self.add_requests(rows, slo_ttft_ms, slo_tpot_ms)
+        elif table == "rounds":
+            self.add_rounds(rows)
+        else:
+            self.add_batches(rows)
 
     def result(self, slo_ttft_ms: float, slo_tpot_ms: float) -> dict[str, Any]:
         ends = [0.0 if self.ok == 0 else self.last_finish, 0.0 if self.total == 0 else self.last_arrival]
@@ -208,6 +231,16 @@ class SummaryBuilder:
             "target_batch_size": _f(self.verify_reqs / self.verify_batches) if self.verify_batches else None,
             "targets": per_target,
         }
+
+
+def _codes(column: Any) -> tuple[np.ndarray, list]:
+    """(integer code per row, names) of a string column: a categorical's own codes, else factorized."""
+    if isinstance(column, pd.Categorical):
+        return np.asarray(column.codes), list(column.categories)
+    if isinstance(column, pd.Series) and isinstance(column.dtype, pd.CategoricalDtype):
+        return column.cat.codes.to_numpy(), list(column.cat.categories)
+    codes, names = pd.factorize(np.asarray(column, dtype=object))
+    return codes, list(names)
 
 
 def _nanmax(a: float, b: float) -> float:
@@ -250,11 +283,5 @@ def summarize_dir(
     for name, cols in SUMMARY_COLUMNS.items():
         f = pq.ParquetFile(Path(d) / f"{name}.parquet")
         for rb in f.iter_batches(batch_size=batch_rows, columns=cols):
-            df = rb.to_pandas()
-            if name == "requests":
-                b.add_requests(df, slo_ttft_ms, slo_tpot_ms)
-            elif name == "rounds":
-                b.add_rounds(df)
-            else:
-                b.add_batches(df)
+            b.add(name, rb.to_pandas(), slo_ttft_ms, slo_tpot_ms)
     return b.result(slo_ttft_ms, slo_tpot_ms)
