@@ -30,7 +30,8 @@ from testbed.errors import InputError
 from testbed.metrics import SUMMARY_COLUMNS, Quantiles, SummaryBuilder, latencies
 from testbed.tables import TABLES
 
-BATCH_ROWS = 1 << 19  # numeric columns: ~4 MB each; string columns are read as dictionaries (codes)
+BATCH_ROWS = 1 << 17  # numeric columns: ~1 MB each; string columns are read as dictionaries (codes)
+REQUEST_BATCH_ROWS = 1 << 16  # the request passes derive many columns per row (latencies, per-edge splits)
 MAX_BINS = 300
 NICE_BINS = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600]
 SPEC_MAX_ROUNDS = 60  # acceptance by round index: rounds at or beyond this index share the last slot
@@ -255,7 +256,9 @@ class Scan:
 REQUEST_COLUMNS_USED = ["edge", "target", "status", "arrival_s", "first_token_s", "finish_s", "output_tokens"]
 
 
-def scan_requests(d: Path, scan: Scan, slo_ttft_ms: float, slo_tpot_ms: float, batch_rows: int = BATCH_ROWS) -> None:
+def scan_requests(
+    d: Path, scan: Scan, slo_ttft_ms: float, slo_tpot_ms: float, batch_rows: int = REQUEST_BATCH_ROWS
+) -> None:
     """Requests: the summary's request part, per-edge counts and latencies, routed requests per target."""
     for df in frames(d, "requests", REQUEST_COLUMNS_USED, ("edge", "target", "status"), batch_rows):
         scan.builder.add_requests(df[SUMMARY_COLUMNS["requests"]], slo_ttft_ms, slo_tpot_ms)
@@ -291,7 +294,7 @@ def scan_requests(d: Path, scan: Scan, slo_ttft_ms: float, slo_tpot_ms: float, b
                 scan.routed[str(t)] = scan.routed.get(str(t), 0) + int(n)
 
 
-def scan_request_times(d: Path, binned: Binned, batch_rows: int = BATCH_ROWS) -> None:
+def scan_request_times(d: Path, binned: Binned, batch_rows: int = REQUEST_BATCH_ROWS) -> None:
     """Requests again, for the figures (needs the bins): first tokens and completions per bin."""
     for df in frames(d, "requests", ["status", "first_token_s", "finish_s"], ("status",), batch_rows):
         binned.tokens += binned.bins.count(df["first_token_s"].to_numpy())
@@ -393,7 +396,7 @@ class PairScan:
     n_matched: int = 0
 
 
-def scan_pair(a: Path, b: Path, window: tuple[float, float], batch_rows: int = BATCH_ROWS) -> PairScan:
+def scan_pair(a: Path, b: Path, window: tuple[float, float], batch_rows: int = REQUEST_BATCH_ROWS) -> PairScan:
     """Both request tables merged on request_id (each in id order): per side the completions and output tokens
     finishing inside `window`, and the latencies of the requests completed on both sides at the same target."""
     out = PairScan(window)
