@@ -2,7 +2,8 @@
 
 For each run directory (of `python -m testbed run`): throughput and mean TTFT / TPOT (goal 5 %), p99 TTFT / TPOT
 (goal 15 %), requests failed and re-routed (goal: equal), and the lateness of the applied changes in
-emu/events.parquet. Exits 1 when a goal is missed.
+emu/events.parquet; then the mean TTFT per arrival window between the schedule's changes and, per crash, how long
+after it each side's drafts declared the target dead. Exits 1 when a goal is missed.
 
 usage: python bench/schedule_fidelity.py RUN_DIR ...
 """
@@ -49,7 +50,47 @@ def one(run: Path) -> bool:
         f"{run.name}: " + ", ".join(cells) + f"; failed sim/emu {failed['sim']}/{failed['emu']}, re-routed "
         f"{rerouted['sim']}/{rerouted['emu']}" + late
     )
+    by_window(run)
     return ok
+
+
+def by_window(run: Path) -> None:
+    """Mean TTFT per arrival window between the schedule's changes, and when each side's drafts declared a target
+    dead after its crash (emulated / simulated)."""
+    ev = {side: pd.read_parquet(run / side / "events.parquet") for side in ("emu", "sim")}
+    if not all((run / side / "events.parquet").is_file() for side in ev):
+        return
+    changes = sorted(
+        {float(t) for t in ev["sim"][~ev["sim"].kind.isin(["target_dead", "target_alive", "reroute", "fail"])].t_s}
+    )
+    edges = [0.0, *changes, float("inf")]
+    ttft = {}
+    for side in ("emu", "sim"):
+        r = pd.read_parquet(run / side / "requests.parquet")
+        ttft[side] = (
+            ((r.first_token_s - r.arrival_s) * 1e3)
+            .groupby(pd.cut(r.arrival_s, edges, right=False), observed=False)
+            .mean()
+        )
+    cells = [
+        f"[{iv.left:g}, {iv.right:g}) {ttft['emu'][iv]:.0f} / {ttft['sim'][iv]:.0f}"
+        for iv in ttft["sim"].index
+        if ttft["sim"][iv] == ttft["sim"][iv]
+    ]
+    print("  mean TTFT ms by arrival window (s), emu / sim: " + ", ".join(cells))
+    req = {side: pd.read_parquet(run / side / "requests.parquet", columns=["request_id", "target"]) for side in ev}
+    same = req["emu"].merge(req["sim"], on="request_id", suffixes=("_emu", "_sim"))
+    if ev["sim"].kind.isin(["reroute"]).any() or ev["emu"].kind.isin(["reroute"]).any():
+        print(f"  requests ending on the same target: {(same.target_emu == same.target_sim).sum()} of {len(same)}")
+    crashes = ev["sim"][ev["sim"].kind == "crash"]
+    for _, c in crashes.iterrows():
+        det = {
+            side: (e[(e.kind == "target_dead") & (e.detail == c.node) & (e.t_s >= c.t_s)].t_s - c.t_s).tolist()
+            for side, e in ev.items()
+        }
+        if det["sim"] or det["emu"]:
+            span = {k: f"{min(v):.2f}-{max(v):.2f} s" if v else "none" for k, v in det.items()}
+            print(f"  {c.node} crashed at {c.t_s:g} s: declared dead after emu {span['emu']}, sim {span['sim']}")
 
 
 def main(argv: list[str]) -> int:
