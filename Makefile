@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-analysis bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup compile system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-analysis bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -21,7 +21,12 @@ $(STAMP): pyproject.toml scripts/install-system.sh $(wildcard scripts/system-pac
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev,models]'
 	$(PY) -m testbed.emu.net.shaping.userspace >/dev/null  # compile the user-space delay line
+	$(PY) -m testbed.compile_core build >/dev/null || echo "warning: compiled core not built; the simulator runs pure Python"
 	touch $(STAMP)
+
+## make compile: (re)build the simulator's compiled core when its sources changed (a stale one is never imported)
+compile: $(STAMP)
+	$(PY) -m testbed.compile_core build --if-stale >/dev/null
 
 ## make models: the shipped real-model pair (SmolLM2-135M-Instruct as GGUF) for MODEL=hf
 models: $(STAMP)
@@ -99,7 +104,7 @@ awc-emu: $(STAMP)
 ## make bench: the simulator's speed benchmark (whole Azure conv trace, 32 edges / 4 targets)
 bench: bench-sim
 
-bench-sim: $(STAMP)
+bench-sim: compile
 	$(PY) bench/bench_sim.py
 
 ## make bench-scale: resolution of 1,000 / 10,000 edges x 100 verifiers; 10 / 100 / 1,000-edge stars over 1 h of the

@@ -23,6 +23,7 @@ CORE = (
     "testbed/policies/",
     "testbed/acceptance.py",
     "testbed/acceptance_recorded.py",
+    "testbed/compiled.py",
     "testbed/compute.py",
     "testbed/errors.py",
     "testbed/faults.py",
@@ -54,6 +55,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "testbed/runner.py",
         "testbed/sweep/",
         "testbed/scenariogen.py",
+        "testbed/compile_core.py",
     ),
 }
 

@@ -144,7 +144,9 @@ class LinkDir:
             self._left = NOISE_BLOCK
         n = min(NOISE_CHUNK, self._left)
         self._left -= n
-        self._noise = self._gen.normal(0.0, std, n).tolist()
+        gen = self._gen
+        assert gen is not None
+        self._noise = gen.normal(0.0, std, n).tolist()
 
 
 class Path:
@@ -387,7 +389,7 @@ class SimNetwork:
                     l.queue_pkts,
                     random.Random(seed * 1_000_003 + 2 * i + fwd),
                 )
-        for key, n in scenario.paths.hop_users().items():
+        for key, n in scenario.paths.hop_users().items():  # type: ignore[attr-defined]  # a PathTable
             self.dirs[key].users = n
         sched = scenario.schedule
         for (i, fwd), d in self.dirs.items():

@@ -11,6 +11,8 @@ over the network.
 
 from __future__ import annotations
 
+from typing import Any
+
 from testbed import wire
 from testbed.compute import ComputeModel
 from testbed.policies.batching import PREFILL, Batcher, Job, verify_cost_inputs, verify_job
@@ -154,13 +156,14 @@ class SimDraft:
         self.local = local  # rounds run next to the target (fused / autoregressive)
         self.observes = observes
         self.topk = 0  # draft probabilities per drafted token on the wire (sampling mode), set by the builder
-        self.faults = None  # testbed.sim.faults.DraftFaults when the schedule crashes nodes or cuts paths
+        self.faults: Any = None  # testbed.sim.faults.DraftFaults when the schedule crashes nodes or cuts paths
 
     # -- request start (at the edge) ------------------------------------------------------------------
     def route(self) -> str:
         """Choose the target of a new request and count it as active there."""
         assert self.router is not None, "a co-located drafter does not route"
         name = self.router.choose(self.depth, self.own_active)
+        assert name is not None
         self.own_active[name] = self.own_active.get(name, 0) + 1
         return name
 
@@ -335,7 +338,7 @@ class SimTarget:
         self.rec = rec
         self.drafter = drafter  # the co-located drafter in fused / autoregressive modes
         self.epoch = 0  # lives of the process: a crash starts a new one (testbed/sim/faults.py)
-        self.faults = None  # testbed.sim.faults.TargetFaults when the schedule crashes nodes or cuts paths
+        self.faults: Any = None  # testbed.sim.faults.TargetFaults when the schedule crashes nodes or cuts paths
 
     def on_prefill(self, req: SimRequest) -> None:
         if self.faults is not None and not self.faults.accept_prefill(req):
