@@ -24,9 +24,11 @@ at the end DIR/requests.parquet, DIR/rounds.parquet (the simulator's schema) and
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -154,6 +156,8 @@ class DraftNode:
         self.drain_timeout = spec.run.drain_timeout_s
         self.drain_deadline = float("inf") if self.t0 is None else self.t0 + self.last_arrival + self.drain_timeout
         self.next_i = 0
+        # finished rows as they happen: what survives a SIGKILL (the schedule's draft crash, faults rule 6)
+        self.journal = open(self.out / "journal.jsonl", "a", buffering=1)
 
         self.active: dict[int, Req] = {}
         self.finished: list[Req] = []
@@ -505,6 +509,27 @@ class DraftNode:
             self.own_active[req.target] -= 1
         self.backend.release(req.rid)
         self.finished.append(req)
+        self.journal.write(json.dumps(self.row(req)) + "\n")
+
+    def row(self, r: Req) -> tuple:
+        status = r.status or "unfinished"
+        return request_row(
+            r.prog,
+            self.name,
+            r.target,
+            r.arrival,
+            r.prefill_sent,
+            r.first_token,
+            r.finish if status == "ok" else NAN,
+            status,
+        )
+
+    def restarted_at(self, start_at: float) -> None:
+        """A new life after a crash (faults rule 6): arrivals before it were the old life's or failed while it
+        was down; this one takes the later ones."""
+        assert self.t0 is not None
+        while self.next_i < self.n and self.t0 + self.arrivals[self.next_i] < start_at:
+            self.next_i += 1
 
     def target_dead(self, link: TargetLink, why: str) -> None:
         if not link.alive:
@@ -593,22 +618,7 @@ class DraftNode:
         for link in self.links.values():
             if link.alive:
                 self.send(link, self.enc.bye(self.name))
-        rows = []
-        for r in self.finished + list(self.active.values()):
-            p = r.prog
-            status = r.status or "unfinished"
-            rows.append(
-                request_row(
-                    p,
-                    self.name,
-                    r.target,
-                    r.arrival,
-                    r.prefill_sent,
-                    r.first_token,
-                    r.finish if status == "ok" else NAN,
-                    status,
-                )
-            )
+        rows = [self.row(r) for r in self.finished + list(self.active.values())]
         for i in range(self.next_i, self.n):
             rows.append(
                 unstarted_request_row(
@@ -665,6 +675,10 @@ def main(argv: list[str] | None = None) -> int:
     args, scenario, peers = setup("nodes.draft", argv)
     stop = StopFlag()
     node = DraftNode(args, scenario, peers)
+    if args.start_at is not None:  # a scheduled restart: ready and waiting, up at its time (testbed/emu/schedule.py)
+        while (left := args.start_at - monotonic()) > 0:
+            time.sleep(min(left, 0.05) if left > 0.002 else 0)
+        node.restarted_at(args.start_at)
     node.connect()
     why = "error"
     try:

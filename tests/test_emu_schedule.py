@@ -188,3 +188,59 @@ def test_verifier_killed_and_restarted_drafts_reroute(tmp_path):
     b = pd.read_parquet(out / "emu" / "batches.parquet")
     assert (b[b.target == "cloud1"].start_s >= 8.0).any()  # the restarted verifier serves again
     assert not (req[(req.arrival_s > 7.0) & (req.arrival_s < 8.0)].target == "cloud1").any()
+
+
+@pytest.mark.slow
+def test_draft_killed_and_restarted_loses_its_requests(tmp_path):
+    """Faults rule 6 in the emulator: a draft killed at 3 s loses its requests in flight, those arriving while it is
+    down fail, a new process takes the later ones; what finished before the kill survives (its journal)."""
+    out = tmp_path / "run"
+    sets = SYNTH + [
+        "schedule.events.0.node=edge0",
+        "schedule.events.0.at_s=3",
+        "schedule.events.0.until_s=6",
+        "workload.synthetic.n_requests=40",
+        "workload.synthetic.rate_rps=4",
+    ]
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "testbed",
+            "emulate",
+            str(ROOT / "topologies" / "verifier-restart.yaml"),
+            "--net",
+            "none",
+            "--quiet",
+            "--out",
+            str(out),
+            *sum((["--set", s] for s in sets), []),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    ev = pd.read_parquet(out / "emu" / "events.parquet")
+    assert (ev.kind == "crash").sum() == 1 and (ev.kind == "restart").sum() == 1
+    req = pd.read_parquet(out / "emu" / "requests.parquet")
+    assert len(req) == 40 and req.request_id.is_unique
+    e0, others = req[req.edge == "edge0"], req[req.edge != "edge0"]
+    assert (others.status == "ok").all()
+    down = e0[(e0.arrival_s >= 3.0) & (e0.arrival_s < 6.0)]
+    assert len(down) > 0 and (down.status == "failed").all()  # arrived while it was down
+    before = e0[e0.arrival_s < 3.0]
+    done = before[before.status == "ok"]
+    assert len(done) > 0 and (done.finish_s < 3.0 + 0.5).all()  # finished before the kill: kept from the journal
+    assert (before[before.status != "ok"].status == "failed").all()  # in flight at the kill
+    after = e0[e0.arrival_s >= 6.5]
+    assert len(after) > 0 and (after.status == "ok").all()  # the new process
+    # the simulator, same rule: the same requests fail (but one finishing right at the kill)
+    from testbed.sim import simulate
+    from testbed.spec import load_scenario
+
+    sim = simulate(load_scenario(ROOT / "topologies" / "verifier-restart.yaml", sets)).requests
+    both = e0.merge(sim, on="request_id", suffixes=("_emu", "_sim"))
+    clear = ~((both.finish_s_sim - 3.0).abs() < 0.3)
+    assert (both[clear].status_emu == both[clear].status_sim).all()

@@ -263,8 +263,11 @@ class _Run:
         old.poll()
         self.past_lives.append(old)
         life = sum(1 for p in self.past_lives if p.name == name) + 1
-        peers = self.emu / f"peers-{name}-life{life}.json"
-        write_json(peers, {name: self.endpoints[name]})
+        if old.role == "draft":  # a draft's peers are the targets' endpoints, as at the start
+            peers = self.emu / "peers.json"
+        else:  # a target binds the endpoint it had
+            peers = self.emu / f"peers-{name}-life{life}.json"
+            write_json(peers, {name: self.endpoints[name]})
         self.start(
             name, old.role, peers, f"{name}.life{life}", [] if start_at is None else ["--start-at", f"{start_at:.6f}"]
         )
@@ -327,9 +330,9 @@ class _Run:
         procs, crashed, progress = self.procs, self.crashed, self.progress
         progress.start()
         self.host_load.start()
-        drafts = [procs[d] for d in self.scenario.drafts]
         reason = ""
         while True:
+            drafts = [procs[d] for d in self.scenario.drafts]  # a restarted draft is a new process
             for p in procs.values():
                 if p.poll() is not None and p.crashed and p.name not in crashed:
                     crashed.append(p.name)
@@ -374,7 +377,7 @@ class _Run:
 def _finish(run: _Run, wl: Workload, reason: str) -> EmulateResult:
     """Merge the nodes' tables, write DIR/emu/ (tables, summary, links), and decide the exit code."""
     procs, crashed, emu = run.procs, run.crashed, run.emu
-    req, rounds, batches, notes = _merge(run.scenario, wl, procs, crashed)
+    req, rounds, batches, notes = _merge(run.scenario, wl, procs, crashed, run.past_lives)
     partial = bool(reason) or bool(crashed)
     if crashed and not reason:
         reason = "node(s) died: " + ", ".join(f"{n} (exit {procs[n].rc})" for n in crashed)
@@ -466,15 +469,53 @@ def _read_table(path: Path, table: str, columns: dict) -> pd.DataFrame | None:
     return df.astype({n: t for n, (t, _) in columns.items()})
 
 
-def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str]):
-    """Concatenate node tables; requests of drafts without a table become 'failed' rows."""
+def _journal(path: Path) -> list[tuple]:
+    """A draft's finished rows as it wrote them (nodes/draft.py), up to a kill; a torn last line is dropped."""
+    rows = []
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(tuple(json.loads(line)))
+            except ValueError:
+                pass
+    return rows
+
+
+def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str], past: list[NodeProc] = ()):
+    """Concatenate node tables; requests of drafts without a table become 'failed' rows. A draft the schedule
+    killed (faults rule 6): its lives' journals keep what finished before each kill, the last life's table what it
+    took after its restart, and every other request of that draft failed (in flight at a kill or arrived while it
+    was down)."""
     notes: list[str] = []
     reqs, rounds, batches = [], [], []
     tr = wl.trace
     for i, d in enumerate(scenario.drafts):
         p = procs.get(d)
         r = _read_table(p.dir / "requests.parquet", "requests", REQUEST_COLUMNS) if p else None
-        if r is None:
+        if d in scenario.schedule.crashed:
+            lives = [q for q in past if q.name == d] + ([p] if p is not None and r is None else [])  # + killed last
+            rows = [row for q in lives for row in _journal(q.dir / "journal.jsonl")]
+            have = {row[0] for row in rows} | (set(r.request_id.tolist()) if r is not None else set())
+            lost = [
+                unstarted_request_row(
+                    int(tr.request_id[j]),
+                    d,
+                    float(tr.arrival_s[j]),
+                    int(tr.prompt_tokens[j]),
+                    int(wl.output_tokens[j]),
+                    "failed",
+                )
+                for j in wl.for_edge(i)
+                if int(tr.request_id[j]) not in have
+            ]
+            notes.append(
+                f"draft {d} crashed: {len(rows)} requests finished before a crash (journal), {len(lost)} lost with it "
+                "or arrived while it was down (failed); the killed lives' rounds are not in the tables"
+            )
+            reqs.append(frame(REQUEST_COLUMNS, rows + lost))
+            if r is not None:
+                reqs.append(r)
+        elif r is None:
             rows = [
                 unstarted_request_row(
                     int(tr.request_id[j]),
@@ -541,12 +582,6 @@ def check_supported(scenario: Scenario, net_kind: str | None = None) -> None:
     if not scenario.targets:
         raise InputError(scenario.source, "the scenario has no target node")
     sched = scenario.schedule
-    drafts_crash = sorted(n for n in sched.crashed if n in scenario.drafts)
-    if drafts_crash:
-        raise InputError(
-            scenario.source,
-            f"schedule: the emulator cannot crash drafts yet ({', '.join(drafts_crash)}); `testbed sim` can",
-        )
     if sched.crashed and spec.run.mode != "distributed":
         raise InputError(scenario.source, f"schedule: node crashes need run.mode distributed (not {spec.run.mode})")
     if net_kind == "none" and (sched.traces or sched.steps or sched.down):
