@@ -145,15 +145,8 @@ def test_live_link_changes_in_mininet(tmp_path):
     assert s["requests_completed"] == 40 and s["requests_failed"] == 0
 
 
-@pytest.mark.slow
-def test_verifier_killed_and_restarted_drafts_reroute(tmp_path):
-    out = tmp_path / "run"
-    sets = SYNTH + [
-        "schedule.events.0.at_s=4",
-        "schedule.events.0.until_s=8",
-        "workload.synthetic.n_requests=50",
-        "workload.synthetic.rate_rps=5",
-    ]
+def _emulate_verifier_restart(out: Path, sets: list[str]) -> None:
+    """`testbed emulate topologies/verifier-restart.yaml --net none` with these overrides; it must succeed."""
     r = subprocess.run(
         [
             sys.executable,
@@ -163,17 +156,26 @@ def test_verifier_killed_and_restarted_drafts_reroute(tmp_path):
             str(ROOT / "topologies" / "verifier-restart.yaml"),
             "--net",
             "none",
-            "--quiet",
-            "--out",
-            str(out),
-            *sum((["--set", s] for s in sets), []),
-        ],
+        ]
+        + ["--quiet", "--out", str(out), *sum((["--set", s] for s in sets), [])],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_verifier_killed_and_restarted_drafts_reroute(tmp_path):
+    out = tmp_path / "run"
+    sets = SYNTH + [
+        "schedule.events.0.at_s=4",
+        "schedule.events.0.until_s=8",
+        "workload.synthetic.n_requests=50",
+        "workload.synthetic.rate_rps=5",
+    ]
+    _emulate_verifier_restart(out, sets)
     ev = pd.read_parquet(out / "emu" / "events.parquet")
     kinds = ev.kind.value_counts().to_dict()
     assert kinds.get("crash") == 1 and kinds.get("restart") == 1 and kinds.get("target_dead") == 4
@@ -202,26 +204,7 @@ def test_draft_killed_and_restarted_loses_its_requests(tmp_path):
         "workload.synthetic.n_requests=40",
         "workload.synthetic.rate_rps=4",
     ]
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "testbed",
-            "emulate",
-            str(ROOT / "topologies" / "verifier-restart.yaml"),
-            "--net",
-            "none",
-            "--quiet",
-            "--out",
-            str(out),
-            *sum((["--set", s] for s in sets), []),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert r.returncode == 0, r.stderr[-2000:]
+    _emulate_verifier_restart(out, sets)
     ev = pd.read_parquet(out / "emu" / "events.parquet")
     assert (ev.kind == "crash").sum() == 1 and (ev.kind == "restart").sum() == 1
     req = pd.read_parquet(out / "emu" / "requests.parquet")

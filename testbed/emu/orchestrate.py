@@ -481,6 +481,23 @@ def _journal(path: Path) -> list[tuple]:
     return rows
 
 
+def _failed_rows(wl, i: int, d: str, have: set[int]) -> list[tuple]:
+    """'failed' rows for the requests of draft d (index i) not in `have` (the orchestrator knows the assignment)."""
+    tr = wl.trace
+    return [
+        unstarted_request_row(
+            int(tr.request_id[j]),
+            d,
+            float(tr.arrival_s[j]),
+            int(tr.prompt_tokens[j]),
+            int(wl.output_tokens[j]),
+            "failed",
+        )
+        for j in wl.for_edge(i)
+        if int(tr.request_id[j]) not in have
+    ]
+
+
 def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str], past: list[NodeProc] = ()):
     """Concatenate node tables; requests of drafts without a table become 'failed' rows. A draft the schedule
     killed (faults rule 6): its lives' journals keep what finished before each kill, the last life's table what it
@@ -488,7 +505,6 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
     was down)."""
     notes: list[str] = []
     reqs, rounds, batches = [], [], []
-    tr = wl.trace
     for i, d in enumerate(scenario.drafts):
         p = procs.get(d)
         r = _read_table(p.dir / "requests.parquet", "requests", REQUEST_COLUMNS) if p else None
@@ -496,18 +512,7 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
             lives = [q for q in past if q.name == d] + ([p] if p is not None and r is None else [])  # + killed last
             rows = [row for q in lives for row in _journal(q.dir / "journal.jsonl")]
             have = {row[0] for row in rows} | (set(r.request_id.tolist()) if r is not None else set())
-            lost = [
-                unstarted_request_row(
-                    int(tr.request_id[j]),
-                    d,
-                    float(tr.arrival_s[j]),
-                    int(tr.prompt_tokens[j]),
-                    int(wl.output_tokens[j]),
-                    "failed",
-                )
-                for j in wl.for_edge(i)
-                if int(tr.request_id[j]) not in have
-            ]
+            lost = _failed_rows(wl, i, d, have)
             notes.append(
                 f"draft {d} crashed: {len(rows)} requests finished before a crash (journal), {len(lost)} lost with it "
                 "or arrived while it was down (failed); the killed lives' rounds are not in the tables"
@@ -516,17 +521,7 @@ def _merge(scenario: Scenario, wl, procs: dict[str, NodeProc], crashed: list[str
             if r is not None:
                 reqs.append(r)
         elif r is None:
-            rows = [
-                unstarted_request_row(
-                    int(tr.request_id[j]),
-                    d,
-                    float(tr.arrival_s[j]),
-                    int(tr.prompt_tokens[j]),
-                    int(wl.output_tokens[j]),
-                    "failed",
-                )
-                for j in wl.for_edge(i)
-            ]
+            rows = _failed_rows(wl, i, d, set())
             if rows:
                 notes.append(f"draft {d} left no results: its {len(rows)} requests are marked failed")
             reqs.append(frame(REQUEST_COLUMNS, rows))
