@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup compile system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-scale bench-analysis bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup compile system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-dsdsim bench-scale bench-analysis bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -106,6 +106,12 @@ bench: bench-sim
 
 bench-sim: compile
 	$(PY) bench/bench_sim.py
+
+## make bench-dsdsim DSDSIM=/path/to/dsdSim [DSDSIM_PY=python with simpy pyyaml numpy joblib networkx]: side by side
+## with the paper author's simulator on matched work (bench/bench_dsdsim.py); exits 1 below 7x its round rate
+bench-dsdsim: compile
+	@test -n "$(DSDSIM)" || { echo "usage: make bench-dsdsim DSDSIM=/path/to/dsdSim [DSDSIM_PY=python3]"; exit 2; }
+	mkdir -p runs && $(PY) bench/bench_dsdsim.py $(DSDSIM) --python $(or $(DSDSIM_PY),python3) --json runs/bench-dsdsim.json
 
 ## make bench-scale: resolution of 1,000 / 10,000 edges x 100 verifiers; 10 / 100 / 1,000-edge stars over 1 h of the
 ## Azure conv trace (wall, requests per wall-second, peak RSS); DAY=1 adds 24 h (time-tiled; hours), RATE=2.2 for >= 1 M
