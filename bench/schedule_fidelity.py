@@ -3,7 +3,8 @@
 For each run directory (of `python -m testbed run`): throughput and mean TTFT / TPOT (goal 5 %), p99 TTFT / TPOT
 (goal 15 %), requests failed and re-routed (goal: equal), and the lateness of the applied changes in
 emu/events.parquet; then the mean TTFT per arrival window between the schedule's changes and, per crash, how long
-after it each side's drafts declared the target dead. Exits 1 when a goal is missed.
+after it each side's drafts declared the target dead; then each side's verify batches (`batch_view`: why the mean
+batch size differs while the rounds see the same batches). Exits 1 when a goal is missed.
 
 usage: python bench/schedule_fidelity.py RUN_DIR ...
 """
@@ -51,7 +52,41 @@ def one(run: Path) -> bool:
         f"{rerouted['sim']}/{rerouted['emu']}" + late
     )
     by_window(run)
+    cells = []
+    for side in ("emu", "sim"):
+        v = batch_view(pd.read_parquet(run / side / "batches.parquet"), pd.read_parquet(run / side / "rounds.parquet"))
+        cells.append(
+            f"{side} {v['batches']} batches, mean size {v['mean_size']:.2f} per batch / {v['round_size']:.2f} per "
+            f"round; {v['idle_batches']} started on an idle target, mean size {v['idle_size']:.2f}, "
+            f"{v['idle_start_ms']:.3f} ms after their first job arrived (median)"
+        )
+    print("  verify batches: " + "; ".join(cells))
     return ok
+
+
+def batch_view(batches: pd.DataFrame, rounds: pd.DataFrame) -> dict[str, float]:
+    """A side's verify batches: count, mean size per batch (summary's target_batch_size) and as a round sees it
+    (mean of the batch_size column of the rounds table), and those started on an idle target (its first job
+    arrived after the target's previous batch of any kind ended): count, mean size, median delay from that
+    arrival to the start. The simulator starts such a batch at the first job's arrival event (size 1, delay 0);
+    the target node reads every message already in its socket first (see the issue-12 batch note)."""
+    b = batches.sort_values("start_s", kind="stable")
+    prev_end = b.groupby("target", sort=False).end_s.shift(1, fill_value=float("-inf"))
+    v = b[b.kind == "verify"]
+    first = rounds.groupby(["target", "batch_start_s"]).target_recv_s.min()
+    firsts = first.reindex(pd.MultiIndex.from_arrays([v.target, v.start_s])).to_numpy()
+    idle = firsts > prev_end[v.index].to_numpy()
+    nan = float("nan")
+    return {
+        "batches": len(v),
+        "mean_size": float(v["size"].mean()) if len(v) else nan,
+        "round_size": float(rounds.batch_size.mean()) if len(rounds) else nan,
+        "idle_batches": int(idle.sum()),
+        "idle_size": float(v["size"].to_numpy()[idle].mean()) if idle.any() else nan,
+        "idle_start_ms": float(pd.Series(v.start_s.to_numpy()[idle] - firsts[idle]).median() * 1e3)
+        if idle.any()
+        else nan,
+    }
 
 
 def by_window(run: Path) -> None:
