@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from testbed.calibrate.fit import Fit, fit_cost
+from testbed.compute import Cost
 from testbed.spec.schema import CostSpec, ProfileSpec
 
 MIN_POINTS = 3
@@ -56,8 +57,8 @@ def profiles_from_run(
         mine = r[r.edge.isin(nodes)]
         later, firsts = mine[~first.loc[mine.index]], mine[first.loc[mine.index]]
         fits["draft_step"] = _fit([(1, 1, int(c), m / g) for c, m, g in zip(later.ctx, later.ms, later.gamma)])
-        step = fits["draft_step"].coef if fits["draft_step"] else base.draft_step.model_dump()
-        first_step = [m - (g - 1) * _cost(step, 1, 1, c) for c, m, g in zip(firsts.ctx, firsts.ms, firsts.gamma)]
+        step = Cost.from_spec(CostSpec(**fits["draft_step"].coef) if fits["draft_step"] else base.draft_step)
+        first_step = [m - (g - 1) * step(1, 1, c) * 1e3 for c, m, g in zip(firsts.ctx, firsts.ms, firsts.gamma)]
         fits["draft_prefill"] = _fit([(1, int(c), 0, v) for c, v in zip(firsts.ctx, first_step)])
         b = batches[(batches.target.isin(nodes)) & (batches.kind == "prefill")]
         fits["prefill"] = _fit(
@@ -77,7 +78,3 @@ def profiles_from_run(
         )
         out[name] = (ProfileSpec(description=desc, **terms), quality)
     return out
-
-
-def _cost(c: dict[str, float], n_req: int, n_tokens: int, ctx: float) -> float:
-    return c["base_ms"] + c["per_req_ms"] * n_req + c["per_token_ms"] * n_tokens + c["per_kctx_ms"] * ctx / 1000
