@@ -23,14 +23,13 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from testbed.errors import InputError
 from testbed.metrics import SUMMARY_COLUMNS, Quantiles, SummaryBuilder, latencies
-from testbed.tables import TABLES
+from testbed.tables import READ_BATCH_ROWS, TABLES, record_batches
 
-BATCH_ROWS = 1 << 17  # numeric columns: ~1 MB each; string columns are read as dictionaries (codes)
+BATCH_ROWS = READ_BATCH_ROWS  # string columns are read as dictionaries (codes)
 REQUEST_BATCH_ROWS = 1 << 16  # the request passes derive many columns per row (latencies, per-edge splits)
 MAX_BINS = 300
 NICE_BINS = [1, 2, 5, 10, 15, 20, 30, 60, 120, 300, 600, 900, 1800, 3600]
@@ -145,33 +144,6 @@ def open_table(d: Path, table: str, dictionary: tuple[str, ...] = ()) -> pq.Parq
     if names != want:
         raise InputError(str(p), f"columns {names} differ from the {table} schema {want}")
     return f
-
-
-def record_batches(f: pq.ParquetFile, columns: list[str], batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """The file's rows in batches of about `batch_rows`, only `columns`: small row groups (a streamed simulation
-    writes 65,536 rows each) are read together, so the cost per batch is paid per half million rows."""
-    pending: list[int] = []
-    rows = 0
-
-    def flush() -> Iterator[pa.RecordBatch]:
-        nonlocal rows
-        if pending:
-            t = f.read_row_groups(pending, columns=columns).unify_dictionaries().combine_chunks()
-            pending.clear()
-            rows = 0
-            yield from t.to_batches()
-
-    for i in range(f.metadata.num_row_groups):
-        n = f.metadata.row_group(i).num_rows
-        if n >= batch_rows:
-            yield from flush()
-            yield from f.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
-            continue
-        pending.append(i)
-        rows += n
-        if rows >= batch_rows:
-            yield from flush()
-    yield from flush()
 
 
 def frames(

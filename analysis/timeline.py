@@ -16,9 +16,10 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import _png, plt, run_duration, style
-from analysis.scan import Bins, open_table, record_batches
+from analysis.scan import Bins, open_table
 from testbed.errors import InputError
 from testbed.metrics import Quantiles
+from testbed.tables import record_batches
 from traces.nettrace import OPPORTUNITY_BYTES
 
 if TYPE_CHECKING:

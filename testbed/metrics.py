@@ -279,9 +279,11 @@ def summarize_dir(
     import pyarrow.parquet as pq
     from pathlib import Path
 
+    from testbed.tables import record_batches
+
     b = SummaryBuilder()
     for name, cols in SUMMARY_COLUMNS.items():
         f = pq.ParquetFile(Path(d) / f"{name}.parquet")
-        for rb in f.iter_batches(batch_size=batch_rows, columns=cols):
+        for rb in record_batches(f, cols, batch_rows):
             b.add(name, rb.to_pandas(), slo_ttft_ms, slo_tpot_ms)
     return b.result(slo_ttft_ms, slo_tpot_ms)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -280,3 +281,34 @@ def read_tables(d: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         check_schema(df, name, str(p))
         out.append(df)
     return out[0], out[1], out[2]
+
+
+READ_BATCH_ROWS = 1 << 17  # numeric columns: ~1 MB each
+
+
+def record_batches(f, columns: list[str], batch_rows: int = READ_BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """A parquet file's (pyarrow.parquet.ParquetFile) rows in batches of about `batch_rows`, only `columns`: small
+    row groups (a streamed simulation writes 65,536 rows each) are read together, so the cost per batch is paid per
+    batch, not per row group (the simulator's summary pass and the analysis scans)."""
+    pending: list[int] = []
+    rows = 0
+
+    def flush() -> Iterator[pa.RecordBatch]:
+        nonlocal rows
+        if pending:
+            t = f.read_row_groups(pending, columns=columns).unify_dictionaries().combine_chunks()
+            pending.clear()
+            rows = 0
+            yield from t.to_batches()
+
+    for i in range(f.metadata.num_row_groups):
+        n = f.metadata.row_group(i).num_rows
+        if n >= batch_rows:
+            yield from flush()
+            yield from f.iter_batches(batch_size=batch_rows, row_groups=[i], columns=columns)
+            continue
+        pending.append(i)
+        rows += n
+        if rows >= batch_rows:
+            yield from flush()
+    yield from flush()
