@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from testbed.emu.net.runstate import stat_fields
+
 PROC = Path("/proc")
 
 
@@ -45,21 +47,12 @@ def _procs_running() -> int | None:
     return None
 
 
-def _stat_fields(path: Path) -> list[str] | None:
-    """/proc/.../stat fields after the command name (state first), or None when the task is gone."""
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
 def own_processes(roots: Iterable[int]) -> set[int]:
     """The processes under `roots` (descendants, the roots included), from every /proc/PID/stat's parent pid."""
     children: dict[int, list[int]] = {}
     for d in PROC.iterdir():
         if d.name.isdigit():
-            f = _stat_fields(d / "stat")
+            f = stat_fields(d / "stat")
             if f and len(f) > 1:
                 children.setdefault(int(f[1]), []).append(int(d.name))
     out, todo = set(), [r for r in roots if r]
@@ -76,7 +69,7 @@ def _own_usage(pids: Iterable[int], exclude_tid: int | None) -> tuple[int, dict[
     itself) not counted."""
     running, cpu = 0, {}
     for pid in pids:
-        f = _stat_fields(PROC / str(pid) / "stat")
+        f = stat_fields(PROC / str(pid) / "stat")
         if not f or len(f) < 13:
             continue
         cpu[pid] = int(f[11]) + int(f[12])
@@ -86,7 +79,7 @@ def _own_usage(pids: Iterable[int], exclude_tid: int | None) -> tuple[int, dict[
             continue
         for t in tasks:
             if t.name != str(exclude_tid):
-                tf = _stat_fields(t / "stat")
+                tf = stat_fields(t / "stat")
                 running += bool(tf) and tf[0] == "R"
     return running, cpu
 

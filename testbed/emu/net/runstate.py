@@ -78,10 +78,18 @@ def pid_running(pid: int | None) -> bool:
     """Alive and not a zombie (a zombie has exited; only its parent has not collected it yet)."""
     if not pid_alive(pid):
         return False
+    f = stat_fields(Path(f"/proc/{pid}/stat"))
+    return bool(f) and f[0] != "Z"
+
+
+def stat_fields(path: Path) -> list[str] | None:
+    """A /proc/PID[/task/TID]/stat file's fields after the command name (state first), or None when the task is
+    gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        text = path.read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
 
 
 def bridge_name(tag: str, index: int) -> str:
