@@ -179,7 +179,10 @@ class SummaryBuilder:
         size = np.asarray(batches["size"])
         busy_s = np.asarray(batches["end_s"], dtype=np.float64) - np.asarray(batches["start_s"], dtype=np.float64)
         k = len(names)
-        busy = np.bincount(codes, weights=busy_s, minlength=k)
+        # busy time continues each target's running sum in row order (bincount adds sequentially), so any split of
+        # the table into chunks gives the same float as the whole table
+        prior = np.array([self.targets.get(str(t), (0.0,))[0] for t in names], dtype=np.float64)
+        busy = np.bincount(np.concatenate([np.arange(k), codes]), weights=np.concatenate([prior, busy_s]), minlength=k)
         n = np.bincount(codes, minlength=k)
         nv = np.bincount(codes[verify], minlength=k)
         vreqs = np.bincount(codes[verify], weights=size[verify].astype(np.float64), minlength=k)
@@ -187,7 +190,7 @@ class SummaryBuilder:
             if n[i] == 0:
                 continue
             acc = self.targets.setdefault(str(t), [0.0, 0, 0, 0])
-            acc[0] += float(busy[i])
+            acc[0] = float(busy[i])
             acc[1] += int(n[i])
             acc[2] += int(nv[i])
             acc[3] += int(vreqs[i])
