@@ -9,6 +9,7 @@ from conftest import one_edge_spec, scenario, write_native_trace
 from testbed import wire
 from testbed.acceptance import expected_tokens_per_round
 from testbed.sim import simulate
+from testbed.sim.nodes import RECV_GATHER_S
 
 
 def spaced(n: int, prompt: int, output: int, gap: float = 1000.0) -> list[tuple[float, int, int]]:
@@ -39,7 +40,32 @@ def test_ttft_includes_serialisation_at_link_rate(tmp_path):
     s = simulate(sc).summary
     up = wire.wire_bytes(wire.payload_bytes("PREFILL", prompt)) * 8 / 1e6
     down = wire.wire_bytes(wire.payload_bytes("PREFILL_DONE", 1)) * 8 / 1e6
-    assert s["ttft_ms"]["mean"] == pytest.approx((up + 0.005 + 0.030 + down + 0.005) * 1e3, rel=1e-6)
+    # the prefill starts RECV_GATHER_S after its message reached the idle target (the receive rule)
+    expect = up + 0.005 + RECV_GATHER_S + 0.030 + down + 0.005
+    assert s["ttft_ms"]["mean"] == pytest.approx(expect * 1e3, rel=1e-6)
+
+
+@pytest.mark.parametrize("bw_mbps", [None, 1000.0])
+def test_idle_target_verifies_a_burst_written_in_one_instant_in_one_batch(tmp_path, bw_mbps):
+    """Six requests arrive at once: their PREFILLs, and then every round's VERIFYs, are written in one instant and
+    reach the idle target together (unshaped link) or 1-2 us apart (serialised at 1 Gbit/s). The target takes them
+    all in before it starts a batch (receive rule), so each batch holds every request still running; starting at
+    the first arrival would verify one VERIFY alone and make the other five wait a whole batch."""
+    n = 6
+    trace = write_native_trace(tmp_path / "t.jsonl", [(0.0, 100, 40)] * n)
+    r = simulate(scenario(one_edge_spec(trace, bw_mbps=bw_mbps)))
+    b, rd = r.batches, r.rounds
+    assert b[b.kind == "prefill"]["size"].tolist() == [n]
+    assert b[b.kind == "verify"]["size"].iloc[0] == n
+    # the VERIFYs written together (in one instant; 1 us apart at 1 Gbit/s, as their results came back; all n until
+    # the last rounds, truncated to the length, drift apart) are verified in one batch, which starts RECV_GATHER_S
+    # after the first of them reached the idle target
+    rd = rd.sort_values("send_s")
+    burst = (rd.send_s.diff() > 50e-6).cumsum()
+    bursts = rd.groupby(burst).agg(n=("request_id", "size"), batches=("batch_start_s", "nunique"))
+    assert (bursts.n == n).sum() >= 8 and (bursts.batches == 1).all()
+    first = rd[burst.map(bursts.n).to_numpy() == n].groupby("batch_start_s").target_recv_s.min()
+    assert first.index.to_numpy() - first.to_numpy() == pytest.approx(RECV_GATHER_S, abs=1e-9)
 
 
 def test_autoregressive_and_fused_baselines(tmp_path):

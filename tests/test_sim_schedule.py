@@ -57,7 +57,11 @@ def test_trace_link_delivers_only_at_opportunities(tmp_path):
     rd = r.rounds
     left_link = rd.target_recv_s - 0.005  # the moment the VERIFY finished crossing the trace link
     ms = left_link * 1e3
-    assert np.allclose(ms, np.round(ms), atol=1e-6) and (np.round(ms) % 10 == 0).all()  # opportunities only
+    # opportunities only: released at an opportunity's millisecond, or within it at the packet's arrival
+    # (max(m, arrival); the sends are off whole milliseconds by the target's RECV_GATHER_S)
+    at_opp = np.isclose(ms, np.round(ms), atol=1e-6) & (np.round(ms) % 10 == 0)
+    in_opp = np.isclose(left_link, rd.send_s, atol=1e-9) & (ms - np.floor(ms / 10 + 1e-9) * 10 <= 1 + 1e-6)
+    assert (at_opp | in_opp).all() and ((left_link - rd.send_s)[at_opp] > 1e-3).sum() >= 10  # some waited
     assert (left_link >= rd.send_s - 1e-9).all() and (left_link - rd.send_s < 0.010 + 1e-9).all()  # the next one
     down = rd.recv_s - rd.batch_end_s  # the other direction has no trace: plain 5 ms
     assert np.allclose(down, 0.005, atol=1e-9)

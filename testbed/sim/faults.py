@@ -296,6 +296,7 @@ class TargetFaults:
         t.queue.clear()
         t.busy = False
         t.wake_at = -1.0
+        t.waking = False
 
     def restart(self, _: object = None) -> None:
         self.down = False
