@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from testbed.errors import InputError
-from testbed.metrics import SUMMARY_COLUMNS, Quantiles, SummaryBuilder, latencies
+from testbed.metrics import SUMMARY_COLUMNS, Quantiles, SummaryBuilder, in_window, latencies
 from testbed.tables import READ_BATCH_ROWS, TABLES, record_batches
 
 BATCH_ROWS = READ_BATCH_ROWS  # string columns are read as dictionaries (codes)
@@ -383,8 +383,7 @@ def scan_pair(a: Path, b: Path, window: tuple[float, float], batch_rows: int = R
             done[k] = True
             return
         if w1 > w0:
-            fin = df["finish_s"]
-            inside = (df["status"] == "ok") & (fin >= w0) & (fin <= w1)
+            inside = (df["status"] == "ok") & in_window(df["finish_s"], window)
             out.window_done[k] += int(inside.sum())
             out.window_tokens[k] += int(df["output_tokens"][inside].sum())
         bufs[k] = df if bufs[k] is None else pd.concat([bufs[k], df], ignore_index=True)

@@ -7,6 +7,8 @@ From the requests / rounds / batches tables:
 - duration = last finish (or last arrival, if later) - 0 (the run's start, first arrival)
 - request throughput = completed / duration; output token throughput = tokens of completed / duration
 - goodput = completed requests meeting both SLOs (TTFT <= slo_ttft_ms, TPOT <= slo_tpot_ms) / duration
+- over the arrival window [first, last arrival] (issue 17's robust versions, where one tail request or the drain
+  cannot dominate): completions finishing inside it per second of it; window_goodput counts the SLO-meeting ones
 - acceptance rate = accepted / drafted tokens over all rounds with gamma > 0
 - tokens per round = mean gained; mean gamma = mean drafted window over rounds with gamma > 0
 - batch size = mean requests per verify batch; utilisation = busy time / duration per target
@@ -32,6 +34,28 @@ def latencies(requests: pd.DataFrame) -> pd.DataFrame:
     n = r["output_tokens"].astype("float64")
     tpot = ((r["finish_s"] - r["first_token_s"]) * 1e3 / (n - 1)).where(n > 1)
     return pd.DataFrame({"ttft_ms": ttft, "tpot_ms": tpot, "e2e_ms": e2e}, index=r.index)
+
+
+def meets_slo(lat: pd.DataFrame, slo_ttft_ms: float, slo_tpot_ms: float) -> pd.Series:
+    """Per request (rows of `latencies`): TTFT and TPOT within the SLOs (no TPOT, one output token: met)."""
+    return (lat["ttft_ms"] <= slo_ttft_ms) & (lat["tpot_ms"].fillna(0.0) <= slo_tpot_ms)
+
+
+def in_window(finish_s, window: tuple[float, float]):
+    """Finishing inside the arrival window [first arrival, last arrival] (issue 17's robust throughput: the
+    steady state, not the drain after the last arrival)."""
+    return (finish_s >= window[0]) & (finish_s <= window[1])
+
+
+def window_goodput(requests: pd.DataFrame, slo_ttft_ms: float, slo_tpot_ms: float) -> float | None:
+    """Goodput over the arrival window: completed requests meeting both SLOs and finishing inside it, per second
+    of it (None when every request arrives at once)."""
+    w0, w1 = float(requests["arrival_s"].min()), float(requests["arrival_s"].max())
+    if not w1 > w0:
+        return None
+    done = requests[requests["status"] == "ok"]
+    good = meets_slo(latencies(done), slo_ttft_ms, slo_tpot_ms) & in_window(done["finish_s"], (w0, w1))
+    return float(good.sum()) / (w1 - w0)
 
 
 def dist(x: pd.Series | np.ndarray) -> dict[str, float | None]:
@@ -155,8 +179,7 @@ class SummaryBuilder:
             self.last_finish = _nanmax(self.last_finish, done["finish_s"].max())
         if len(requests):
             self.last_arrival = _nanmax(self.last_arrival, requests["arrival_s"].max())
-        tpot_ok = lat["tpot_ms"].fillna(0.0) <= slo_tpot_ms
-        self.good += int(((lat["ttft_ms"] <= slo_ttft_ms) & tpot_ok).sum())
+        self.good += int(meets_slo(lat, slo_ttft_ms, slo_tpot_ms).sum())
         self.tokens_out += int(done["output_tokens"].sum())
         for k, q in self.lat.items():
             q.add(lat[k])

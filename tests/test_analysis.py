@@ -660,3 +660,27 @@ def test_bench_analysis_tiles_a_run(sim_runs, tmp_path):
     assert row(doc, "requests_completed")["sim"] == rec["requests_completed"] == 3 * base_rec["requests_completed"]
     assert row(doc, "acceptance_rate")["sim"] == pytest.approx(base_rec["acceptance_rate"])
     assert row(doc, "ttft_ms.p99")["sim"] == pytest.approx(rec["ttft_ms"]["p99"])
+
+
+def test_window_goodput_counts_slo_meeting_completions_inside_the_arrival_window():
+    import pandas as pd
+
+    from testbed.metrics import summarize, window_goodput
+
+    # arrivals 0..4 s: the window is [0, 4]; request 2 misses the TTFT SLO, request 3 finishes after the last
+    # arrival (the drain), request 4 failed; requests 0, 1 and 5 (one output token: no TPOT) count
+    req = pd.DataFrame(
+        {
+            "status": ["ok", "ok", "ok", "ok", "failed", "ok"],
+            "arrival_s": [0.0, 1.0, 2.0, 3.0, 4.0, 3.5],
+            "first_token_s": [0.1, 1.2, 3.0, 3.1, np.nan, 3.6],
+            "finish_s": [0.5, 2.0, 3.5, 9.0, np.nan, 3.6],
+            "output_tokens": [5, 9, 6, 61, 3, 1],
+        }
+    )
+    assert window_goodput(req, 500.0, 100.0) == pytest.approx(3 / 4.0)
+    empty = pd.DataFrame(columns=["status", "round", "gamma", "accepted", "gained"])
+    batches = pd.DataFrame(columns=["target", "kind", "start_s", "end_s", "size"])
+    s = summarize(req, empty, batches, 500.0, 100.0)
+    assert s["goodput_rps"] == pytest.approx(4 / 9.0)  # request 3 counts there, over the duration to its finish
+    assert window_goodput(req.iloc[:1], 500.0, 100.0) is None  # one arrival: no window
