@@ -11,7 +11,9 @@ With --changing-links TOPOLOGY (e.g. topologies/cellular-edge.yaml, links that c
 static gamma 1..8, hf, specdec and AWC on it and prints each one's goodput and its gap to the best static window,
 next to an upper bound on the goodput of ANY window policy (bench/awc_bound.py: per request, the earliest first
 token and finish and the smallest TPOT an oracle that knows every acceptance in advance could reach with no other
-request in the system), i.e. the largest gain over the best static window that any window policy could have.
+request in the system), i.e. the largest gain over the best static window that any window policy could have; each
+one's goodput over the arrival window (SLO-meeting completions between the first and the last arrival, per second);
+and, for the request that sets the duration, what a causal policy (not knowing future acceptances) can expect.
 
     python bench/bench_awc.py --changing-links topologies/cellular-edge.yaml
 """
