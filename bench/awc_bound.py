@@ -309,14 +309,13 @@ def sample_timed(tr: TimedRounds, policy: np.ndarray, runs: np.ndarray) -> np.nd
     return tr.t0 + tr.step * k
 
 
-def long_rounds(tr: TimedRounds, policy: np.ndarray, runs, longer_s: float = 0.3) -> list[tuple]:
-    """(start s, window, duration s) of the rounds longer than longer_s under policy on one draw (runs[p])."""
+def rounds_on(tr: TimedRounds, policy: np.ndarray, runs) -> list[tuple]:
+    """(start s, window, duration s) of every round under policy on one draw (runs[p])."""
     p, k, out = 1, 0, []
     while p < tr.out:
         g = int(policy[p] if policy.ndim == 1 else policy[p, k])
         nk = int(tr.next_index(p, g, np.array([k]))[0])
-        if (nk - k) * tr.step > longer_s:
-            out.append((tr.t0 + k * tr.step, g, (nk - k) * tr.step))
+        out.append((tr.t0 + k * tr.step, g, (nk - k) * tr.step))
         p, k = p + min(int(runs[p]), g) + 1, nk
     return out
 
@@ -349,6 +348,24 @@ def stall_rules(tr: TimedRounds, rnd: Round, windows) -> tuple[dict[tuple, np.nd
     return rules, {x: float((t - last > x).mean()) for x in xs}
 
 
+def lookahead_rules(tr: TimedRounds, windows) -> dict[tuple, np.ndarray]:
+    """Window policies[p, k] that know the link one round ahead: static window g, or w when a round of window g
+    started now (at the request's middle position) would take more than x seconds (x in 150 / 300 / 600 ms: it
+    would sit in an outage; w in 8 / gamma_max). Key: (g, x, w)."""
+    k = np.arange(tr.k_max + 1)
+    gmax = tr.up.shape[0] - 1
+    room = np.maximum(tr.out - 1 - np.arange(tr.out + 1), 0)[:, None]
+    mid = max(1, (tr.out - 1) // 2)
+    return {
+        (g, x, w): np.minimum(np.where((tr.next_index(mid, g, k) - k) * tr.step > x, w, g)[None, :], room).astype(
+            np.int8
+        )
+        for g in windows
+        for x in (0.15, 0.3, 0.6)
+        for w in sorted({min(8, gmax), gmax})
+    }
+
+
 def tail_request(scenario, wl, net, i: int, deadline: float, horizon_s: float, draws: int = 2000) -> dict:
     """What causal window policies can do for request i alone (the bounds hold for each reachable target; the
     least / largest over them is reported), with independent acceptance draws of the scenario's model (draws
@@ -359,7 +376,7 @@ def tail_request(scenario, wl, net, i: int, deadline: float, horizon_s: float, d
       horizon_s after the first token): expected finish of the causal optimum (timed_optimum), its finish over the
       draws and on the own draw, the probability bound of finishing by `deadline`, and each static window's and the
       ideal optimum's (a policy blind to the link) mean finish over the draws, and that of simple policies that know
-      the link's past only (stall_rules)."""
+      the link's past only (stall_rules) or one round ahead (lookahead_rules)."""
     spec = scenario.spec
     acc = AcceptanceModel(spec.models.acceptance)
     rid, out, gmax = int(wl.trace.request_id[i]), int(wl.output_tokens[i]), spec.policy.gamma_max
@@ -393,9 +410,12 @@ def tail_request(scenario, wl, net, i: int, deadline: float, horizon_s: float, d
         g_best = sorted(st, key=st.get)[:2]  # the two best static windows, with stalls answered by a large window
         rules, res[-1]["stalled"] = stall_rules(tr, rnd, g_best)
         res[-1]["stall_rules"] = {key: float(sample_timed(tr, rule, others).mean()) for key, rule in rules.items()}
-        res[-1]["long_rounds"] = {
-            "the link-aware optimum": long_rounds(tr, tpol, own[0]),
-            f"static:{g_best[0]}": long_rounds(tr, static_policy(out, g_best[0]), own[0]),
+        res[-1]["lookahead_rules"] = {
+            key: float(sample_timed(tr, rule, others).mean()) for key, rule in lookahead_rules(tr, g_best).items()
+        }
+        res[-1]["rounds"] = {
+            "the link-aware optimum": rounds_on(tr, tpol, own[0]),
+            f"static:{g_best[0]}": rounds_on(tr, static_policy(out, g_best[0]), own[0]),
         }
     best = min(res, key=lambda r: r["timed"])
     best["in_time"] = max(r["in_time"] for r in res)
@@ -496,10 +516,19 @@ def changing_links(topology: Path) -> int:
             + " / ".join(f"{x * 1e3:.0f}" for x in tail["stalled"])
             + " ms)"
         )
-    for name, rounds in tail["long_rounds"].items():
+    rules = tail["lookahead_rules"]
+    (g, x, w) = min(rules, key=rules.get)
+    print(
+        f"  knowing the link one round ahead: the best of {len(rules)} rules (window w when a round of window g "
+        f"started now would take over x ms) mean {rules[(g, x, w)]:.1f} (static:{g}, w {w} over {x * 1e3:.0f} ms)"
+    )
+    for name, rounds in tail["rounds"].items():
+        used = np.bincount([g for _, g, _ in rounds])
         print(
-            f"  rounds over 0.3 s on this run's draw (start s: window, s), {name}: "
-            + ", ".join(f"{t:.1f}: {g}, {d:.1f}" for t, g, d in rounds)
+            f"  on this run's draw, {name}: {len(rounds)} rounds, windows "
+            + " ".join(f"{g}:{n}" for g, n in enumerate(used) if n)
+            + "; rounds over 0.3 s (start s: window, s) "
+            + ", ".join(f"{t:.1f}: {g}, {d:.1f}" for t, g, d in rounds if d > 0.3)
         )
     print(
         f"+10 % over {best} needs duration <= {int(ok.sum())} / (1.1 x {g_best:.3f}) = {deadline:.1f} s, so request "

@@ -151,10 +151,24 @@ def test_stall_rules_know_only_the_past():
     assert stalled[0.05] == pytest.approx((1.5 - 0.05) / 5.0, abs=2e-3)  # of the grid's 5 s, the outage less 50 ms
 
 
-def test_long_rounds_are_the_ones_waiting_for_the_outage():
+def test_lookahead_rules_see_the_outage_one_round_ahead():
+    ms = np.arange(0, 100_000)
+    rnd = _round(ms[(ms < 4000) | (ms >= 5500)])
+    tr = awc_bound.TimedRounds(rnd, 40, 8, 3.0, 5.0)
+    r = awc_bound.lookahead_rules(tr, (3,))[(3, 0.3, 8)]
+    k = lambda t: int(round((t - tr.t0) / tr.step))  # noqa: E731
+    # a window-3 round drafts 30 ms: started at 3.9 s its VERIFY goes out at 3.93 s (through); at 3.99 s into the
+    # outage (back after 5.5 s: over 300 ms); at 5.3 s it waits 0.2 s only
+    assert r[1, k(3.9)] == 3 and r[1, k(3.99)] == 8 and r[1, k(5.3)] == 3 and r[1, k(5.6)] == 3
+
+
+def test_rounds_on_a_draw_follow_each_other_and_one_waits_for_the_outage():
     ms = np.arange(0, 100_000)
     rnd = _round(ms[(ms < 4000) | (ms >= 5500)])
     tr = awc_bound.TimedRounds(rnd, 200, 4, 3.0, 20.0)
     runs = AcceptanceModel(AcceptanceSpec(kind="iid", alpha=0.7)).runs(1, 2, 200)
-    ((start, g, dur),) = awc_bound.long_rounds(tr, awc_bound.static_policy(200, 4), runs)
+    rounds = awc_bound.rounds_on(tr, awc_bound.static_policy(200, 4), runs)
+    ((start, g, dur),) = [r for r in rounds if r[2] > 0.3]
     assert g == 4 and start < 4.0 and start + dur >= 5.5  # sent into the outage, back after it
+    assert rounds[0][0] == 3.0
+    assert all(b[0] == pytest.approx(a[0] + a[2]) for a, b in zip(rounds, rounds[1:]))  # back to back
