@@ -51,17 +51,17 @@ def test_delay_step_changes_the_round_trip_exactly_at_the_step(tmp_path):
 def test_trace_link_delivers_only_at_opportunities(tmp_path):
     trace = write_native_trace(tmp_path / "t.jsonl", steady(10, 0.37, prompt=50, output=60))
     (tmp_path / "every10.up").write_text("\n".join(str(10 * k) for k in range(1, 11)) + "\n")  # 0.1 Mbit/s-ish
-    d = one_edge_spec(trace, delay_ms=5)
+    d = one_edge_spec(trace, delay_ms=5, t_draft_ms=11.3)  # sends off the 10 ms grid: most wait for an opportunity
     d["schedule"] = {"links": [{"link": "edge0-cloud0", "trace_fwd": str(tmp_path / "every10.up")}]}
     r = simulate(scenario(d))
     rd = r.rounds
     left_link = rd.target_recv_s - 0.005  # the moment the VERIFY finished crossing the trace link
     ms = left_link * 1e3
     # opportunities only: released at an opportunity's millisecond, or within it at the packet's arrival
-    # (max(m, arrival); the sends are off whole milliseconds by the target's RECV_GATHER_S)
+    # (Mahimahi's max(m, arrival), for a send inside an opportunity's millisecond)
     at_opp = np.isclose(ms, np.round(ms), atol=1e-6) & (np.round(ms) % 10 == 0)
     in_opp = np.isclose(left_link, rd.send_s, atol=1e-9) & (ms - np.floor(ms / 10 + 1e-9) * 10 <= 1 + 1e-6)
-    assert (at_opp | in_opp).all() and ((left_link - rd.send_s)[at_opp] > 1e-3).sum() >= 10  # some waited
+    assert (at_opp | in_opp).all() and ((left_link - rd.send_s)[at_opp] > 1e-6).sum() > len(rd) / 2  # most waited
     assert (left_link >= rd.send_s - 1e-9).all() and (left_link - rd.send_s < 0.010 + 1e-9).all()  # the next one
     down = rd.recv_s - rd.batch_end_s  # the other direction has no trace: plain 5 ms
     assert np.allclose(down, 0.005, atol=1e-9)
