@@ -34,6 +34,12 @@ def main() -> int:
     ap.add_argument("--gamma", type=int, default=4)
     ap.add_argument("--requests", type=int, default=12, help="requests for the acceptance measurement")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--lookup", type=int, default=0, help="prompt lookup of N tokens before the draft model")
+    ap.add_argument(
+        "--draft",
+        default=None,
+        help="draft model (default: the shipped int8 draft; smollm2-135m-tiny: the distilled one)",
+    )
     args = ap.parse_args()
 
     from nodes import models as M
@@ -48,7 +54,8 @@ def main() -> int:
     res["target_load_s"] = round(time.perf_counter() - t, 2)
     res["target_load_was_first"] = first
     t = time.perf_counter()
-    dm, _, _ = M.load_model(M.DRAFT_NAME)
+    draft = args.draft or M.DRAFT_NAME
+    dm, _, _ = M.load_model(draft)
     res["draft_load_s"] = round(time.perf_counter() - t, 2)
     reps = 1 if args.quick else 3
     b = Bench(tm, dm, ttok, reps=reps)
@@ -82,7 +89,9 @@ def main() -> int:
         str(find_trace("azure-conv")), "auto", max_requests=args.requests if not args.quick else 4, duration_s=None
     )
     reqs = [(int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(tr.output_tokens[i])) for i in range(len(tr))]
-    _, summ = record(M.DRAFT_NAME, M.TARGET_NAME, reqs, max_prompt=1024, max_output=64 if not args.quick else 24)
+    _, summ = record(
+        draft, M.TARGET_NAME, reqs, max_prompt=1024, max_output=64 if not args.quick else 24, lookup_ngram=args.lookup
+    )
     alpha = summ["acceptance_rate"]
     res["acceptance"] = {k: summ[k] for k in ("requests", "positions", "acceptance_rate", "max_prompt", "max_output")}
 

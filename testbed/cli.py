@@ -21,6 +21,7 @@ COMMANDS = {
     "doctor": "check what this machine can emulate and which backends a run would use",
     "cleanup": "remove leftovers (namespaces, links, rules, processes) of crashed runs",
     "calibrate": "measure real models and fit a compute profile",
+    "distill": "distil a small draft model from the target's outputs (CPU, offline)",
     "awc": "train / evaluate the Adaptive Window Control policy",
     "sweep": "grid / random search over spec fields, topologies, policies and seeds, on Ray",
 }

@@ -51,6 +51,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "testbed/commands/",
         "testbed/rundir.py",
         "testbed/calibrate/",
+        "testbed/distill.py",
         "testbed/awc/",
         "testbed/runner.py",
         "testbed/sweep/",

@@ -52,6 +52,7 @@ from nodes.backends import (
     TargetRequest,
     tokens_array,
 )
+from nodes.prompt_lookup import lookup_next
 from nodes.prompts import PromptSource
 from nodes.protocol import TOKEN_DTYPE
 from testbed import wire
@@ -363,8 +364,18 @@ class HFDraft(DraftBackend):
     name = "hf"
     blocking = True
 
-    def __init__(self, model, tokenizer, temperature: float = 0.0, seed: int = 0, topk: int = TOPK, context_of=None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        temperature: float = 0.0,
+        seed: int = 0,
+        topk: int = TOPK,
+        context_of=None,
+        lookup_ngram: int = 0,
+    ):
         self.run = Runner(model)
+        self.lookup_ngram = lookup_ngram if temperature == 0 else 0  # a copy is a deterministic (greedy) proposal
         self.tok = tokenizer
         self.temperature = temperature
         self.seed = seed
@@ -433,7 +444,15 @@ class HFDraft(DraftBackend):
         ids_l, pr_l = [], []
         if self.temperature > 0:
             u = uniforms(self.seed, it.rid, it.position + it.gamma + 1, STREAM_DRAFT)[it.position :]
+        ctx = st.tokens + drafted if self.lookup_ngram else None
         for i in range(it.gamma):
+            if ctx is not None:
+                x = lookup_next(ctx, self.lookup_ngram)
+                if x is not None:  # a copy: enters the cache with the next model step (or the next round's feed)
+                    drafted.append(x)
+                    ctx.append(x)
+                    feed = feed + [x]
+                    continue
             h = self.run.hidden(torch.tensor([feed]), st.cache)
             lg = self.run.logits(h[0, -1])
             if self.temperature > 0:
@@ -445,6 +464,8 @@ class HFDraft(DraftBackend):
             else:
                 x = int(lg.argmax())
             drafted.append(x)
+            if ctx is not None:
+                ctx.append(x)
             feed = [x]
         st.drafted = drafted
         pr = encode_probs(ids_l, pr_l) if (self.temperature > 0 and drafted) else None
@@ -537,6 +558,7 @@ def make_draft(scenario, node: str) -> HFDraft:
         scenario.spec.models.temperature,
         scenario.spec.seed,
         context_of=colocated.tokens if colocated is not None else None,
+        lookup_ngram=scenario.spec.models.lookup_ngram,
     )
     if colocated is None:
         d.warmup()

@@ -39,12 +39,15 @@ def record(
     max_prompt: int | None = None,
     max_output: int | None = None,
     progress=None,
+    lookup_ngram: int = 0,
 ) -> tuple[dict[int, np.ndarray], dict]:
-    """requests: (request id, prompt tokens, output tokens). Returns ({rid: booleans}, summary)."""
+    """requests: (request id, prompt tokens, output tokens). Returns ({rid: booleans}, summary). lookup_ngram: the
+    draft copies where prompt lookup finds the context's last n tokens earlier (models.lookup_ngram), as live."""
     import torch
 
     from nodes import models as M
     from nodes.backends.hf import Runner, new_cache
+    from nodes.prompt_lookup import lookup_next
     from nodes.prompts import PromptSource
 
     tm, ttok, _ = M.load_model(target_name)
@@ -75,6 +78,11 @@ def record(
             for t in out[1:-1]:
                 hd = dr.hidden(torch.tensor([[t]]), dcache)
                 pred.append(int(dr.logits(hd[0, -1]).argmax()))
+            if lookup_ngram:  # position t's draft sees prompt + out[:t] (its earlier drafts were accepted)
+                for t in range(1, len(out)):
+                    x = lookup_next(prompt + out[:t], lookup_ngram)
+                    if x is not None:
+                        pred[t] = x
             pred = np.asarray(pred[: len(out)])
         acc = pred == np.asarray(out)
         acc[0] = True
@@ -94,5 +102,6 @@ def record(
         "max_prompt": max_prompt,
         "max_output": max_output,
         "mode": "greedy, draft stepped token by token as live",
+        "lookup_ngram": lookup_ngram,
     }
     return seqs, summary

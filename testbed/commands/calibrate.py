@@ -93,6 +93,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "lengths, batch sizes and windows, so the fit is measured where the run operates",
     )
     p.add_argument("--skip-timing", action="store_true", help="only record acceptance")
+    p.add_argument(
+        "--lookup-ngram",
+        type=int,
+        default=None,
+        metavar="N",
+        help="record acceptance with prompt lookup of N tokens before the draft model (models.lookup_ngram; "
+        "default: the --topology's, else 0)",
+    )
 
 
 def parse_grid(text: str) -> dict:
@@ -119,12 +127,28 @@ def parse_grid(text: str) -> dict:
     return grid
 
 
+# the topology's own acceptance model is irrelevant here (this records one; its file may not exist yet)
+RECORDING = ["models.acceptance.kind=iid"]
+
+
+def _lookup_ngram(args) -> int:
+    if args.lookup_ngram is not None:
+        if args.lookup_ngram < 0:
+            raise InputError("--lookup-ngram", "must be >= 0")
+        return args.lookup_ngram
+    if args.topology:
+        from testbed.spec.resolve import load_scenario
+
+        return load_scenario(args.topology, RECORDING).spec.models.lookup_ngram
+    return 0
+
+
 def _requests(args, n: int) -> list[tuple[int, int, int]]:
     if args.topology:
         from testbed.spec.resolve import load_scenario
         from testbed.workload import build_workload
 
-        w = build_workload(load_scenario(args.topology, []))
+        w = build_workload(load_scenario(args.topology, RECORDING))
         tr = w.trace
         return [
             (int(tr.request_id[i]), int(tr.prompt_tokens[i]), int(w.output_tokens[i])) for i in range(min(n, len(tr)))
@@ -213,7 +237,14 @@ def run(args: argparse.Namespace) -> int:
 
         reqs = _requests(args, n_rec)
         print(f"recording acceptance of {len(reqs)} requests ...", file=sys.stderr)
-        seqs, summary = record(args.draft, args.target, reqs, max_prompt=args.max_prompt, max_output=args.max_output)
+        seqs, summary = record(
+            args.draft,
+            args.target,
+            reqs,
+            max_prompt=args.max_prompt,
+            max_output=args.max_output,
+            lookup_ngram=_lookup_ngram(args),
+        )
         summary["requests_from"] = args.topology or args.trace
         path = save_recorded(out.with_suffix(".acceptance.npz"), seqs, summary)
         print(

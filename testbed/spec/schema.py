@@ -206,6 +206,13 @@ class ModelsSpec(Frozen):
     draft: str = Field("smollm2-135m-draft", description="Draft model name or local path (hf backend)")
     target: str = Field("smollm2-135m", description="Target model name or local path (hf backend)")
     temperature: float = Field(0.0, ge=0, description="0 = greedy verification; > 0 = speculative sampling")
+    lookup_ngram: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="hf draft, greedy only: draft the token that followed the most recent earlier occurrence of the "
+        "last N tokens (prompt lookup, nodes/prompt_lookup.py), the model where there is none; 0 = model only",
+    )
     acceptance: AcceptanceSpec = Field(
         default_factory=AcceptanceSpec, description="Acceptance model (profiled backend and simulator)"
     )
