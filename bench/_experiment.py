@@ -11,11 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_experiment(
-    topology: Path, out: Path, sets: list[str], net: str
+    topology: Path, out: Path, sets: list[str], net: str, extra: tuple[str, ...] = ()
 ) -> tuple[dict[str, dict] | None, subprocess.CompletedProcess]:
-    """One `testbed run` (quiet); returns ({metric: compare.json row} or None when no comparison was written,
-    the finished process)."""
-    cmd = [sys.executable, "-m", "testbed", "run", str(topology), "--net", net, "--out", str(out), "--quiet"]
+    """One `testbed run` (quiet; `extra`: more of its options); returns ({metric: compare.json row} or None when no
+    comparison was written, the finished process)."""
+    cmd = [sys.executable, "-m", "testbed", "run", str(topology), "--net", net, "--out", str(out), "--quiet", *extra]
     for s in sets:
         cmd += ["--set", s]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
