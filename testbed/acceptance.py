@@ -24,6 +24,9 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 
 
+_U64 = (1 << 64) - 1
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser (a bijection on uint64 with good avalanche); wraps modulo 2**64."""
     x = (x ^ (x >> _S30)) * _M1
@@ -32,11 +35,11 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def uniforms(seed: int, request_id: int, n: int, stream: int = 0) -> np.ndarray:
-    """n uniform floats in [0, 1) for positions 0..n-1 of one request: a pure function of its arguments."""
+    """n uniform floats in [0, 1) for positions 0..n-1 of one request: a pure function of its arguments. Negative
+    seeds and request ids (a node's warm-up request is -1) are taken modulo 2**64."""
     with np.errstate(over="ignore"):
-        key = _mix(
-            np.array([seed], dtype=np.uint64) ^ _mix(np.array([request_id * 4 + stream], dtype=np.uint64) + _GOLDEN)
-        )
+        rid = np.array([(request_id * 4 + stream) & _U64], dtype=np.uint64)
+        key = _mix(np.array([seed & _U64], dtype=np.uint64) ^ _mix(rid + _GOLDEN))
         ctr = np.arange(n, dtype=np.uint64)
         u = _mix(key + ctr * _GOLDEN)
     return (u >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)

@@ -498,3 +498,15 @@ def test_profile_check_flags_a_profile_from_another_machine(tiny):
     assert r["matches"] is False and len(r["warnings"]) == 3  # a 2-layer 32-wide model is far faster than predicted
     assert all(x["ratio"] < 0.5 for x in r["rows"])
     assert check_profiles(load_scenario(root / "topologies" / "star-4edge.yaml")) is None  # profiled: nothing to check
+
+
+def test_sampling_mode_target_and_draft_warm_up(tiny):
+    """A node warms up with request id -1; in sampling mode its random numbers must exist for it (a target node
+    crashed before it was ready: uint64 overflow)."""
+    d, dd, _ = tiny
+    tm, _ = load(d)
+    dm, dtok = load(dd)
+    hf.HFTarget(tm, temperature=0.8, seed=3).warmup()
+    hf.HFDraft(dm, dtok, temperature=0.8, seed=3, topk=5).warmup()
+    u = hf.uniforms(3, -1, 4, hf.STREAM_TARGET)
+    assert ((u >= 0) & (u < 1)).all() and not np.array_equal(u, hf.uniforms(3, 0, 4, hf.STREAM_TARGET))
