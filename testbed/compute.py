@@ -3,6 +3,9 @@
 A profile gives three linear cost terms (units: milliseconds; context in thousands of tokens):
 
     cost(n_req, n_tokens, ctx_tokens) = base_ms + per_req_ms*n_req + per_token_ms*n_tokens + per_kctx_ms*ctx_tokens/1000
+                                        + multi_token_ms * (n_tokens > 1)
+
+(multi_token_ms: a CPU runs one token's matrix-vector products on a faster path than several tokens' matrices.)
 
 - draft_step: one draft token for one request with the given context (drafting gamma tokens = gamma steps);
 - draft_prefill: the first draft step of a request's first round (n_req 1, n_tokens = its context then, the
@@ -43,13 +46,17 @@ class Cost:
     per_req: float
     per_token: float
     per_kctx: float
+    multi: float = 0.0  # added when more than one token is processed
 
     @classmethod
     def from_spec(cls, c: CostSpec) -> "Cost":
-        return cls(c.base_ms / 1e3, c.per_req_ms / 1e3, c.per_token_ms / 1e3, c.per_kctx_ms / 1e6)
+        return cls(
+            c.base_ms / 1e3, c.per_req_ms / 1e3, c.per_token_ms / 1e3, c.per_kctx_ms / 1e6, c.multi_token_ms / 1e3
+        )
 
     def __call__(self, n_req: int, n_tokens: int, ctx_tokens: int = 0) -> float:
-        return self.base + self.per_req * n_req + self.per_token * n_tokens + self.per_kctx * ctx_tokens
+        t = self.base + self.per_req * n_req + self.per_token * n_tokens + self.per_kctx * ctx_tokens
+        return t + self.multi if n_tokens > 1 else t
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +77,7 @@ class ComputeModel:
             Cost.from_spec(p.draft_step),
             Cost.from_spec(p.prefill),
             Cost.from_spec(p.verify),
-            dp if (dp.base or dp.per_req or dp.per_token or dp.per_kctx) else None,
+            dp if (dp.base or dp.per_req or dp.per_token or dp.per_kctx or dp.multi) else None,
         )
 
     def draft_time(self, gamma: int, ctx_tokens: int, position: int) -> float:

@@ -9,8 +9,9 @@ import pytest
 from testbed.acceptance import accepted_runs
 from testbed.acceptance_recorded import RecordedAcceptance, save_recorded
 from testbed.calibrate.fit import fit_cost, write_profile
-from testbed.compute import ComputeModel, load_profile_file
+from testbed.compute import ComputeModel, Cost, load_profile_file
 from testbed.errors import InputError
+from testbed.spec.schema import CostSpec
 
 
 def test_fit_recovers_known_coefficients():
@@ -25,6 +26,27 @@ def test_fit_recovers_known_coefficients():
     for k, v in true.items():
         assert f.coef[k] == pytest.approx(v, rel=0.1, abs=0.3), k
     assert f.r2 > 0.99 and f.max_rel < 0.05
+
+
+def test_fit_finds_the_one_token_path_and_compute_charges_it():
+    """One token per step (an autoregressive decode) is a matrix-vector product on a CPU, much cheaper than the
+    first of several tokens: multi_token_ms is fitted when the grid has both, and ComputeModel charges it only
+    above one token."""
+    rng = np.random.default_rng(2)
+    B = np.array([1, 1, 1, 1, 2, 2, 4, 4] * 4)
+    g = np.array([0, 1, 4, 8, 0, 4, 0, 4] * 4)
+    tokens = B * (g + 1)
+    ctx = B * rng.integers(100, 300, len(B))
+    ms = 100 + 5 * tokens + 20 * ctx / 1000 + 90 * (tokens > 1)
+    f = fit_cost(B, tokens, ctx, ms * (1 + rng.normal(0, 0.005, len(B))))
+    assert f.coef["multi_token_ms"] == pytest.approx(90, rel=0.1)
+    assert f.coef["base_ms"] == pytest.approx(100, rel=0.1)
+    spec = CostSpec(**{k: v for k, v in f.coef.items()})
+    cost = Cost.from_spec(spec)
+    assert cost(1, 2, 200) - cost(1, 1, 200) == pytest.approx((f.coef["per_token_ms"] + f.coef["multi_token_ms"]) / 1e3)
+    assert cost(1, 3, 200) - cost(1, 2, 200) == pytest.approx(f.coef["per_token_ms"] / 1e3)
+    flat = fit_cost(np.ones(4), np.full(4, 5), [100, 200, 300, 400], [50, 51, 52, 53])
+    assert flat.coef["multi_token_ms"] == 0  # constant column (every step has 5 tokens): folded into base
 
 
 def test_fit_is_non_negative_and_handles_constant_columns():

@@ -1,12 +1,13 @@
 """Fitting the linear cost terms of testbed.compute to measured latencies.
 
     cost_ms = base_ms + per_req_ms * n_req + per_token_ms * n_tokens + per_kctx_ms * ctx_tokens / 1000
+              + multi_token_ms * (n_tokens > 1)
 
 Least squares on relative errors (each row weighted by 1 / measured latency): the grid spans 40 ms to seconds,
 and an absolute fit let the largest batches decide everything (a verify fit that was 150 % off at small
 contexts, where real runs live). Non-negative (a negative coefficient would make the simulator predict negative
 latencies
-somewhere): with at most four coefficients the exact NNLS solution is found by solving the unconstrained
+somewhere): with at most five coefficients the exact NNLS solution is found by solving the unconstrained
 problem on every subset of free coefficients (the others held at 0) and keeping the best feasible one.
 Columns that are constant in the data (e.g. n_req = 1 for draft steps) cannot be told apart from base_ms
 and are fixed at 0.
@@ -21,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-TERMS = ("base_ms", "per_req_ms", "per_token_ms", "per_kctx_ms")
+TERMS = ("base_ms", "per_req_ms", "per_token_ms", "per_kctx_ms", "multi_token_ms")
 
 
 @dataclass(frozen=True)
 class Fit:
-    coef: dict[str, float]  # the four CostSpec fields, ms
+    coef: dict[str, float]  # the CostSpec fields (TERMS), ms
     r2: float
     max_abs_ms: float
     max_rel: float
@@ -38,7 +39,7 @@ class Fit:
 
 def design(n_req, n_tokens, ctx_tokens) -> np.ndarray:
     n_req, n_tokens, ctx = (np.asarray(x, dtype=np.float64) for x in (n_req, n_tokens, ctx_tokens))
-    return np.column_stack([np.ones_like(n_req), n_req, n_tokens, ctx / 1000.0])
+    return np.column_stack([np.ones_like(n_req), n_req, n_tokens, ctx / 1000.0, (n_tokens > 1).astype(np.float64)])
 
 
 def nnls(A: np.ndarray, y: np.ndarray, free: list[int]) -> np.ndarray:
@@ -64,7 +65,7 @@ def fit_cost(n_req, n_tokens, ctx_tokens, ms, relative: bool = True) -> Fit:
     y = np.asarray(ms, dtype=np.float64)
     if len(y) == 0:
         raise ValueError("no measurements to fit")
-    free = [0] + [j for j in (1, 2, 3) if np.ptp(A[:, j]) > 0]
+    free = [0] + [j for j in range(1, A.shape[1]) if np.ptp(A[:, j]) > 0]
     # columns proportional to another free one (e.g. n_tokens = n_req when each request has one token) are
     # indistinguishable: keep the first
     kept: list[int] = []

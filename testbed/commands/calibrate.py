@@ -28,7 +28,7 @@ GRID_FULL = {
     "prefill_B": [1, 2, 4],
     "prefill_L": [16, 64, 128, 256, 1024],
     "verify_B": [1, 2, 4, 8],
-    "verify_gamma": [1, 4, 8],
+    "verify_gamma": [0, 1, 4, 8],  # 0: one token (an autoregressive step), see CostSpec.multi_token_ms
     "verify_ctx": [64, 128, 256, 1024, 2048],
     "reps": 5,
 }
@@ -38,7 +38,7 @@ GRID_QUICK = {
     "prefill_B": [1, 2],
     "prefill_L": [64, 256],
     "verify_B": [1, 2, 4],
-    "verify_gamma": [2, 4],
+    "verify_gamma": [0, 2, 4],
     "verify_ctx": [128, 512],
     "reps": 1,
 }
