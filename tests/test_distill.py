@@ -219,6 +219,8 @@ def test_a_draft_with_prompt_lookup_copies_and_keeps_its_cache_consistent(tmp_pa
     dm, dtok, _ = M.load_model(str(d))
     prompt = [5, 6, 7, 8, 9, 5, 6, 7]
     raw = np.asarray(prompt, dtype="<i4").tobytes()
+    with pytest.raises(ValueError, match="temperature 0"):
+        hf.HFDraft(dm, dtok, temperature=0.5, lookup_ngram=3)
     a = hf.HFDraft(dm, dtok, lookup_ngram=3)
     a.start(1, raw, 50)
     a.observe(1, 0, 8)  # context ... 5 6 7 8: "6 7 8" occurred before, followed by 9

@@ -109,6 +109,10 @@ def write(tmp_path, text):
             "name: t\nnodes: [{name: cloud0, role: target}, {name: edge0, role: draft}]\n",
             "nodes[1]: draft 'edge0' has no link",
         ),
+        (
+            BASE + "models: {temperature: 0.5, lookup_ngram: 3}\n",
+            "lookup_ngram drafts deterministic copies: it needs temperature 0",
+        ),
         ("- just a list\n", "must be a YAML mapping"),
         ("name: [unclosed\n", "invalid YAML"),
     ],

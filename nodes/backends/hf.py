@@ -374,8 +374,10 @@ class HFDraft(DraftBackend):
         context_of=None,
         lookup_ngram: int = 0,
     ):
+        if lookup_ngram and temperature > 0:  # (the spec refuses it: models.lookup_ngram)
+            raise ValueError("prompt lookup drafts deterministic copies: it needs temperature 0 (greedy)")
         self.run = Runner(model)
-        self.lookup_ngram = lookup_ngram if temperature == 0 else 0  # a copy is a deterministic (greedy) proposal
+        self.lookup_ngram = lookup_ngram
         self.tok = tokenizer
         self.temperature = temperature
         self.seed = seed

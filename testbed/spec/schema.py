@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME_PATTERN = r"^[a-z][a-z0-9]{0,9}$"  # short: Mininet interface names are '<node>-eth<N>' (15 chars max)
 
@@ -216,6 +216,12 @@ class ModelsSpec(Frozen):
     acceptance: AcceptanceSpec = Field(
         default_factory=AcceptanceSpec, description="Acceptance model (profiled backend and simulator)"
     )
+
+    @model_validator(mode="after")
+    def _lookup_is_greedy(self) -> "ModelsSpec":
+        if self.lookup_ngram and self.temperature > 0:
+            raise ValueError("lookup_ngram drafts deterministic copies: it needs temperature 0 (greedy)")
+        return self
 
 
 class CostSpec(Frozen):
