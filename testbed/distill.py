@@ -301,8 +301,13 @@ def _batch(examples, t: dict, full2sub: np.ndarray, n_out: int):
     return ids, starts, target, arg
 
 
-def _head_logits(student, h, vocab_t):
-    return h @ student.get_output_embeddings().weight[vocab_t].T
+def _output_logits(student, ids, starts: list[int], vocab_t, n_out: int):
+    """The student's logits over the head vocabulary at each sequence's n_out output positions (B, n_out, H)."""
+    import torch
+
+    h = student.get_decoder()(input_ids=ids).last_hidden_state
+    hs = torch.stack([h[b, s : s + n_out] for b, s in enumerate(starts)])
+    return hs @ student.get_output_embeddings().weight[vocab_t].T
 
 
 def train_student(
@@ -333,7 +338,6 @@ def train_student(
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
     )
-    decoder = student.get_decoder()
     log: dict = {"steps": steps, "loss": [], "holdout": []}
     order: list = []
     student.train()
@@ -343,9 +347,7 @@ def train_student(
             rng.shuffle(order)
         pick, order = order[: cfg.batch], order[cfg.batch :]
         ids, starts, target, _ = _batch([train[i] for i in pick], t, full2sub, n_out)
-        h = decoder(input_ids=ids).last_hidden_state
-        hs = torch.stack([h[b, s : s + n_out] for b, s in enumerate(starts)])
-        lp = torch.log_softmax(_head_logits(student, hs, vocab_t), -1)
+        lp = torch.log_softmax(_output_logits(student, ids, starts, vocab_t, n_out), -1)
         loss = -(target * lp).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -368,14 +370,11 @@ def agreement(student, examples, t: dict, full2sub: np.ndarray, vocab_t, n_out: 
     import torch
 
     student.eval()
-    decoder = student.get_decoder()
     hit = tot = 0
     with torch.inference_mode():
         for k in range(0, len(examples), 16):
             ids, starts, _, arg = _batch(examples[k : k + 16], t, full2sub, n_out)
-            h = decoder(input_ids=ids).last_hidden_state
-            hs = torch.stack([h[b, s : s + n_out] for b, s in enumerate(starts)])
-            pred = _head_logits(student, hs, vocab_t).argmax(-1)
+            pred = _output_logits(student, ids, starts, vocab_t, n_out).argmax(-1)
             hit += int((pred == arg).sum())
             tot += arg.numel()
     return round(hit / max(1, tot), 4)
