@@ -17,11 +17,13 @@ from testbed.sim import simulate
 from testbed.spec import load_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
+# a synthetic workload (6 req/s), so the comparison runs wherever the suite does, traces or not
+WORKLOAD = ["workload.trace=synthetic", "workload.synthetic.rate_rps=6", "workload.duration_s=30"]
 SCENARIOS = [  # distributed with hf windows; jitter + loss + two edge groups; fused sampling; a crash schedule
-    ("star-4edge", ["workload.duration_s=30", "policy.window=hf"]),
-    ("hetero-edge", ["workload.duration_s=30"]),
-    ("star-4edge", ["workload.duration_s=30", "run.mode=fused", "models.temperature=0.7"]),
-    ("verifier-restart", ["workload.duration_s=30"]),
+    ("star-4edge", [*WORKLOAD, "policy.window=hf"]),
+    ("hetero-edge", WORKLOAD),
+    ("star-4edge", [*WORKLOAD, "run.mode=fused", "models.temperature=0.7"]),
+    ("verifier-restart", WORKLOAD),
 ]
 PURE_RUN = """
 import sys
