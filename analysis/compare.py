@@ -38,6 +38,13 @@ Which verdict means what (issue 17; compare.json):
 - "compute_predictions": with real models and as-built compute (`testbed run --sim-compute as-built`), the
   (checked / recalibrated) profile's prediction (sim-profile/) next to the one with the compute times the run had:
   how much of the difference is the machine's speed at another moment.
+- "spread" / "spread_verdict" (`testbed run --sim-spread K`, testbed/sim/spread.py): the simulation repeated with K
+  other network seeds (jitter and loss draws differ, nothing else). If the simulator is right, the emulated value is
+  one more draw of the same distribution, so it falls outside the range of the K + 1 simulated values with
+  probability 2 / (K + 2) (distribution-free: a K / (K + 2) prediction interval, 91 % for K = 20). A metric passes
+  this verdict when it is within tolerance or inside that range: a miss of the plain verdict that passes here is
+  what the network's randomness alone produces in a run this short; one that fails here is a model error (or a
+  disturbed run).
 - Several seeds with confidence intervals: `seed_verdict` over several runs' compare.json (bench/validate_random.py
   --seeds): the mean relative error per metric with its 95 % Student-t interval; a metric passes when the mean is
   within tolerance.
@@ -455,6 +462,49 @@ def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def spread_rows(sim: dict[str, Any], emu: dict[str, Any], spread: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per judged metric: the range of the simulated values over the main simulation and its network-seed
+    repetitions (sim-spread.json), relative to the main one, whether the emulated value lies inside it, and the pass
+    flag of the spread verdict (within tolerance, or inside the range)."""
+    rows = []
+    for m in METRICS:
+        if m.tolerance is None:
+            continue
+        ref, val = m.get(sim), m.get(emu)
+        xs = [v for v in (m.get(s) for s in [sim, *spread.get("summaries", [])]) if v is not None]
+        err, ok, note = judge(ref, val, m.tolerance)
+        lo, hi = (min(xs), max(xs)) if xs else (None, None)
+        inside = None if val is None or lo is None else bool(lo <= val <= hi)
+        rows.append(
+            {
+                "metric": m.key,
+                "sim": ref,
+                "emu": val,
+                "rel_error": err,
+                "tolerance": m.tolerance,
+                "sim_lo": lo,
+                "sim_hi": hi,
+                "rel_lo": relative_error(ref, lo),
+                "rel_hi": relative_error(ref, hi),
+                "inside": inside,
+                "pass": None if ok is None else bool(ok or inside),
+                "note": note,
+            }
+        )
+    return rows
+
+
+def read_spread(run: Path) -> dict[str, Any] | None:
+    """The run's sim-spread.json (testbed/sim/spread.py), or None."""
+    from testbed.rundir import SPREAD_FILE
+
+    p = Path(run) / SPREAD_FILE
+    try:
+        return json.loads(p.read_text()) if p.is_file() else None
+    except ValueError as e:
+        raise ValueError(f"{p}: not JSON ({e})") from None
+
+
 def seed_verdict(docs: list[dict[str, Any]], section: str = "metrics") -> list[dict[str, Any]]:
     """Per metric over several runs' compare.json (e.g. seeds of one spec): mean relative error, 95 % Student-t
     half-width, n, tolerance, pass (|mean| <= tolerance; None when not judged or no run has a value)."""
@@ -501,6 +551,14 @@ def compare_run(run: Path, figures: bool = False) -> tuple[dict[str, Any], Side 
         doc["robust"] = rows
         doc["robust_facts"] = facts
         doc["robust_verdict"] = _verdict(rows)
+        spread = read_spread(Path(run))
+        if spread is not None and spread.get("skipped"):
+            doc["spread"] = {"skipped": spread["skipped"]}
+        elif spread is not None:
+            k = len(spread.get("summaries", []))
+            srows = spread_rows(sim.summary, emu.summary, spread)
+            doc["spread"] = {"net_seeds": k, "coverage": k / (k + 2), "rows": srows}
+            doc["spread_verdict"] = _verdict(srows)
         built = {"verdict": doc["verdict"], "rel_error": {r["metric"]: r["rel_error"] for r in doc["metrics"]}}
         for key, alt_dir, label in (
             ("predictions", "sim-configured", "configured"),

@@ -391,6 +391,30 @@ def fidelity_views(doc: dict[str, Any]) -> str:
             + "".join(rows)
             + "</table>"
         )
+    spread = doc.get("spread")
+    if spread and spread.get("skipped"):
+        out.append(f"<p class='sub' id='spread'>Simulator spread: {esc(spread['skipped'])}.</p>")
+    elif spread:
+        vd = doc["spread_verdict"]
+        rows = []
+        for r in spread["rows"]:
+            cls = "na" if r["pass"] is None else ("pass" if r["pass"] else "fail")
+            inside = "–" if r["inside"] is None else ("yes" if r["inside"] else "no")
+            rows.append(
+                f"<tr><td>{esc(r['metric'])}</td><td>{fmt_err(r['rel_error'])}</td>"
+                f"<td>{fmt_err(r['rel_lo'])} … {fmt_err(r['rel_hi'])}</td><td class='{cls}'>{inside}</td>"
+                f"<td class='na'>{_tol(r['tolerance'])}</td></tr>"
+            )
+        out.append(
+            "<h3 id='spread'>Simulator spread over the network's randomness</h3><p class='sub'>The simulation "
+            f"repeated with {spread['net_seeds']} other network seeds (jitter and loss draws differ, nothing else): "
+            "the range of the simulated values relative to the main simulation. A correct simulator puts the "
+            f"emulated value inside it with probability {100 * spread['coverage']:.0f} %. Within tolerance or "
+            f"inside: {vd['passed']} of {vd['judged']}.</p><table id='spread-table'><tr><th>metric</th>"
+            "<th>emu vs sim</th><th>simulated range</th><th>emu inside</th><th>tolerance</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
     pred = doc.get("predictions")
     if pred:
         conf, built = pred["configured"], pred["as-built"]

@@ -19,6 +19,10 @@ from testbed.spec import Scenario, spec_to_yaml
 from testbed.tables import write_events, write_tables
 from testbed.workload import Workload
 
+# `testbed run --sim-spread K`: {"net_seeds": [...], "summaries": [...]} of the simulation repeated with K other
+# network seeds (testbed/sim/spread.py), or {"skipped": why}; read by analysis/compare.py ("spread")
+SPREAD_FILE = "sim-spread.json"
+
 
 def prepare(
     out: Path,

@@ -28,7 +28,7 @@ from testbed.commands.common import (
     report_skipped,
     scenario_from,
 )
-from testbed.rundir import prepare, update_meta, write_json, write_results
+from testbed.rundir import SPREAD_FILE, prepare, update_meta, write_json, write_results
 from testbed.workload import build_workload
 
 
@@ -62,6 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="warn",
         help="real models: time a few draft steps / verify batches before the run and compare with the "
         "calibrated profile (testbed/commands/profilecheck.py); warn, or recalibrate for the simulation",
+    )
+    p.add_argument(
+        "--sim-spread",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also simulate K network seeds (jitter and loss draws differ, all else the same) into "
+        "sim-spread.json: how far one run may differ from its simulation by the network's randomness alone "
+        "(testbed/sim/spread.py; compare.json 'spread'); 0: none",
     )
     p.add_argument("--timeout-s", type=float, default=None, help="stop the emulation this long after its start")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -162,7 +171,17 @@ def run(args: argparse.Namespace) -> int:
 
     # 2. simulation of the same spec (as built, or as configured)
     try:
-        _simulate(sim_base, workload, out, args.sim_links, args.net, step, args.sim_acceptance, args.sim_compute)
+        _simulate(
+            sim_base,
+            workload,
+            out,
+            args.sim_links,
+            args.net,
+            step,
+            args.sim_acceptance,
+            args.sim_compute,
+            args.sim_spread,
+        )
     except KeyboardInterrupt:
         exit_code = 130
         step("simulation", "interrupted")
@@ -195,14 +214,17 @@ def _simulate(
     step,
     sim_acceptance: str,
     sim_compute: str = "profile",
+    spread: int = 0,
 ) -> None:
     from testbed.sim import simulate
+    from testbed.sim.spread import network_spread
     from testbed.spec import resolve
     from testbed.spec.asbuilt import as_built_spec, loopback_spec
 
     links_path = out / "emu" / "links.json"
     for alt_dir in ("sim-configured", "sim-profile"):  # a previous run's, in a reused directory
         shutil.rmtree(out / alt_dir, ignore_errors=True)
+    (out / SPREAD_FILE).unlink(missing_ok=True)
     sim_scenario = scenario
     configured = None  # the configured network, simulated too when the as-built one differs from it
     note = "configured links"
@@ -247,6 +269,10 @@ def _simulate(
         write_results(out / "sim-profile", alt.requests, alt.rounds, alt.batches, alt.summary, alt.schedule_events)
     update_meta(out, {"sim": {"events": result.events, "wall_s": round(result.wall_s, 3), "links": note}})
     step("simulation", f"{result.summary['requests_completed']} requests, {note}")
+    if spread > 0:
+        doc = network_spread(sim_scenario, workload, spread)
+        write_json(out / SPREAD_FILE, doc)
+        step("simulation spread", doc.get("skipped") or f"{spread} network seeds")
 
 
 def _as_built_compute(scenario, out: Path):

@@ -48,8 +48,13 @@ def simulate(
     workload: Workload | None = None,
     progress: Callable[[int, int], None] | None = None,
     out: Path | None = None,
+    net_seed: int | None = None,
 ) -> SimResult:
     """Run DSD-Sim on the scenario. Deterministic for a given spec (seed included).
+
+    `net_seed` seeds the network's random draws alone (jitter, loss; the spec's seed when None): acceptance,
+    routing and faults keep the spec's seed, so runs differing in it differ only by the network's randomness
+    (testbed/sim/spread.py).
 
     With `out`, requests / rounds / batches stream to out/*.parquet in chunks during the run (memory flat in
     the run's length; the files equal the tables an in-memory run returns) and the summary is computed in a
@@ -61,7 +66,7 @@ def simulate(
     wl = workload if workload is not None else build_workload(scenario)
     loop = EventLoop()
     rec = Recorder()
-    net = SimNetwork(scenario, spec.seed)
+    net = SimNetwork(scenario, spec.seed if net_seed is None else net_seed)
     policy = parse_window_policy(spec.policy.window)
     mode = spec.run.mode
     local = mode != "distributed"
