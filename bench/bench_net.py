@@ -5,8 +5,11 @@ unshaped), each path measured alone (the machine is small):
   - one-way delay {1, 5, 20, 50, 100} ms: UDP RTT p50, minus the p50 of an unshaped path, halved, vs configured
     (goal: error <= max(0.3 ms, 3 %));
   - jitter {1, 2, 5} ms std at 20 ms: RTT std vs sqrt(2) x configured (goal: within 10 %);
-  - rate {1, 10, 100, 500} Mbit/s: TCP, converted to the L2 rate htb enforces (goal: within 5 %);
-  - loss 5 %: round-trip probe loss vs 1 - 0.95^2.
+  - rate {1, 10, 100, 500} Mbit/s: TCP, converted to the L2 rate tbf enforces (goal: within 5 %);
+  - loss 5 %: round-trip probe loss vs 1 - 0.95^2;
+  - a message after idle {4, 16, 64} KB at 1 and 10 Mbit/s: TCP round trip minus a 100-byte message's, vs
+    (wire bytes - the token bucket's burst, testbed.wire.link_burst_bytes) x byte time: what the simulator charges
+    (goal: within max(1 ms, 10 %)).
 Scale: star-N (N = 4, 16, 64) with 100 Mbit/s, 10 ms edge links: build and teardown seconds (no verify),
 and the number of dsd-prefixed objects (namespaces' shells, delay lines, links, cgroups, ...) before and after.
 
@@ -29,13 +32,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from testbed.emu.cleanup import inventory  # noqa: E402
 from testbed.emu.net import make_network  # noqa: E402
 from testbed.emu.net.probe import require_root, shaping_support  # noqa: E402
-from testbed.emu.net.verify import measure_rate, measure_rtts, pct  # noqa: E402
+from testbed import wire  # noqa: E402
+from testbed.emu.net.verify import measure_messages, measure_rate, measure_rtts, pct  # noqa: E402
 from testbed.spec import load_scenario  # noqa: E402
 
 DELAYS = [1, 5, 20, 50, 100]
 JITTERS = [1, 2, 5]
 RATES = [1, 10, 100, 500]
 LOSS = 5.0
+BURST_RATES = [1, 10]
+BURST_SIZES = [4000, 16000, 64000]
 
 HEAD = """name: bench
 seed: 1
@@ -123,6 +129,24 @@ def accuracy(backend: str, tmp: Path, quick: bool) -> dict:
             out["rate"].append(
                 {"configured_mbps": r, "measured_mbps": w, "rel_error": w / r - 1, "goal_ok": abs(w / r - 1) <= 0.05}
             )
+        out["burst"] = []
+        for r in BURST_RATES:
+            sizes = [100, 100, *BURST_SIZES]
+            m = measure_messages(net, f"r{r}", "cloud0", sizes, idle_s=0.4)
+            ms = [x / 1e3 for x in m["rtt_us"]]
+            base = min(ms[:2])
+            for n, x in zip(BURST_SIZES, ms[2:]):
+                exp = max(0, wire.wire_bytes(n + 4) - wire.link_burst_bytes(r)) * 8 / (r * 1e6) * 1e3
+                out["burst"].append(
+                    {
+                        "mbps": r,
+                        "bytes": n,
+                        "expected_ms": exp,
+                        "measured_ms": x - base,
+                        "error_ms": x - base - exp,
+                        "goal_ok": abs(x - base - exp) <= max(1.0, 0.1 * exp),
+                    }
+                )
         xs, lost = rtt_ms(net, "l5", 200 if quick else 1000, 0.002)
         exp = 1 - (1 - LOSS / 100) ** 2
         out["loss"].append(
@@ -236,6 +260,15 @@ def main() -> int:
                         "ok" if r["goal_ok"] else "MISS",
                     ]
                     for r in acc["rate"]
+                ],
+            )
+            table(
+                f"[{b}] a message after 0.4 s idle (round trip minus a 100-byte message's)",
+                ["Mbit/s", "bytes", "expected ms", "measured ms", "error ms", "goal"],
+                [
+                    [r["mbps"], r["bytes"], f(r["expected_ms"], 2), f(r["measured_ms"], 2), f(r["error_ms"], 2)]
+                    + ["ok" if r["goal_ok"] else "MISS"]
+                    for r in acc["burst"]
                 ],
             )
             table(

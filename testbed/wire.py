@@ -26,6 +26,10 @@ TOPK_ENTRY_BYTES = 6  # (int32 id, float16 prob)
 SAMPLING_TOPK = 16  # draft probabilities per drafted token sent with VERIFY when models.temperature > 0
 MSS = 1448  # TCP payload per segment with timestamps on a 1500-byte MTU
 HEADER_BYTES = 66  # Ethernet 14 + IPv4 20 + TCP 20 + timestamp option 12
+# A rate-limited link's token bucket (the emulator's tbf `burst`, the simulator's credit after idle): at least two
+# full-size frames, or 1 ms at the link's rate, whichever is more.
+LINK_BURST_MIN_BYTES = 2 * 1514
+LINK_BURST_S = 0.001
 
 
 def payload_bytes(kind: str, n_tokens: int = 0, topk: int = 0) -> int:
@@ -42,6 +46,13 @@ def wire_bytes(payload: int) -> int:
     """Bytes on the link for a message of `payload` application bytes (segments x headers added)."""
     segments = -(-payload // MSS)
     return payload + segments * HEADER_BYTES
+
+
+def link_burst_bytes(bw_mbps: float) -> int:
+    """Bytes a rate-limited link of bw_mbps sends at line rate after it was idle long enough to fill its bucket.
+    A message entering at t after the link last finished sending at f leaves at
+    max(f, t - burst x byte time) + bytes x byte time, and never before t (tbf's fluid limit)."""
+    return int(max(LINK_BURST_MIN_BYTES, bw_mbps * 1e6 / 8 * LINK_BURST_S))
 
 
 def segments(payload: int) -> int:

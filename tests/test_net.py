@@ -218,3 +218,42 @@ def test_build_after_killed_build_succeeds_and_cleanup_removes_leftovers():
         if child.poll() is None:
             child.kill()
         cleanup()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@root
+def test_message_after_idle_pays_the_rate_beyond_the_burst(tmp_path):
+    """A message after an idle moment leaves a shaped link at the configured rate once the token bucket's burst
+    (testbed.wire.link_burst_bytes, the simulator's credit too) is spent: its round trip is a small message's plus
+    (wire bytes - burst) x byte time. htb on this kernel let 17 KB through a 2.7 Mbit/s link in 0.3 ms."""
+    from testbed import wire
+    from testbed.emu.net import make_network
+    from testbed.emu.net.verify import measure_messages
+
+    f = tmp_path / "burst.yaml"
+    f.write_text(
+        textwrap.dedent(
+            """\
+            name: burst
+            seed: 1
+            workload: {trace: synthetic}
+            nodes:
+              - {name: cloud0, role: target}
+              - {name: sw0, role: switch}
+              - {name: e0, role: draft}
+            links:
+              - {a: e0, b: sw0, bw_mbps: 2.7, delay_ms: 1}
+              - {a: sw0, b: cloud0, delay_ms: 0.5}
+            """
+        )
+    )
+    sizes = [100, 100, 4000, 16000, 40000]
+    with make_network(load_scenario(f), "mininet", verify="off") as net:
+        r = measure_messages(net, "e0", "cloud0", sizes, idle_s=0.4)
+    ms = [x / 1e3 for x in r["rtt_us"]]
+    base = min(ms[:2])
+    bt_ms = 8 / 2.7e6 * 1e3
+    for n, m in zip(sizes[2:], ms[2:]):
+        expect = base + max(0, wire.wire_bytes(n + 4) - wire.link_burst_bytes(2.7)) * bt_ms
+        assert abs(m - expect) <= max(3.0, 0.1 * (expect - base)), (n, m, expect, ms)

@@ -2,7 +2,7 @@
 
 Link changes are handed to the network backend at T0 (the userspace delay lines apply them at their times in
 their own precise timer loops and acknowledge when they did; capacity traces run inside the delay line from
-T0). A thread wakes at T0 + each change's time (sleep, then spin for the last milliseconds), changes htb rates
+T0). A thread wakes at T0 + each change's time (sleep, then spin for the last milliseconds), changes tbf rates
 (tc), collects the acknowledgements, and makes node events real: a crash as SIGKILL to the node's process group, a
 restart as a new process of the node on the same address and port, with no state (started right after the
 crash, it loads and waits, and binds at the restart's time: an interpreter start takes seconds on a busy host). Every

@@ -1,7 +1,9 @@
 """Links and paths in the simulator.
 
 Each link direction is a FIFO server: a message of B wire bytes (testbed.wire) that reaches the link at
-time t starts transmitting when the link is free, takes B*8/rate seconds, then propagates for the one-way
+time t starts transmitting when the link is free, takes B*8/rate seconds less the credit of the link's token
+bucket (wire.link_burst_bytes, refilled at the rate while the link is idle; the emulator's tbf has the same
+burst), and never leaves before t; then it propagates for the one-way
 delay plus a jitter sample (normal, std = jitter_ms, clipped so the delay stays >= 0). Arrivals of one flow
 (one source -> destination path) never overtake each other: jitter without reordering, as the emulator's
 delay lines do per source.
@@ -34,6 +36,7 @@ Approximations (documented in README):
 from __future__ import annotations
 
 import bisect
+import math
 import random
 from collections.abc import Callable
 from typing import Any
@@ -62,6 +65,7 @@ class LinkDir:
         "loss",
         "max_backlog",
         "free_at",
+        "burst",
         "rng",
         "_noise",
         "_k",
@@ -90,7 +94,8 @@ class LinkDir:
         self.jitter = jitter_ms / 1e3
         self.loss = loss_pct / 100.0
         self.max_backlog = queue_pkts * (wire.MSS + wire.HEADER_BYTES) * self.byte_time
-        self.free_at = 0.0
+        self.free_at = -math.inf  # idle since long before the run: its bucket is full
+        self.burst = wire.link_burst_bytes(bw_mbps) * self.byte_time if bw_mbps else 0.0  # credit after idle, s
         self.rng = rng
         self._noise: list[float] = []
         self._k = 0
@@ -114,6 +119,14 @@ class LinkDir:
             st.loss_pct / 100.0,
             8.0 / (st.bw_mbps * 1e6) if st.bw_mbps else 0.0,
         )
+
+    def burst_at(self, t: float) -> float:
+        """The token bucket's depth in seconds at the rate in force at t (wire.link_burst_bytes)."""
+        if self.steps is None:
+            return self.burst
+        k = bisect.bisect_right(self.step_times, t) - 1
+        bw = self.steps[k if k > 0 else 0].bw_mbps
+        return wire.link_burst_bytes(bw) * 8.0 / (bw * 1e6) if bw else 0.0
 
     def jitter_draw(self, std: float) -> float:
         """A jitter sample scaled to `std` (the link's own stream of normal draws, as jitter_sample)."""
@@ -243,12 +256,13 @@ class Path:
             h = hops[k]
             bt = h.byte_time
             if bt:
-                start = h.free_at if h.free_at > t else t
-                if self.lossy and start - t > h.max_backlog:
+                if self.lossy and h.free_at - t > h.max_backlog:
                     t += self.drop_tail(nbytes)
-                    start = h.free_at if h.free_at > t else t
-                t = start + nbytes * bt
-                h.free_at = t
+                e = t - h.burst  # the bucket refilled while the link was idle (wire.link_burst_bytes)
+                done = (h.free_at if h.free_at > e else e) + nbytes * bt
+                h.free_at = done
+                if done > t:
+                    t = done
             if h.loss:
                 t += self.recover(h, h.loss, nbytes)
             if h.jitter:
@@ -302,12 +316,13 @@ class Path:
             elif bt:
                 if h.steps is not None:
                     bt = h.state_at(t)[3]
-                start = h.free_at if h.free_at > t else t
-                if start - t > h.queue_pkts * (wire.MSS + wire.HEADER_BYTES) * bt:
+                if h.free_at - t > h.queue_pkts * (wire.MSS + wire.HEADER_BYTES) * bt:
                     t += self.drop_tail(nbytes)
-                    start = h.free_at if h.free_at > t else t
-                t = start + nbytes * bt
-                h.free_at = t
+                e = t - h.burst_at(t)  # the bucket refilled while the link was idle (wire.link_burst_bytes)
+                done = (h.free_at if h.free_at > e else e) + nbytes * bt
+                h.free_at = done
+                if done > t:
+                    t = done
             if loss:
                 t += self.recover(h, loss, nbytes)
             if jitter:

@@ -5,6 +5,8 @@ runs as `python measure.py ...` in any namespace whatever the working directory)
   rtt --port P --count N --interval S [--size B] ADDR...   UDP RTT samples to each ADDR (interleaved)
   sink --bind ADDR --port P --duration D --warmup W    one TCP connection; prints received rate (JSON)
   source --to ADDR --port P --duration D             sends as fast as TCP allows
+  msg-server --bind ADDR --port P                     one TCP connection: length-prefixed messages, 1-byte replies
+  msg --to ADDR --port P --idle S SIZE...            each message after S s idle; its round trip (JSON, us)
 Results are one JSON line on stdout.
 
 RTT probes on a busy host (issue 17): the echo server and the RTT client ask for real-time scheduling (SCHED_FIFO,
@@ -103,13 +105,19 @@ def rtt(a: argparse.Namespace) -> None:
     print(json.dumps({"rtt_us": out, "lost": lost, "sched": sched}), flush=True)
 
 
-def sink(a: argparse.Namespace) -> None:
+def _accept_one(a: argparse.Namespace) -> socket.socket:
+    """Listen on a.bind:a.port, say ready on stdout, return the one connection accepted."""
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind((a.bind, a.port))
     ls.listen(1)
     print(json.dumps({"ready": True}), flush=True)
     c, _ = ls.accept()
+    return c
+
+
+def sink(a: argparse.Namespace) -> None:
+    c = _accept_one(a)
     mss = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG)
     buf = bytearray(1 << 20)
     start = time.perf_counter()
@@ -158,6 +166,40 @@ def source(a: argparse.Namespace) -> None:
     s.close()
 
 
+def msg_server(a: argparse.Namespace) -> None:
+    prompt_scheduling()
+    c = _accept_one(a)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        hdr = c.recv(4, socket.MSG_WAITALL)
+        if len(hdr) < 4:
+            return
+        left = struct.unpack("!I", hdr)[0]
+        while left > 0:
+            got = c.recv(min(left, 1 << 16))
+            if not got:
+                return
+            left -= len(got)
+        c.sendall(b"k")
+
+
+def msg(a: argparse.Namespace) -> None:
+    """A message of each size (4-byte length prefix + payload), each after `idle` seconds without traffic: the time
+    from the first byte written to the 1-byte reply (the message's transfer plus one small message's round trip)."""
+    sched = prompt_scheduling()
+    c = socket.create_connection((a.to, a.port), timeout=10)
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    out = []
+    for n in a.sizes:
+        time.sleep(a.idle)
+        t = time.perf_counter()
+        c.sendall(struct.pack("!I", n) + b"\0" * n)
+        c.recv(1)
+        out.append(int((time.perf_counter() - t) * 1e6))
+    c.close()
+    print(json.dumps({"sizes": a.sizes, "rtt_us": out, "sched": sched}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -180,8 +222,18 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("--to", required=True)
     s.add_argument("--port", type=int, required=True)
     s.add_argument("--duration", type=float, default=3.0)
+    m = sub.add_parser("msg-server")
+    m.add_argument("--bind", required=True)
+    m.add_argument("--port", type=int, required=True)
+    g = sub.add_parser("msg")
+    g.add_argument("--to", required=True)
+    g.add_argument("--port", type=int, required=True)
+    g.add_argument("--idle", type=float, default=0.5)
+    g.add_argument("sizes", type=int, nargs="+")
     a = p.parse_args(argv)
-    {"echo-server": echo_server, "rtt": rtt, "sink": sink, "source": source}[a.cmd](a)
+    {"echo-server": echo_server, "rtt": rtt, "sink": sink, "source": source, "msg-server": msg_server, "msg": msg}[
+        a.cmd
+    ](a)
 
 
 if __name__ == "__main__":

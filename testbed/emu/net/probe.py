@@ -122,16 +122,16 @@ def probe_mininet() -> tuple[bool, str]:
 def shaping_support() -> dict[str, tuple[bool, str]]:
     caps = probe_all()
     out: dict[str, tuple[bool, str]] = {}
-    netem_ok = caps.get("netem", (False, ""))[0] and caps.get("htb", (False, ""))[0]
-    out["netem"] = (netem_ok, "htb + netem" if netem_ok else f"netem: {caps.get('netem', (False, '?'))[1]}")
-    if not (caps.get("htb", (False, ""))[0] and caps.get("nfqueue", (False, ""))[0]):
+    netem_ok = caps.get("netem", (False, ""))[0] and caps.get("tbf", (False, ""))[0]
+    out["netem"] = (netem_ok, "tbf + netem" if netem_ok else f"netem: {caps.get('netem', (False, '?'))[1]}")
+    if not (caps.get("tbf", (False, ""))[0] and caps.get("nfqueue", (False, ""))[0]):
         out["userspace"] = (
             False,
-            f"htb: {caps.get('htb', (False, '?'))[1]}; nfqueue: {caps.get('nfqueue', (False, '?'))[1]}",
+            f"tbf: {caps.get('tbf', (False, '?'))[1]}; nfqueue: {caps.get('nfqueue', (False, '?'))[1]}",
         )
     else:
         ok, detail = probe_delayline()
-        out["userspace"] = (ok, f"htb + NFQUEUE delay line ({detail})" if ok else detail)
+        out["userspace"] = (ok, f"tbf + NFQUEUE delay line ({detail})" if ok else detail)
     return out
 
 

@@ -3,7 +3,7 @@
 RTT: UDP echo (measure.py) from every draft to each target it reaches, many samples (p50, p99, std), all
 drafts at once (in batches, the machine is small). Rate: a TCP bulk transfer draft -> target for one path
 per distinct (bottleneck rate, delay, loss) class, one at a time (shared links would otherwise be shared),
-converted from goodput to the L2 rate htb enforces ((MSS + 66) / MSS). A path outside tolerance gets a
+converted from goodput to the L2 rate tbf enforces ((MSS + 66) / MSS). A path outside tolerance gets a
 warning (printed and recorded), not an error: the numbers are in the report either way.
 
 After the run, `probe_after` measures the RTTs once more (no rate test: nothing queues behind it), so a residual
@@ -35,6 +35,7 @@ MEASURE = str(Path(__file__).with_name("measure.py"))
 PROBE_WIRE_BYTES = 64 + 8 + 20 + 14  # UDP payload + UDP + IP + Ethernet
 ECHO_PORT = 7900
 RATE_PORT = 7901
+MSG_PORT = 7902
 BATCH = 8
 
 
@@ -188,6 +189,34 @@ def measure_rate(net: "MininetNetwork", src: str, dst: str, duration: float, war
     mss = res.get("mss") or 1448
     res["wire_mbps"] = res["goodput_mbps"] * (mss + 66) / mss
     return res
+
+
+def measure_messages(
+    net: "MininetNetwork", src: str, dst: str, sizes: list[int], idle_s: float = 0.5
+) -> dict[str, Any]:
+    """Round trip of TCP messages of `sizes` bytes (each after idle_s without traffic, a 1-byte reply): what a prompt
+    upload after a quiet moment meets, a shaped link's token bucket included (testbed.wire.link_burst_bytes)."""
+    addr = net.plan.addresses
+    server = net.popen_raw(
+        dst,
+        [sys.executable, MEASURE, "msg-server", "--bind", addr[dst], "--port", str(MSG_PORT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        server.stdout.readline()
+        r = net.run_in(
+            src,
+            [sys.executable, MEASURE, "msg", "--to", addr[dst], "--port", str(MSG_PORT), "--idle", str(idle_s)]
+            + [str(n) for n in sizes],
+            timeout=30 + len(sizes) * (idle_s + 5),
+        )
+        return json.loads(r.stdout)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
 
 
 def _stop_on_dead_paths(paths: list[dict[str, Any]]) -> None:

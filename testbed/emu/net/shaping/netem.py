@@ -1,4 +1,4 @@
-"""`netem` shaping: htb rate + netem delay/jitter/loss/limit on the egress of both ends of every link (as TCLink).
+"""`netem` shaping: tbf rate + netem delay/jitter/loss/limit on the egress of both ends of every link (as TCLink).
 
 Jitter uses netem's `distribution normal` (so jitter_ms is the standard deviation, as in the spec) and a
 pfifo child under netem so that jittered packets keep their order (netem's own tfifo would reorder them).
@@ -13,7 +13,7 @@ from testbed.errors import InputError
 from testbed.spec import Scenario
 from testbed.spec.schema import LinkSpec
 
-from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, htb_lines
+from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, rate_lines
 
 if TYPE_CHECKING:
     from testbed.emu.net.mininet_net import MininetNetwork
@@ -34,7 +34,7 @@ def netem_lines(dev: str, link: LinkSpec) -> list[str]:
     netem = netem_args(link)
     lines: list[str] = []
     if link.bw_mbps is not None:
-        lines += htb_lines(dev, link, leaf=netem)
+        lines += rate_lines(dev, link, leaf=netem)
         parent = "10:"
     elif netem:
         lines.append(f"qdisc add dev {dev} root handle 10: {netem}")

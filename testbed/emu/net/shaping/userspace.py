@@ -1,4 +1,4 @@
-"""`userspace` shaping: htb for rate, a user-space delay line on the receiving side for delay, jitter and loss.
+"""`userspace` shaping: tbf for rate, a user-space delay line on the receiving side for delay, jitter and loss.
 
 The delay line is a small C program (`delayline.c`, libnetfilter_queue) compiled on first use (or by
 `python -m testbed.emu.net.shaping.userspace --build`, which the installer runs) into the cache directory.
@@ -25,7 +25,7 @@ from testbed.spec import Scenario
 
 from testbed.files import cache_dir
 from testbed.emu.net.runstate import STATE_DIR
-from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, htb_lines, path_params
+from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, path_params, rate_change_lines
 
 if TYPE_CHECKING:
     from testbed.emu.net.mininet_net import MininetNetwork
@@ -304,7 +304,7 @@ class UserspaceShaping(ShapingBackend):
     def prepare_changes(self, net: "MininetNetwork", groups: list[tuple[float, list]], t0: float) -> None:
         """Hand every delay-line change of the run to the delay lines ahead of time ('at T ID CMD'): each applies
         them at their time in its own precise timer loop; apply_changes() then only collects the acknowledgements
-        (and changes htb rates, which need tc)."""
+        (and changes tbf rates, which need tc)."""
         sc = net.scenario
         addresses = net.plan.addresses
         states: dict[int, Any] = {}
@@ -361,12 +361,11 @@ class UserspaceShaping(ShapingBackend):
         return applied
 
     def _change_rate(self, net: "MininetNetwork", li: int, bw_mbps: float) -> None:
-        """htb's class rate on both ends of the link, changed in place (its queue is kept)."""
+        """tbf's rate on both ends of the link, changed in place (its queue is kept)."""
         link = net.scenario.links[li].model_copy(update={"bw_mbps": bw_mbps})
         for node in (link.a, link.b):
             dev = net.plan.intf(li, node, net.scenario)
-            line = htb_lines(dev, link)[1].replace("class add", "class change", 1)
-            net.run_in(net.ns_key(node), ["tc", *line.split()])
+            net.run_in(net.ns_key(node), ["tc", "-batch", "-"], input="\n".join(rate_change_lines(dev, link)) + "\n")
 
     def teardown(self) -> None:
         for host, proc in self.procs.items():
