@@ -59,14 +59,20 @@ def test_token_bucket_of_a_rate_limited_link(tmp_path):
     bt, burst = 8e-6, wire.link_burst_bytes(1.0)
     assert burst == 3028
     n = 10_000
-    t1 = p.cross(10.0, n, 0, 1)  # idle since the start: full bucket
+
+    def last_byte(t: float, nbytes: int) -> float:
+        p.tail = t
+        p.cross(t, nbytes, 0, 1)
+        return p.tail
+
+    t1 = last_byte(10.0, n)  # idle since the start: full bucket
     assert t1 == pytest.approx(10.0 + (n - burst) * bt + 0.005, abs=1e-12)
-    t2 = p.cross(10.0, 1_000, 0, 1)  # right behind it: no credit left, queued
+    t2 = last_byte(10.0, 1_000)  # right behind it: no credit left, queued
     assert t2 == pytest.approx(10.0 + (n - burst + 1_000) * bt + 0.005, abs=1e-12)
     free = 10.0 + (n - burst + 1_000) * bt
-    t3 = p.cross(free + 0.010, 5_000, 0, 1)  # 10 ms idle: 1,250 bytes of credit
+    t3 = last_byte(free + 0.010, 5_000)  # 10 ms idle: 1,250 bytes of credit
     assert t3 == pytest.approx(free + 0.010 + (5_000 - 1_250) * bt + 0.005, abs=1e-12)
-    t4 = p.cross(100.0, 500, 0, 1)  # a small message after idle: propagation only
+    t4 = last_byte(100.0, 500)  # a small message after idle: propagation only
     assert t4 == pytest.approx(100.005, abs=1e-12)
 
 
@@ -189,3 +195,36 @@ def test_first_round_pays_the_draft_prefill(tmp_path):
     assert ((r0["send_s"] - r0["draft_start_s"]) * 1e3).to_numpy() == pytest.approx(
         (r0["gamma"] * 10.0).to_numpy(), abs=1e-6
     )
+
+
+def test_packets_are_forwarded_one_by_one_on_a_multi_hop_path(tmp_path):
+    """Two rate-limited hops in a row: the message's first packet goes on as soon as it has crossed the first one,
+    so the last byte arrives after the slower hop's serialisation (less its bucket's credit), not after the sum of
+    both hops' (as store-and-forward of whole messages would have it). The emulated network forwards packets."""
+    from testbed.sim.network import SimNetwork
+
+    def path(bw1: float, bw2: float):
+        d = one_edge_spec(write_native_trace(tmp_path / "t.jsonl", spaced(1, 50, 10)))
+        d["nodes"].append({"name": "sw0", "role": "switch"})
+        d["links"] = [
+            {"a": "edge0", "b": "sw0", "delay_ms": 3, "bw_mbps": bw1},
+            {"a": "sw0", "b": "cloud0", "delay_ms": 2, "bw_mbps": bw2},
+        ]
+        return SimNetwork(scenario(d), 1).path("edge0", "cloud0")
+
+    n = 40_000
+    p = path(2.0, 2.0)
+    p.tail = 5.0
+    head = p.cross(5.0, n, 0, 2)
+    burst = wire.link_burst_bytes(2.0)
+    # the bucket of the second hop absorbs the first packets' lead: as one 2 Mbit/s hop
+    assert p.tail == pytest.approx(5.0 + (n - burst) * 4e-6 + 0.005, abs=1e-12)
+    assert head == pytest.approx(5.005, abs=1e-12)  # the first packet went through on credit
+    p = path(8.0, 2.0)  # the second hop is the bottleneck
+    p.tail = 5.0
+    p.cross(5.0, n, 0, 2)
+    assert p.tail == pytest.approx(5.0 + 0.003 + (n - burst) * 4e-6 + 0.002, abs=1e-12)
+    p = path(2.0, 8.0)  # the first hop is: the second forwards each packet as it comes
+    p.tail = 5.0
+    p.cross(5.0, n, 0, 2)
+    assert p.tail == pytest.approx(5.0 + (n - burst) * 4e-6 + 0.005, abs=1e-12)

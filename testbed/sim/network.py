@@ -1,10 +1,12 @@
 """Links and paths in the simulator.
 
-Each link direction is a FIFO server: a message of B wire bytes (testbed.wire) that reaches the link at
-time t starts transmitting when the link is free, takes B*8/rate seconds less the credit of the link's token
-bucket (wire.link_burst_bytes, refilled at the rate while the link is idle; the emulator's tbf has the same
-burst), and never leaves before t; then it propagates for the one-way
-delay plus a jitter sample (normal, std = jitter_ms, clipped so the delay stays >= 0). Arrivals of one flow
+Each link direction is a FIFO server: a message of B wire bytes (testbed.wire) whose first packet reaches the
+link at time t starts transmitting when the link is free, takes B*8/rate seconds less the credit of the link's
+token bucket (wire.link_burst_bytes, refilled at the rate while the link is idle; the emulator's tbf has the same
+burst), and its last byte leaves neither before t nor before it reached the link. Packets are forwarded one by
+one (Path.cross): the message's first packet goes on to the next hop once it has crossed, so a path of two
+equally slow links takes one packet's time longer than one of them, not twice as long. Each hop then adds the
+one-way delay plus a jitter sample (normal, std = jitter_ms, clipped so the delay stays >= 0). Arrivals of one flow
 (one source -> destination path) never overtake each other: jitter without reordering, as the emulator's
 delay lines do per source.
 
@@ -49,6 +51,7 @@ from testbed.schedule import LinkState, TraceServer, merge_intervals
 from testbed.sim.engine import EventLoop
 from testbed.spec import Scenario
 
+SEGMENT_BYTES = wire.MSS + wire.HEADER_BYTES  # a full packet on the wire: a message's first one leads it
 ETH_BYTES = 14  # of wire.HEADER_BYTES per segment: not part of the IP packet a capacity trace carries
 NOISE_BLOCK = 8192  # jitter draws per seed taken from a link's random stream
 NOISE_CHUNK = 256  # of which this many are held at a time
@@ -177,6 +180,7 @@ class Path:
         "acks",
         "rev",
         "lost_wait",
+        "tail",
         "watch",
     )
 
@@ -191,6 +195,7 @@ class Path:
         self.acks: AckClock | None = AckClock(self.one_way) if self.sched or self.lossy else None
         self.rev: Path | None = None  # the reverse path (its sends carry this path's ACKs), set by SimNetwork
         self.lost_wait = 0.0  # the message being computed: time spent recovering losses (not an RTT sample)
+        self.tail = 0.0  # the message being computed: when its last byte reaches the next stop (cross() moves it)
         self.watch: Any = None  # testbed.sim.faults Sent / Heard: a draft's view of its target (faults rule 2)
         self.down = down  # outages of the path (union over its links), sorted
         self.stalled_until = 0.0  # the connection retransmits until then (faults rule 1)
@@ -221,7 +226,9 @@ class Path:
             self.send_sched(loop, t, nbytes, handler, arg)
         elif not self.stops:
             self.lost_wait = 0.0
-            a = self.arrive(self.cross(t, nbytes, 0, len(self.hops)))
+            self.tail = t
+            self.cross(t, nbytes, 0, len(self.hops))
+            a = self.arrive(self.tail)
             if self.acks is not None:
                 self.acks.arrived(t + self.lost_wait, a, -(-nbytes // (wire.MSS + wire.HEADER_BYTES)))
             loop.at(a, handler, arg)
@@ -250,21 +257,37 @@ class Path:
         return wait
 
     def cross(self, t: float, nbytes: int, i: int, j: int) -> float:
-        """Time at which a message entering hop i at t leaves hop j-1 (reaches the next node)."""
+        """A message whose first packet enters hop i at t and whose last byte is there at self.tail: the time its first
+        packet reaches the node after hop j-1 (returned) and its last byte (self.tail, updated).
+
+        Packets are forwarded one by one, as the emulated network does: at a rate-limited hop the message starts
+        when its first packet is there and the link is free, less the token bucket's credit (wire.link_burst_bytes),
+        its last byte leaves after all of it has crossed at the rate and never before it arrived; its first packet
+        goes on as soon as it has crossed. (Summing every hop's serialisation of the whole message would charge a
+        path of two 2 Mbit/s links twice the time a real one takes.)"""
         hops = self.hops
+        tail = self.tail
+        first = nbytes if nbytes < SEGMENT_BYTES else SEGMENT_BYTES
         for k in range(i, j):
             h = hops[k]
             bt = h.byte_time
             if bt:
                 if self.lossy and h.free_at - t > h.max_backlog:
-                    t += self.drop_tail(nbytes)
+                    w = self.drop_tail(nbytes)
+                    t += w
+                    tail += w
                 e = t - h.burst  # the bucket refilled while the link was idle (wire.link_burst_bytes)
-                done = (h.free_at if h.free_at > e else e) + nbytes * bt
+                if h.free_at > e:
+                    e = h.free_at
+                done = e + nbytes * bt
                 h.free_at = done
-                if done > t:
-                    t = done
+                if done > tail:
+                    tail = done
+                e += first * bt
+                if e > t:
+                    t = e
             if h.loss:
-                t += self.recover(h, h.loss, nbytes)
+                tail += self.recover(h, h.loss, nbytes)
             if h.jitter:
                 k = h._k  # jitter_sample(), inlined: the hottest line of a jittered link
                 if k < len(h._noise):
@@ -272,9 +295,13 @@ class Path:
                     d = h.delay + h._noise[k]
                 else:
                     d = h.delay + h.jitter_sample()
-                t = t + d if d > 0.0 else t
+                if d > 0.0:
+                    t += d
+                    tail += d
             else:
                 t += h.delay
+                tail += h.delay
+        self.tail = tail
         return t
 
     def send_sched(self, loop: EventLoop, t: float, nbytes: int, handler: Callable[[Any], None], arg: Any) -> None:
@@ -307,29 +334,40 @@ class Path:
         """As cross(), with each hop's delay / jitter / loss in force at t0 (the message entered the path) and
         its rate or capacity trace at the time the message reaches it."""
         hops = self.hops
+        tail = self.tail
+        first = nbytes if nbytes < SEGMENT_BYTES else SEGMENT_BYTES
         for k in range(i, j):
             h = hops[k]
             delay, jitter, loss, bt = h.state_at(t0)
             if h.trace is not None:
                 segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
-                t = h.trace.depart(t, nbytes - segs * ETH_BYTES)
+                done = h.trace.depart(t, nbytes - segs * ETH_BYTES)
+                if done > tail:
+                    tail = done
             elif bt:
                 if h.steps is not None:
                     bt = h.state_at(t)[3]
                 if h.free_at - t > h.queue_pkts * (wire.MSS + wire.HEADER_BYTES) * bt:
-                    t += self.drop_tail(nbytes)
+                    w = self.drop_tail(nbytes)
+                    t += w
+                    tail += w
                 e = t - h.burst_at(t)  # the bucket refilled while the link was idle (wire.link_burst_bytes)
-                done = (h.free_at if h.free_at > e else e) + nbytes * bt
+                if h.free_at > e:
+                    e = h.free_at
+                done = e + nbytes * bt
                 h.free_at = done
-                if done > t:
-                    t = done
+                if done > tail:
+                    tail = done
+                e += first * bt
+                if e > t:
+                    t = e
             if loss:
-                t += self.recover(h, loss, nbytes)
-            if jitter:
-                d = delay + h.jitter_draw(jitter)
-                t = t + d if d > 0.0 else t
-            else:
-                t += delay
+                tail += self.recover(h, loss, nbytes)
+            d = delay + h.jitter_draw(jitter) if jitter else delay
+            if d > 0.0:
+                t += d
+                tail += d
+        self.tail = tail
         return t
 
     def arrive(self, t: float) -> float:
@@ -349,7 +387,7 @@ def _deferred(arg: tuple[Path, EventLoop, int, Callable[[Any], None], Any]) -> N
 class Transit:
     """A message on its way along a path with shared rate-limited hops: one event per such hop."""
 
-    __slots__ = ("path", "nbytes", "handler", "arg", "i", "loop", "t0", "lost")
+    __slots__ = ("path", "nbytes", "handler", "arg", "i", "loop", "t0", "lost", "tail")
 
     def __init__(self, path: Path, nbytes: int, handler: Callable[[Any], None], arg: Any):
         self.path = path
@@ -362,6 +400,7 @@ class Transit:
         self.loop = loop
         self.t0 = t
         self.lost = 0.0
+        self.tail = t
         self._advance(t)
 
     def resume(self, _: object) -> None:
@@ -371,15 +410,17 @@ class Transit:
         path = self.path
         nxt = path.next_stop[self.i]
         path.lost_wait = 0.0
+        path.tail = self.tail
         t = (
             path.cross_sched(t, self.nbytes, self.i, nxt, self.t0)
             if path.sched
             else path.cross(t, self.nbytes, self.i, nxt)
         )
+        self.tail = path.tail
         self.lost += path.lost_wait
         self.i = nxt
         if nxt == len(path.hops):
-            a = path.arrive(t)
+            a = path.arrive(self.tail)
             if path.acks is not None:  # an RTT sample from the (re)transmission that got through
                 path.acks.arrived(self.t0 + self.lost, a, -(-self.nbytes // (wire.MSS + wire.HEADER_BYTES)))
             self.loop.at(a, self.handler, self.arg)
