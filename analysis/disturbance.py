@@ -9,7 +9,8 @@ Thresholds (a warning each; "trusted" is False when any fires):
   programs, delay lines and probes from the rest): node programs waited for a CPU that other jobs held. A run
   that fills the cores by itself (real models: a draft and a target computing on 2 cores) is what the run is,
   not a disturbance; records without the split (older runs) are judged on the total alone;
-- delay line: more than 1 % of packets released over 1 ms late, or a mean lateness over 200 us;
+- delay line: more than 1 % of packets released over 1 ms late, or a mean lateness over 200 us (counted from the
+  run's start: the path verification's rate tests before it do not count);
 - node timers: a node's p99 timer lateness over 2 ms (arrivals and compute ends happened late);
 - probes: a path's RTT residual after the run differs from the one before by more than the verification
   tolerance (max(0.6 ms, 3 % of the RTT)): the network during the run was not the one verification saw.

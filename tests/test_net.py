@@ -257,3 +257,40 @@ def test_message_after_idle_pays_the_rate_beyond_the_burst(tmp_path):
     for n, m in zip(sizes[2:], ms[2:]):
         expect = base + max(0, wire.wire_bytes(n + 4) - wire.link_burst_bytes(2.7)) * bt_ms
         assert abs(m - expect) <= max(3.0, 0.1 * (expect - base)), (n, m, expect, ms)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@root
+def test_delay_line_counts_from_the_runs_start(tmp_path):
+    """The delay lines' release counters restart at the run's t0: what the path verification sent before it (probes,
+    rate tests) is not counted as the run's lateness (analysis/disturbance.py)."""
+    from testbed.emu.net import make_network
+    from testbed.emu.net.verify import measure_rtts
+
+    f = tmp_path / "dl.yaml"
+    f.write_text(
+        textwrap.dedent(
+            """\
+            name: dl
+            seed: 1
+            workload: {trace: synthetic}
+            nodes:
+              - {name: cloud0, role: target}
+              - {name: sw0, role: switch}
+              - {name: e0, role: draft}
+            links:
+              - {a: e0, b: sw0, delay_ms: 2}
+              - {a: sw0, b: cloud0, delay_ms: 1}
+            """
+        )
+    )
+    with make_network(load_scenario(f), "mininet", verify="off") as net:
+        before = measure_rtts(net, {"e0": ["cloud0"]}, count=40, interval=0.005)[("e0", "cloud0")]
+        net.set_t0(time.monotonic())
+        after = measure_rtts(net, {"e0": ["cloud0"]}, count=25, interval=0.005)[("e0", "cloud0")]
+    assert len(before["rtt_us"]) == 40 and len(after["rtt_us"]) == 25
+    stats = net.shaping.describe()["delayline_stats"]
+    packets = sum(s["packets"] for s in stats.values())
+    released = sum(s["released"] for s in stats.values())
+    assert packets == 2 * (40 + 25) and released == 2 * 25, stats  # each probe crosses a delay line each way

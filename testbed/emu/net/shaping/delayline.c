@@ -19,7 +19,9 @@
  *
  * Live changes (the schedule, testbed/emu/schedule.py), with --control: commands on stdin, one per line, each acknowledged on
  * stdout with "ok N T_NS" (N = commands so far, T_NS = CLOCK_MONOTONIC when it took effect):
- *   t0 NS                               the run's start (capacity traces count time from it)
+ *   t0 NS                               the run's start (capacity traces count time from it); the release
+ *                                       lateness counters restart from it, so the exit counters describe
+ *                                       the run, not the path verification's probes and rate tests before it
  *   flow SRC DELAY_US JITTER_US LOSS    new parameters for packets that arrive from now on; packets already
  *                                       held keep their release times (nothing is dropped or reset) and a
  *                                       source's packets still never overtake each other
@@ -347,6 +349,8 @@ static void exec_command(unsigned long long n, char *line) {
     int on;
     if (sscanf(line, "t0 %lld", &a) == 1) {
         t0_ns = a;
+        n_late = n_late_1ms = n_released = 0;
+        late_sum_ns = late_max_ns = 0;
     } else if (sscanf(line, "flow %63s %lf %lf %lf", ip, &dus, &jus, &loss) == 4 ||
                sscanf(line, "down %63s %d", ip, &on) == 2) {
         struct in_addr ad;
