@@ -59,20 +59,14 @@ def test_token_bucket_of_a_rate_limited_link(tmp_path):
     bt, burst = 8e-6, wire.link_burst_bytes(1.0)
     assert burst == 3028
     n = 10_000
-
-    def last_byte(t: float, nbytes: int) -> float:
-        p.tail = t
-        p.cross(t, nbytes, 0, 1)
-        return p.tail
-
-    t1 = last_byte(10.0, n)  # idle since the start: full bucket
+    t1 = p.transfer(10.0, n)  # idle since the start: full bucket
     assert t1 == pytest.approx(10.0 + (n - burst) * bt + 0.005, abs=1e-12)
-    t2 = last_byte(10.0, 1_000)  # right behind it: no credit left, queued
+    t2 = p.transfer(10.0, 1_000)  # right behind it: no credit left, queued
     assert t2 == pytest.approx(10.0 + (n - burst + 1_000) * bt + 0.005, abs=1e-12)
     free = 10.0 + (n - burst + 1_000) * bt
-    t3 = last_byte(free + 0.010, 5_000)  # 10 ms idle: 1,250 bytes of credit
+    t3 = p.transfer(free + 0.010, 5_000)  # 10 ms idle: 1,250 bytes of credit
     assert t3 == pytest.approx(free + 0.010 + (5_000 - 1_250) * bt + 0.005, abs=1e-12)
-    t4 = last_byte(100.0, 500)  # a small message after idle: propagation only
+    t4 = p.transfer(100.0, 500)  # a small message after idle: propagation only
     assert t4 == pytest.approx(100.005, abs=1e-12)
 
 
@@ -220,11 +214,7 @@ def test_packets_are_forwarded_one_by_one_on_a_multi_hop_path(tmp_path):
     # the bucket of the second hop absorbs the first packets' lead: as one 2 Mbit/s hop
     assert p.tail == pytest.approx(5.0 + (n - burst) * 4e-6 + 0.005, abs=1e-12)
     assert head == pytest.approx(5.005, abs=1e-12)  # the first packet went through on credit
-    p = path(8.0, 2.0)  # the second hop is the bottleneck
-    p.tail = 5.0
-    p.cross(5.0, n, 0, 2)
-    assert p.tail == pytest.approx(5.0 + 0.003 + (n - burst) * 4e-6 + 0.002, abs=1e-12)
-    p = path(2.0, 8.0)  # the first hop is: the second forwards each packet as it comes
-    p.tail = 5.0
-    p.cross(5.0, n, 0, 2)
-    assert p.tail == pytest.approx(5.0 + (n - burst) * 4e-6 + 0.005, abs=1e-12)
+    # the second hop is the bottleneck
+    assert path(8.0, 2.0).transfer(5.0, n) == pytest.approx(5.0 + 0.003 + (n - burst) * 4e-6 + 0.002, abs=1e-12)
+    # the first hop is: the second forwards each packet as it comes
+    assert path(2.0, 8.0).transfer(5.0, n) == pytest.approx(5.0 + (n - burst) * 4e-6 + 0.005, abs=1e-12)

@@ -51,8 +51,18 @@ from testbed.schedule import LinkState, TraceServer, merge_intervals
 from testbed.sim.engine import EventLoop
 from testbed.spec import Scenario
 
-SEGMENT_BYTES = wire.MSS + wire.HEADER_BYTES  # a full packet on the wire: a message's first one leads it
+SEGMENT_BYTES = wire.MSS + wire.HEADER_BYTES  # a full packet on the wire
 ETH_BYTES = 14  # of wire.HEADER_BYTES per segment: not part of the IP packet a capacity trace carries
+
+
+def _rate(bw_mbps: float | None) -> tuple[float, float]:
+    """(byte time s, token bucket depth s) of a link of bw_mbps (0, 0 when unshaped): wire.link_burst_bytes."""
+    if not bw_mbps:
+        return 0.0, 0.0
+    bt = 8.0 / (bw_mbps * 1e6)
+    return bt, wire.link_burst_bytes(bw_mbps) * bt
+
+
 NOISE_BLOCK = 8192  # jitter draws per seed taken from a link's random stream
 NOISE_CHUNK = 256  # of which this many are held at a time
 
@@ -92,13 +102,12 @@ class LinkDir:
         rng: random.Random,
     ):
         self.name = name
-        self.byte_time = 8.0 / (bw_mbps * 1e6) if bw_mbps else 0.0
+        self.byte_time, self.burst = _rate(bw_mbps)  # the burst: the bucket's credit after idle, in seconds
         self.delay = delay_ms / 1e3
         self.jitter = jitter_ms / 1e3
         self.loss = loss_pct / 100.0
-        self.max_backlog = queue_pkts * (wire.MSS + wire.HEADER_BYTES) * self.byte_time
+        self.max_backlog = queue_pkts * SEGMENT_BYTES * self.byte_time
         self.free_at = -math.inf  # idle since long before the run: its bucket is full
-        self.burst = wire.link_burst_bytes(bw_mbps) * self.byte_time if bw_mbps else 0.0  # credit after idle, s
         self.rng = rng
         self._noise: list[float] = []
         self._k = 0
@@ -110,26 +119,24 @@ class LinkDir:
         self.step_times: list[float] = []
         self.trace: TraceServer | None = None  # scheduled: capacity from a delivery-opportunity trace
 
+    def _step(self, t: float) -> LinkState:
+        """The scheduled state in force at t (self.steps is set)."""
+        assert self.steps is not None
+        k = bisect.bisect_right(self.step_times, t) - 1
+        return self.steps[k if k > 0 else 0]
+
     def state_at(self, t: float) -> tuple[float, float, float, float]:
         """(delay s, jitter s, loss probability, byte time s) in force at t."""
         if self.steps is None:
             return self.delay, self.jitter, self.loss, self.byte_time
-        k = bisect.bisect_right(self.step_times, t) - 1
-        st = self.steps[k if k > 0 else 0]
-        return (
-            st.delay_ms / 1e3,
-            st.jitter_ms / 1e3,
-            st.loss_pct / 100.0,
-            8.0 / (st.bw_mbps * 1e6) if st.bw_mbps else 0.0,
-        )
+        st = self._step(t)
+        return st.delay_ms / 1e3, st.jitter_ms / 1e3, st.loss_pct / 100.0, _rate(st.bw_mbps)[0]
 
-    def burst_at(self, t: float) -> float:
-        """The token bucket's depth in seconds at the rate in force at t (wire.link_burst_bytes)."""
+    def rate_at(self, t: float) -> tuple[float, float]:
+        """(byte time s, token bucket depth s) in force at t."""
         if self.steps is None:
-            return self.burst
-        k = bisect.bisect_right(self.step_times, t) - 1
-        bw = self.steps[k if k > 0 else 0].bw_mbps
-        return wire.link_burst_bytes(bw) * 8.0 / (bw * 1e6) if bw else 0.0
+            return self.byte_time, self.burst
+        return _rate(self._step(t).bw_mbps)
 
     def jitter_draw(self, std: float) -> float:
         """A jitter sample scaled to `std` (the link's own stream of normal draws, as jitter_sample)."""
@@ -216,7 +223,7 @@ class Path:
 
     def send(self, loop: EventLoop, t: float, payload: int, handler: Callable[[Any], None], arg: Any) -> None:
         """Send `payload` application bytes at time t (= loop.now); handler(arg) runs when it has arrived."""
-        nbytes = payload + -(-payload // wire.MSS) * wire.HEADER_BYTES
+        nbytes = wire.wire_bytes(payload)
         if self.watch is not None:
             handler, arg = self.watch.wrap(t, handler, arg)
         rev = self.rev
@@ -226,14 +233,19 @@ class Path:
             self.send_sched(loop, t, nbytes, handler, arg)
         elif not self.stops:
             self.lost_wait = 0.0
-            self.tail = t
-            self.cross(t, nbytes, 0, len(self.hops))
-            a = self.arrive(self.tail)
+            a = self.arrive(self.transfer(t, nbytes))
             if self.acks is not None:
-                self.acks.arrived(t + self.lost_wait, a, -(-nbytes // (wire.MSS + wire.HEADER_BYTES)))
+                self.acks.arrived(t + self.lost_wait, a, -(-nbytes // SEGMENT_BYTES))
             loop.at(a, handler, arg)
         else:
             Transit(self, nbytes, handler, arg).start(loop, t)
+
+    def transfer(self, t: float, nbytes: int) -> float:
+        """When the last byte of a message of nbytes wire bytes that enters the path at t reaches its end, every hop
+        computed now (no stops at shared hops: exact where no other path's message comes between)."""
+        self.tail = t
+        self.cross(t, nbytes, 0, len(self.hops))
+        return self.tail
 
     def one_way(self, t: float) -> float:
         """The path's propagation delay in force at t (an ACK's crossing)."""
@@ -241,7 +253,7 @@ class Path:
 
     def recover(self, h: LinkDir, loss: float, nbytes: int) -> float:
         """Faults rule 1, loss: the delay a message of nbytes suffers on hop h (0 when no segment is lost)."""
-        segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
+        segs = -(-nbytes // SEGMENT_BYTES)
         p_msg = 1.0 - (1.0 - loss) ** segs
         if h.rng.random() >= p_msg:
             return 0.0
@@ -266,28 +278,12 @@ class Path:
         goes on as soon as it has crossed. (Summing every hop's serialisation of the whole message would charge a
         path of two 2 Mbit/s links twice the time a real one takes.)"""
         hops = self.hops
-        tail = self.tail
-        first = nbytes if nbytes < SEGMENT_BYTES else SEGMENT_BYTES
         for k in range(i, j):
             h = hops[k]
-            bt = h.byte_time
-            if bt:
-                if self.lossy and h.free_at - t > h.max_backlog:
-                    w = self.drop_tail(nbytes)
-                    t += w
-                    tail += w
-                e = t - h.burst  # the bucket refilled while the link was idle (wire.link_burst_bytes)
-                if h.free_at > e:
-                    e = h.free_at
-                done = e + nbytes * bt
-                h.free_at = done
-                if done > tail:
-                    tail = done
-                e += first * bt
-                if e > t:
-                    t = e
+            if h.byte_time:  # drop-tail only where losses are recovered (the path has an ACK clock)
+                t = self._serve(h, t, nbytes, h.byte_time, h.burst, h.max_backlog if self.lossy else math.inf)
             if h.loss:
-                tail += self.recover(h, h.loss, nbytes)
+                self.tail += self.recover(h, h.loss, nbytes)
             if h.jitter:
                 k = h._k  # jitter_sample(), inlined: the hottest line of a jittered link
                 if k < len(h._noise):
@@ -297,12 +293,29 @@ class Path:
                     d = h.delay + h.jitter_sample()
                 if d > 0.0:
                     t += d
-                    tail += d
+                    self.tail += d
             else:
                 t += h.delay
-                tail += h.delay
-        self.tail = tail
+                self.tail += h.delay
         return t
+
+    def _serve(self, h: LinkDir, t: float, nbytes: int, bt: float, burst: float, backlog: float) -> float:
+        """A rate-limited hop (cross, cross_sched): the message's first packet is there at t, its last byte at
+        self.tail. It starts when the link is free, less the bucket's credit, and all of it crosses at the rate;
+        returns when the first packet has crossed, self.tail when the last byte has (never before it arrived)."""
+        if h.free_at - t > backlog:  # the queue is full: the message's tail is lost and recovered
+            w = self.drop_tail(nbytes)
+            t += w
+            self.tail += w
+        e = t - burst
+        if h.free_at > e:
+            e = h.free_at
+        done = e + nbytes * bt
+        h.free_at = done
+        if done > self.tail:
+            self.tail = done
+        e += (nbytes if nbytes < SEGMENT_BYTES else SEGMENT_BYTES) * bt
+        return e if e > t else t
 
     def send_sched(self, loop: EventLoop, t: float, nbytes: int, handler: Callable[[Any], None], arg: Any) -> None:
         """A path with a schedule: outages first (faults rule 1), then hop by hop at the times in force."""
@@ -313,7 +326,7 @@ class Path:
             if self.is_down(t):
                 assert self.acks is not None
                 rto = self.acks.rto(t)
-                alone = nbytes <= wire.MSS + wire.HEADER_BYTES
+                alone = nbytes <= SEGMENT_BYTES
                 through = retransmit_until(t, rto, self.is_down, probe_timeout_s(self.acks.est, alone))
                 # the retransmission is one segment and the window one after an RTO: the rest of the connection's
                 # data follows its ACK, a round trip later (faults rule 1)
@@ -326,7 +339,7 @@ class Path:
     def drop_tail(self, nbytes: int) -> float:
         """A message that finds the queue full: its tail is lost and recovered (faults rule 1, loss)."""
         assert self.acks is not None
-        wait = loss_recovery_s(self.acks.est, True, nbytes <= wire.MSS + wire.HEADER_BYTES)
+        wait = loss_recovery_s(self.acks.est, True, nbytes <= SEGMENT_BYTES)
         self.lost_wait += wait
         return wait
 
@@ -334,40 +347,23 @@ class Path:
         """As cross(), with each hop's delay / jitter / loss in force at t0 (the message entered the path) and
         its rate or capacity trace at the time the message reaches it."""
         hops = self.hops
-        tail = self.tail
-        first = nbytes if nbytes < SEGMENT_BYTES else SEGMENT_BYTES
         for k in range(i, j):
             h = hops[k]
             delay, jitter, loss, bt = h.state_at(t0)
             if h.trace is not None:
-                segs = -(-nbytes // (wire.MSS + wire.HEADER_BYTES))
+                segs = -(-nbytes // SEGMENT_BYTES)
                 done = h.trace.depart(t, nbytes - segs * ETH_BYTES)
-                if done > tail:
-                    tail = done
+                if done > self.tail:
+                    self.tail = done
             elif bt:
-                if h.steps is not None:
-                    bt = h.state_at(t)[3]
-                if h.free_at - t > h.queue_pkts * (wire.MSS + wire.HEADER_BYTES) * bt:
-                    w = self.drop_tail(nbytes)
-                    t += w
-                    tail += w
-                e = t - h.burst_at(t)  # the bucket refilled while the link was idle (wire.link_burst_bytes)
-                if h.free_at > e:
-                    e = h.free_at
-                done = e + nbytes * bt
-                h.free_at = done
-                if done > tail:
-                    tail = done
-                e += first * bt
-                if e > t:
-                    t = e
+                bt, burst = h.rate_at(t)
+                t = self._serve(h, t, nbytes, bt, burst, h.queue_pkts * SEGMENT_BYTES * bt)
             if loss:
-                tail += self.recover(h, loss, nbytes)
+                self.tail += self.recover(h, loss, nbytes)
             d = delay + h.jitter_draw(jitter) if jitter else delay
             if d > 0.0:
                 t += d
-                tail += d
-        self.tail = tail
+                self.tail += d
         return t
 
     def arrive(self, t: float) -> float:
@@ -422,10 +418,16 @@ class Transit:
         if nxt == len(path.hops):
             a = path.arrive(self.tail)
             if path.acks is not None:  # an RTT sample from the (re)transmission that got through
-                path.acks.arrived(self.t0 + self.lost, a, -(-self.nbytes // (wire.MSS + wire.HEADER_BYTES)))
+                path.acks.arrived(self.t0 + self.lost, a, -(-self.nbytes // SEGMENT_BYTES))
             self.loop.at(a, self.handler, self.arg)
         else:
             self.loop.at(t, self.resume)
+
+
+def idle_transfer_s(scenario: Scenario, src: str, dst: str, nbytes: int) -> float:
+    """The simulator's time for a message of nbytes wire bytes from src to dst on idle links (its last byte's
+    arrival): what the emulated network is measured against (bench/bench_net.py, tests/test_net.py)."""
+    return SimNetwork(scenario, scenario.spec.seed).path(src, dst).transfer(0.0, nbytes)
 
 
 class SimNetwork:
