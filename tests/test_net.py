@@ -220,42 +220,40 @@ def test_build_after_killed_build_succeeds_and_cleanup_removes_leftovers():
         cleanup()
 
 
+def _line_net(tmp_path, edge_link: str):
+    """e0 --edge_link-- sw0 --0.5 ms-- cloud0 as a scenario file."""
+    f = tmp_path / "line.yaml"
+    f.write_text(
+        "name: line\nseed: 1\nworkload: {trace: synthetic}\n"
+        "nodes:\n  - {name: cloud0, role: target}\n  - {name: sw0, role: switch}\n  - {name: e0, role: draft}\n"
+        f"links:\n  - {{a: e0, b: sw0, {edge_link}}}\n  - {{a: sw0, b: cloud0, delay_ms: 0.5}}\n"
+    )
+    return load_scenario(f)
+
+
 @pytest.mark.slow
 @pytest.mark.root
 @root
 def test_message_after_idle_pays_the_rate_beyond_the_burst(tmp_path):
     """A message after an idle moment leaves a shaped link at the configured rate once the token bucket's burst
-    (testbed.wire.link_burst_bytes, the simulator's credit too) is spent: its round trip is a small message's plus
-    (wire bytes - burst) x byte time. htb on this kernel let 17 KB through a 2.7 Mbit/s link in 0.3 ms."""
+    (testbed.wire.link_burst_bytes) is spent: its round trip is a small message's plus what the simulator charges
+    beyond it (testbed.sim.network.idle_transfer_s). htb on this kernel let 17 KB through a 2.7 Mbit/s link in
+    0.3 ms."""
     from testbed import wire
     from testbed.emu.net import make_network
     from testbed.emu.net.verify import measure_messages
+    from testbed.sim.network import idle_transfer_s
 
-    f = tmp_path / "burst.yaml"
-    f.write_text(
-        textwrap.dedent(
-            """\
-            name: burst
-            seed: 1
-            workload: {trace: synthetic}
-            nodes:
-              - {name: cloud0, role: target}
-              - {name: sw0, role: switch}
-              - {name: e0, role: draft}
-            links:
-              - {a: e0, b: sw0, bw_mbps: 2.7, delay_ms: 1}
-              - {a: sw0, b: cloud0, delay_ms: 0.5}
-            """
-        )
-    )
+    sc = _line_net(tmp_path, "bw_mbps: 2.7, delay_ms: 1")
     sizes = [100, 100, 4000, 16000, 40000]
-    with make_network(load_scenario(f), "mininet", verify="off") as net:
+    with make_network(sc, "mininet", verify="off") as net:
         r = measure_messages(net, "e0", "cloud0", sizes, idle_s=0.4)
     ms = [x / 1e3 for x in r["rtt_us"]]
     base = min(ms[:2])
-    bt_ms = 8 / 2.7e6 * 1e3
+    sim_base = idle_transfer_s(sc, "e0", "cloud0", wire.wire_bytes(100 + 4))
     for n, m in zip(sizes[2:], ms[2:]):
-        expect = base + max(0, wire.wire_bytes(n + 4) - wire.link_burst_bytes(2.7)) * bt_ms
+        expect = base + (idle_transfer_s(sc, "e0", "cloud0", wire.wire_bytes(n + 4)) - sim_base) * 1e3
+        assert expect - base > 20 * (n > 4000)  # 16 and 40 KB pay the rate beyond the 3 KB burst
         assert abs(m - expect) <= max(3.0, 0.1 * (expect - base)), (n, m, expect, ms)
 
 
@@ -268,24 +266,7 @@ def test_delay_line_counts_from_the_runs_start(tmp_path):
     from testbed.emu.net import make_network
     from testbed.emu.net.verify import measure_rtts
 
-    f = tmp_path / "dl.yaml"
-    f.write_text(
-        textwrap.dedent(
-            """\
-            name: dl
-            seed: 1
-            workload: {trace: synthetic}
-            nodes:
-              - {name: cloud0, role: target}
-              - {name: sw0, role: switch}
-              - {name: e0, role: draft}
-            links:
-              - {a: e0, b: sw0, delay_ms: 2}
-              - {a: sw0, b: cloud0, delay_ms: 1}
-            """
-        )
-    )
-    with make_network(load_scenario(f), "mininet", verify="off") as net:
+    with make_network(_line_net(tmp_path, "delay_ms: 2"), "mininet", verify="off") as net:
         before = measure_rtts(net, {"e0": ["cloud0"]}, count=40, interval=0.005)[("e0", "cloud0")]
         net.set_t0(time.monotonic())
         after = measure_rtts(net, {"e0": ["cloud0"]}, count=25, interval=0.005)[("e0", "cloud0")]
