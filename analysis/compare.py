@@ -463,32 +463,28 @@ def _verdict(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def spread_rows(sim: dict[str, Any], emu: dict[str, Any], spread: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per judged metric: the range of the simulated values over the main simulation and its network-seed
-    repetitions (sim-spread.json), relative to the main one, whether the emulated value lies inside it, and the pass
-    flag of the spread verdict (within tolerance, or inside the range)."""
+    """Per judged metric (metric_rows' row): the range of the simulated values over the main simulation and its
+    network-seed repetitions (sim-spread.json) and relative to the main one, whether the emulated value lies inside
+    it, and the pass flag of the spread verdict (within tolerance, or inside the range)."""
+    by_key = {m.key: m for m in METRICS}
     rows = []
-    for m in METRICS:
-        if m.tolerance is None:
+    for r in metric_rows(sim, emu, ("sim", "emu")):
+        if r["tolerance"] is None:
             continue
-        ref, val = m.get(sim), m.get(emu)
+        m = by_key[r["metric"]]
         xs = [v for v in (m.get(s) for s in [sim, *spread.get("summaries", [])]) if v is not None]
-        err, ok, note = judge(ref, val, m.tolerance)
         lo, hi = (min(xs), max(xs)) if xs else (None, None)
+        val = r["emu"]
         inside = None if val is None or lo is None else bool(lo <= val <= hi)
         rows.append(
             {
-                "metric": m.key,
-                "sim": ref,
-                "emu": val,
-                "rel_error": err,
-                "tolerance": m.tolerance,
+                **r,
                 "sim_lo": lo,
                 "sim_hi": hi,
-                "rel_lo": relative_error(ref, lo),
-                "rel_hi": relative_error(ref, hi),
+                "rel_lo": relative_error(r["sim"], lo),
+                "rel_hi": relative_error(r["sim"], hi),
                 "inside": inside,
-                "pass": None if ok is None else bool(ok or inside),
-                "note": note,
+                "pass": None if r["pass"] is None else bool(r["pass"] or inside),
             }
         )
     return rows

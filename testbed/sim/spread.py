@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from testbed.sim.run import simulate
 from testbed.spec import Scenario
 from testbed.workload import Workload
 
@@ -33,8 +34,6 @@ def network_spread(
     scenario: Scenario, workload: Workload, k: int, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
     """Summaries of K simulations differing only in the network's random draws."""
-    from testbed.sim.run import simulate
-
     if not has_network_randomness(scenario):
         return {"skipped": "no link has jitter or loss: every network seed gives the same simulation"}
     seeds = network_seeds(scenario.spec.seed, k)

@@ -88,6 +88,11 @@ def _tbf(link: LinkSpec) -> str:
     return f"tbf rate {link.bw_mbps * 1e3:.3f}kbit burst {burst} limit {link.queue_pkts * 1514}"
 
 
+def _leaf(link: LinkSpec, leaf: str | None = None) -> str:
+    """The queue under tbf: `leaf` (netem), or a pfifo of the link's queue_pkts."""
+    return "parent 1:1 handle 10: " + (leaf or f"pfifo limit {link.queue_pkts}")
+
+
 def rate_lines(dev: str, link: LinkSpec, leaf: str | None = None) -> list[str]:
     """`tc -batch` lines for a token-bucket rate limit (tbf) on dev's egress; `leaf` replaces the pfifo leaf.
 
@@ -96,19 +101,13 @@ def rate_lines(dev: str, link: LinkSpec, leaf: str | None = None) -> list[str]:
     0.3 ms and 80 KB in 117 ms (248 ms at the rate), while tbf with the same 3 KB burst held the rate (80 KB in
     240 ms). A prompt upload after an idle moment is exactly such a burst: uploads were up to ~5x faster than
     the configured rate, and TTFT on slow links below the simulator's."""
-    return [
-        f"qdisc add dev {dev} root handle 1: {_tbf(link)}",
-        f"qdisc add dev {dev} parent 1:1 handle 10: " + (leaf or f"pfifo limit {link.queue_pkts}"),
-    ]
+    return [f"qdisc add dev {dev} root handle 1: {_tbf(link)}", f"qdisc add dev {dev} {_leaf(link, leaf)}"]
 
 
 def rate_change_lines(dev: str, link: LinkSpec) -> list[str]:
     """The link's new rate on dev in place: queued packets are kept (tbf's change keeps its child qdisc; the
     pfifo limit is restated since tbf's change passes its own limit on to a fifo child)."""
-    return [
-        f"qdisc change dev {dev} root handle 1: {_tbf(link)}",
-        f"qdisc change dev {dev} parent 1:1 handle 10: pfifo limit {link.queue_pkts}",
-    ]
+    return [f"qdisc change dev {dev} root handle 1: {_tbf(link)}", f"qdisc change dev {dev} {_leaf(link)}"]
 
 
 GSO_OFF_BELOW_MBPS = 100.0
