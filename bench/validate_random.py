@@ -221,6 +221,10 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1, help="generator seed (scenario k of seed s is always the same)")
     ap.add_argument("--seeds", type=int, default=1, help="runs per scenario (different run seeds) for CIs")
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of trace per scenario")
+    ap.add_argument(
+        "--min-requests", type=int, default=0, help="lengthen a scenario's trace window to about this many requests"
+    )
+    ap.add_argument("--only", default="", help="comma-separated scenario ids to run (default: all N)")
     ap.add_argument("--spread", type=int, default=20, help="network seeds each run is simulated with again (0: none)")
     ap.add_argument("--net", default="mininet", choices=("mininet", "none"))
     ap.add_argument("--out", type=Path, default=ROOT / "runs/validate-random")
@@ -233,7 +237,13 @@ def main() -> int:
         args.budget_min = 0.0
     os.environ.setdefault("DSD_TRACES_DIR", str(ROOT.parent / "shared" / "traces"))
     scen_dir = args.out / "scenarios"
-    scen = generate_set(args.seed, args.n, scen_dir, args.duration)
+    scen = generate_set(args.seed, args.n, scen_dir, args.duration, min_requests=args.min_requests)
+    if args.only:
+        try:
+            only = {int(x) for x in args.only.split(",")}
+        except ValueError:
+            ap.error(f"--only {args.only!r}: expected scenario ids such as 6,7,10")
+        scen = [s for s in scen if s["id"] in only]
     res_path = args.out / "result.json"
     old = json.loads(res_path.read_text()) if args.resume and res_path.is_file() else {}
     runs: list[dict] = [r for r in old.get("runs", []) if r.get("generator_seed") == args.seed]
@@ -289,7 +299,9 @@ def main() -> int:
     first = [r for r in ok if r["replicate"] == 0]
     lines = [
         f"{len(first)} scenarios run ({len(ok)} runs, {len(failed)} failed), generator seed {args.seed}, "
-        f"{args.duration:g} s of trace each" + (f"; stopped early: {stopped}" if stopped else "")
+        f"{args.duration:g} s of trace each"
+        + (f" (at least ~{args.min_requests} requests: longer where the rate is low)" if args.min_requests else "")
+        + (f"; stopped early: {stopped}" if stopped else "")
     ]
     plain = distribution(first, "plain")
     lines += [""] + _table("emulated vs simulated (as built), vLLM-named metrics:", plain)

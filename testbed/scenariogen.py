@@ -1,7 +1,7 @@
 """A seeded generator of random scenarios (topology + workload + policy) for validating fidelity on what users
 bring, not only on the shipped topologies (`make validate-random`, bench/validate_random.py).
 
-    python -m testbed.scenariogen --seed 1 --n 30 --out runs/random-scenarios [--duration 20]
+    python -m testbed.scenariogen --seed 1 --n 30 --out runs/random-scenarios [--duration 20] [--min-requests 0]
 
 Scenario k of seed s is a function of (s, k) and of the trace families available (the Azure files may be absent). What
 varies, each drawn independently:
@@ -88,9 +88,20 @@ def _write_trace(family: str, path: Path, rng: random.Random, rate: float, durat
 
 
 def generate(
-    seed: int, k: int, out_dir: Path, duration_s: float = 20.0, families: tuple[str, ...] = TRACE_FAMILIES
+    seed: int,
+    k: int,
+    out_dir: Path,
+    duration_s: float = 20.0,
+    families: tuple[str, ...] = TRACE_FAMILIES,
+    min_requests: int = 0,
 ) -> dict[str, Any]:
-    """Write scenario k of `seed` into out_dir (topology.yaml and its trace file); returns its description."""
+    """Write scenario k of `seed` into out_dir (topology.yaml and its trace file); returns its description.
+
+    min_requests > 0 lengthens the arrival window of a scenario whose rate would give fewer requests than that in
+    duration_s (to min_requests / rate seconds): a light scenario of 20 s holds 6-30 requests, and with loss on its
+    path one retransmission timeout moves its mean TTFT by tens of percent (sampling noise, not model error). The
+    topology, policies and acceptance stay those of the scenario at duration_s (its own trace file is drawn from a
+    generator of its own)."""
     rng = random.Random(f"dsd-scenariogen/{seed}/{k}")
     out_dir.mkdir(parents=True, exist_ok=True)
     hops = rng.randint(1, 4)
@@ -128,6 +139,8 @@ def generate(
     load = rng.choice(LOADS)
     # capacity is rough: a verifier serves a few requests per second at these lengths; saturating = well above it
     rate = (rng.uniform(0.3, 0.8) if load == "light" else rng.uniform(2.0, 4.0)) * n_targets
+    base_s = duration_s
+    duration_s = max(duration_s, round(min_requests / rate, 1))
     workload: dict[str, Any] = {
         "duration_s": duration_s,
         "max_output_tokens": MAX_OUTPUT_TOKENS,
@@ -155,7 +168,9 @@ def generate(
         )
     else:
         name = "trace.csv" if family == "burstgpt" else "trace.jsonl"
-        _write_trace(family, out_dir / name, rng, rate, duration_s)
+        _write_trace(family, out_dir / name, rng, rate, base_s)  # the draws the scenario at duration_s makes
+        if duration_s > base_s:  # lengthened: a longer trace from a generator of its own, the main one left as is
+            _write_trace(family, out_dir / name, random.Random(f"dsd-scenariogen/{seed}/{k}/trace"), rate, duration_s)
         workload.update(trace=str((out_dir / name).resolve()), format=family)
     acc = (
         {"kind": "iid", "alpha": round(rng.uniform(0.6, 0.9), 2)}
@@ -205,6 +220,7 @@ def generate(
         "window": window,
         "load": load,
         "rate_rps": round(rate, 3),
+        "duration_s": duration_s,
         "routing": spec["policy"]["routing"],
         "shared_links": max(0, hops - 2),
         "jitter": any("jitter_ms" in (l.get("link") or l) for l in groups + links),
@@ -213,7 +229,12 @@ def generate(
 
 
 def generate_set(
-    seed: int, n: int, out: Path, duration_s: float = 20.0, available: tuple[str, ...] | None = None
+    seed: int,
+    n: int,
+    out: Path,
+    duration_s: float = 20.0,
+    available: tuple[str, ...] | None = None,
+    min_requests: int = 0,
 ) -> list[dict[str, Any]]:
     """Scenarios 0..n-1 of `seed` into out/rNNN/, and out/scenarios.json. `available`: trace families that can be
     used here (default: every family whose files are found; azure-* need the trace files)."""
@@ -230,7 +251,7 @@ def generate_set(
                 pass
         available = tuple(ok)
     out.mkdir(parents=True, exist_ok=True)
-    scen = [generate(seed, k, out / f"r{k:03d}", duration_s, available) for k in range(n)]
+    scen = [generate(seed, k, out / f"r{k:03d}", duration_s, available, min_requests) for k in range(n)]
     (out / "scenarios.json").write_text(json.dumps(scen, indent=1) + "\n")
     return scen
 
@@ -240,9 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of trace per scenario")
+    ap.add_argument("--min-requests", type=int, default=0, help="lengthen a scenario to about this many requests")
     ap.add_argument("--out", type=Path, default=Path("runs/random-scenarios"))
     a = ap.parse_args(argv)
-    for s in generate_set(a.seed, a.n, a.out, a.duration):
+    for s in generate_set(a.seed, a.n, a.out, a.duration, min_requests=a.min_requests):
         print(
             f"{s['path']}: {s['hops']} hops, {s['edges']} edges, {s['targets']} targets, {s['trace']}, {s['window']}, "
             f"{s['load']} ({s['rate_rps']} req/s), routing {s['routing']}"

@@ -46,3 +46,29 @@ def test_a_set_covers_the_space(tmp_path):
             if "bw_mbps" in l:
                 bws.append(l["bw_mbps"])
     assert 1 <= min(bws) < 10 and 100 < max(bws) <= 1000 and max(delays) > 30
+
+
+def test_min_requests_lengthens_light_scenarios_only(tmp_path):
+    """--min-requests: a scenario whose rate gives fewer requests gets a longer window; everything else about it
+    (topology, policies, acceptance, load) stays as at the default duration, and a long one is left as it is."""
+    from testbed.workload import build_workload
+
+    base = generate_set(1, 12, tmp_path / "a", duration_s=10, available=OURS)
+    long = generate_set(1, 12, tmp_path / "b", duration_s=10, available=OURS, min_requests=60)
+    lengthened = 0
+    for a, b in zip(base, long):
+        assert {k: v for k, v in a.items() if k not in ("path", "duration_s")} == {
+            k: v for k, v in b.items() if k not in ("path", "duration_s")
+        }
+        ya, yb = (yaml.safe_load(open(s["path"])) for s in (a, b))
+        wa, wb = ya.pop("workload"), yb.pop("workload")
+        assert ya == yb
+        assert wa["mapping"] == wb["mapping"]
+        want = max(10.0, round(60 / a["rate_rps"], 1))
+        assert abs(b["duration_s"] - want) <= 0.2  # rate_rps is rounded
+        if want >= 30.0:  # at least three times as long
+            lengthened += 1
+            n = len(build_workload(load_scenario(b["path"])))
+            assert n > 2 * len(build_workload(load_scenario(a["path"]))), (b["path"], n)
+            assert n >= 30, (b["path"], n)  # Poisson / a real trace's window: about 60, not exactly
+    assert lengthened >= 3
