@@ -140,3 +140,26 @@ def test_validate_random_counts_and_explains_by_the_spread(tmp_path):
     assert any(c.startswith("network randomness: inside") and "ttft_ms.mean +20.0%" in c for c in causes)
     causes = vr.likely_causes({**runs[2], "run": str(tmp_path), "spec": spec, "disturbance": []})
     assert any(c.startswith("not network randomness: outside") for c in causes)
+
+
+def test_validate_random_names_batching_differences(tmp_path):
+    """A miss's causes say when the targets batched otherwise: prompts in more or fewer prefill batches, verify
+    batches of another mean size; nothing when both sides batched alike."""
+    from testbed.tables import BATCH_COLUMNS, frame, write_parquet
+
+    vr = _bench()
+
+    def side(name, rows):
+        (tmp_path / name).mkdir(exist_ok=True)
+        write_parquet(tmp_path / name / "batches.parquet", frame(BATCH_COLUMNS, rows))
+
+    def row(kind, size):
+        return ("c0", kind, 0.0, 0.1, size, 100)
+
+    side("sim", [row("prefill", 1), row("prefill", 1), row("verify", 2), row("verify", 2)])
+    side("emu", [row("prefill", 1), row("prefill", 1), row("verify", 2), row("verify", 2)])
+    assert vr.batching_differences(tmp_path) == []
+    side("emu", [row("prefill", 2), row("verify", 2), row("verify", 3)])
+    out = vr.batching_differences(tmp_path)
+    assert out[0] == "prefill batching differs: 2 prompts in 1 batches emulated, in 2 simulated"
+    assert out[1].startswith("verify batches differ: mean size 2.50 emulated vs 2.00 simulated (+25.0%)")
