@@ -19,10 +19,11 @@ Thresholds (a warning each; "trusted" is False when any fires):
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from testbed.spec.asbuilt import rtt_tolerance_ms
+from testbed.spec.asbuilt import median_se_ms, rtt_tolerance_ms
 
 DELAYLINE_LATE_FRAC = 0.01
 DELAYLINE_MEAN_US = 200.0
@@ -103,7 +104,11 @@ def assess(run: Path) -> dict[str, Any] | None:
             "std_after_ms": a["measured"].get("rtt_std_ms"),
         }
         probes.append(e)
-        if abs(e["after_ms"] - e["before_ms"]) > rtt_tolerance_ms(rtt):
+        se = math.hypot(
+            median_se_ms(e["std_before_ms"], (p.get("measured") or {}).get("samples")),
+            median_se_ms(e["std_after_ms"], a["measured"].get("samples")),
+        )  # of the difference of the two medians
+        if abs(e["after_ms"] - e["before_ms"]) > rtt_tolerance_ms(rtt, se):
             warnings.append(
                 f"path {e['path']}: RTT residual {e['before_ms']:+.2f} ms before the run, {e['after_ms']:+.2f} ms after"
             )
@@ -121,6 +126,6 @@ def assess(run: Path) -> dict[str, Any] | None:
             "delay_line_late_over_1ms_frac": DELAYLINE_LATE_FRAC,
             "delay_line_mean_us": DELAYLINE_MEAN_US,
             "node_timer_p99_us": NODE_P99_US,
-            "probe_residual_change_ms": "max(0.6, 3 % of RTT)",
+            "probe_residual_change_ms": "max(0.6, 3 % of RTT, 2 x the standard error of the change)",
         },
     }

@@ -55,5 +55,14 @@ def link_burst_bytes(bw_mbps: float) -> int:
     return int(max(LINK_BURST_MIN_BYTES, bw_mbps * 1e6 / 8 * LINK_BURST_S))
 
 
+def idle_serialisation_s(nbytes: int, bw_mbps: float | None) -> float:
+    """Seconds a message of nbytes wire bytes spends being serialised on a rate-limited link that was idle long
+    enough to fill its bucket: what is beyond the bucket, at the rate (link_burst_bytes's rule with f <= t - burst;
+    0 on an unshaped link). A small probe after idle pays nothing, in the emulator's tbf as in the simulator."""
+    if not bw_mbps:
+        return 0.0
+    return max(0, nbytes - link_burst_bytes(bw_mbps)) * 8 / (bw_mbps * 1e6)
+
+
 def segments(payload: int) -> int:
     return -(-payload // MSS)

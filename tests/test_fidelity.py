@@ -68,6 +68,23 @@ def test_as_built_uses_what_both_probes_agree_on():
     assert as_built_spec(sc, calm)[1] == []
 
 
+def test_a_residual_within_the_medians_standard_error_is_none():
+    """With jitter a median of 100 probes is known to ~1 ms: a residual of 0.8 ms on a path whose RTT std is 7 ms
+    (standard error 0.88 ms) is not the network's and corrects nothing; the same residual with 0.5 ms std does."""
+    from testbed.spec.asbuilt import median_se_ms, rtt_tolerance_ms
+
+    assert median_se_ms(7.0, 100) == pytest.approx(0.8773, abs=1e-4) and median_se_ms(None, 100) == 0.0
+    assert rtt_tolerance_ms(20.0) == 0.6 and rtt_tolerance_ms(20.0, 0.88) == pytest.approx(1.76)
+    sc = load_scenario(ROOT / "topologies" / "star-4edge.yaml")
+    d0, d1 = sc.drafts[0], sc.drafts[1]
+    t = sc.reachable[d0][0]
+    paths = [_path(d0, t, 20.0, 20.8), _path(d1, t, 20.0, 20.8)]
+    paths[0]["measured"].update(rtt_std_ms=7.0, samples=100)
+    paths[1]["measured"].update(rtt_std_ms=0.5, samples=100)
+    res = {s: r for s, _, r in path_residuals({"paths": paths})}
+    assert res == {d0: 0.0, d1: pytest.approx(0.8)}
+
+
 def _side(d: Path, rows: list[tuple]) -> None:
     """rows: (request_id, target, arrival, ttft_s, e2e_s, status); 11 output tokens each."""
     reqs = [

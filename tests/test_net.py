@@ -260,6 +260,25 @@ def test_message_after_idle_pays_the_rate_beyond_the_burst(tmp_path):
 @pytest.mark.slow
 @pytest.mark.root
 @root
+def test_probe_rtt_on_a_slow_link_is_the_delays_alone(tmp_path):
+    """Path verification's expected probe RTT (expected_path) holds on a slow shaped link: the token bucket passes a
+    probe whole, as the simulator does. Expecting its serialisation (1.7 ms on 0.5 Mbit/s there and back) read
+    every slow path as 0.7-1 ms faster than configured, and the as-built correction shortened its access link."""
+    from testbed.emu.net import make_network
+    from testbed.emu.net.verify import expected_path, measure_rtts, pct
+
+    sc = _line_net(tmp_path, "bw_mbps: 0.5, delay_ms: 5")
+    with make_network(sc, "mininet", verify="off") as net:
+        exp = expected_path(net, "e0", "cloud0")["rtt_ms"]
+        res = measure_rtts(net, {"e0": ["cloud0"]}, count=60, interval=0.01)[("e0", "cloud0")]
+    assert exp == pytest.approx(11.0, abs=1e-9)
+    p50 = pct([x / 1e3 for x in res["rtt_us"]], 0.5)
+    assert exp - 0.2 <= p50 <= exp + 1.2, (p50, exp)  # the stack and the delay lines add a few tenths of a ms
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@root
 def test_delay_line_counts_from_the_runs_start(tmp_path):
     """The delay lines' release counters restart at the run's t0: what the path verification sent before it (probes,
     rate tests) is not counted as the run's lateness (analysis/disturbance.py)."""

@@ -68,6 +68,11 @@ def test_token_bucket_of_a_rate_limited_link(tmp_path):
     assert t3 == pytest.approx(free + 0.010 + (5_000 - 1_250) * bt + 0.005, abs=1e-12)
     t4 = p.transfer(100.0, 500)  # a small message after idle: propagation only
     assert t4 == pytest.approx(100.005, abs=1e-12)
+    # the rule path verification expects of its probes (wire.idle_serialisation_s) is the simulator's
+    for k, nbytes in enumerate((106, burst, burst + 1, 10_000, 100_000)):
+        t = 200.0 + 100 * k
+        assert p.transfer(t, nbytes) - t - 0.005 == pytest.approx(wire.idle_serialisation_s(nbytes, 1.0), abs=1e-12)
+    assert wire.idle_serialisation_s(10_000, None) == 0.0
 
 
 @pytest.mark.parametrize("bw_mbps", [None, 1000.0])
