@@ -188,6 +188,32 @@ def test_disturbance_record(tmp_path):
     assert assess(tmp_path / "nothing") is None
 
 
+def test_lateness_is_judged_by_what_it_adds_to_a_round(tmp_path):
+    """With rounds, node-timer and delay-line lateness distrust a run when they add over 1 % to the mean round: a
+    p99 of 4 ms with a mean of 0.2 ms on a 120 ms round does not; a mean of 1 ms at drafts and targets does."""
+    emu = tmp_path / "run" / "emu"
+    emu.mkdir(parents=True)
+
+    def warnings(draft_mean: float, dl_mean: float) -> list[str]:
+        nodes = {
+            "edge0": {"role": "draft", "timer_lateness": {"mean_us": draft_mean, "p99_us": 4000.0}},
+            "cloud0": {"role": "target", "timer_lateness": {"mean_us": draft_mean, "p99_us": 3000.0}},
+        }
+        summary = {"tpot_ms": {"mean": 40.0}, "tokens_per_round": 3.0, "nodes": nodes}  # a 120 ms round
+        stats = {"cloud0": {"released": 1000, "late_over_1ms": 30, "late_mean_us": dl_mean}}
+        links = {"paths": [{**_path("edge0", "cloud0", 20.0, 20.1), "hops": [0, 1]}]}
+        links["shaping_detail"] = {"delayline_stats": stats}
+        (emu / "summary.json").write_text(json.dumps(summary))
+        (emu / "links.json").write_text(json.dumps(links))
+        return assess(tmp_path / "run")["warnings"]
+
+    assert warnings(200.0, 100.0) == []  # 0.33 % and 0.33 % of the round, though p99 > 2 ms and 3 % over 1 ms
+    w = warnings(1000.0, 100.0)
+    assert len(w) == 1 and w[0].startswith("node timers late: mean 1000 us at drafts + 1000 us at targets, 1.7 %")
+    w = warnings(200.0, 400.0)  # 2 x 2 hops x 0.4 ms = 1.6 ms: 1.3 % of the round
+    assert len(w) == 1 and w[0].startswith("delay line late: 30 of 1000") and "1.3 % of a 120 ms round" in w[0]
+
+
 def test_report_shows_disturbance_robust_verdict_and_both_predictions(tmp_path):
     from analysis.report import build
 
