@@ -18,30 +18,35 @@ import numpy as np
 
 from testbed.spec.schema import AcceptanceSpec
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = 0x9E3779B97F4A7C15
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+_U64 = (1 << 64) - 1
+_GOLDEN_A, _M1_A, _M2_A = np.uint64(_GOLDEN), np.uint64(_M1), np.uint64(_M2)
 _S30, _S27, _S31, _S11 = np.uint64(30), np.uint64(27), np.uint64(31), np.uint64(11)
 
 
-_U64 = (1 << 64) - 1
+def _mix_int(x: int) -> int:
+    """splitmix64 finaliser on one value (a bijection on uint64 with good avalanche), modulo 2**64."""
+    x = ((x ^ (x >> 30)) * _M1) & _U64
+    x = ((x ^ (x >> 27)) * _M2) & _U64
+    return x ^ (x >> 31)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser (a bijection on uint64 with good avalanche); wraps modulo 2**64."""
-    x = (x ^ (x >> _S30)) * _M1
-    x = (x ^ (x >> _S27)) * _M2
+    """_mix_int on every element of a uint64 array (array arithmetic wraps modulo 2**64 silently)."""
+    x = (x ^ (x >> _S30)) * _M1_A
+    x = (x ^ (x >> _S27)) * _M2_A
     return x ^ (x >> _S31)
 
 
 def uniforms(seed: int, request_id: int, n: int, stream: int = 0) -> np.ndarray:
     """n uniform floats in [0, 1) for positions 0..n-1 of one request: a pure function of its arguments. Negative
-    seeds and request ids (a node's warm-up request is -1) are taken modulo 2**64."""
-    with np.errstate(over="ignore"):
-        rid = np.array([(request_id * 4 + stream) & _U64], dtype=np.uint64)
-        key = _mix(np.array([seed & _U64], dtype=np.uint64) ^ _mix(rid + _GOLDEN))
-        ctr = np.arange(n, dtype=np.uint64)
-        u = _mix(key + ctr * _GOLDEN)
+    seeds and request ids (a node's warm-up request is -1) are taken modulo 2**64. The request's key is computed on
+    Python ints (one value: numpy's per-call overhead and its scalar overflow checks cost more than the arithmetic),
+    the positions on an array."""
+    key = _mix_int((seed & _U64) ^ _mix_int((((request_id * 4 + stream) & _U64) + _GOLDEN) & _U64))
+    u = _mix(np.uint64(key) + np.arange(n, dtype=np.uint64) * _GOLDEN_A)
     return (u >> _S11).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
@@ -83,13 +88,16 @@ class AcceptanceModel:
         return accepted_runs(self.sequence(seed, request_id, n))
 
 
-def accepted_runs(seq: np.ndarray) -> list[int]:
+def accepted_runs(seq: np.ndarray | list[bool]) -> list[int]:
     """Run lengths of True from each position (plus a trailing 0), for sequences from any source."""
-    n = len(seq)
-    idx = np.arange(n + 1)
-    false_at = np.where(np.append(~np.asarray(seq, dtype=bool), True), idx, n)
-    next_false = np.minimum.accumulate(false_at[::-1])[::-1]
-    return (next_false - idx).tolist()
+    flags = seq.tolist() if isinstance(seq, np.ndarray) else list(seq)
+    n = len(flags)
+    out = [0] * (n + 1)
+    run = 0
+    for j in range(n - 1, -1, -1):  # a plain loop: compiled (testbed/compiled.py), faster than five numpy calls
+        run = run + 1 if flags[j] else 0
+        out[j] = run
+    return out
 
 
 def clamp_gamma(gamma: int, produced: int, output_tokens: int, gamma_max: int) -> int:

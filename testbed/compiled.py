@@ -29,6 +29,9 @@ MODULES = (
     "testbed.rounds",
     "testbed.policies.batching",
     "testbed.wire",
+    "testbed.compute",
+    "testbed.tables",
+    "testbed.acceptance",
 )
 GROUP = "testbed._compiled_core"  # mypyc's shared library of the group (testbed/_compiled_core__mypyc.*.so)
 RECORD = ROOT / "testbed" / "_compiled.json"

@@ -58,6 +58,36 @@ def test_acceptance_is_counter_based_and_calibrated():
     assert e.probabilities(4).tolist() == [0.9, 0.5, 0.5, 0.5]
 
 
+def _reference_uniforms(seed: int, request_id: int, n: int, stream: int = 0) -> np.ndarray:
+    """splitmix64 of (seed, request id, stream, position) entirely on numpy arrays: the definition, as first written."""
+    g, m1, m2 = np.uint64(0x9E3779B97F4A7C15), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+
+    def mix(x):
+        x = (x ^ (x >> np.uint64(30))) * m1
+        x = (x ^ (x >> np.uint64(27))) * m2
+        return x ^ (x >> np.uint64(31))
+
+    with np.errstate(over="ignore"):
+        rid = np.array([(request_id * 4 + stream) & ((1 << 64) - 1)], dtype=np.uint64)
+        key = mix(np.array([seed & ((1 << 64) - 1)], dtype=np.uint64) ^ mix(rid + g))
+        u = mix(key + np.arange(n, dtype=np.uint64) * g)
+    return (u >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def test_uniforms_are_the_defined_values():
+    """The acceptance sequences every run and every recorded file depend on: bit for bit the definition, for
+    negative seeds and ids (a warm-up request is -1), every stream, lengths 0 to 1,000."""
+    for seed, rid, n, stream in [(1, 42, 1000, 0), (0, 0, 1, 0), (-3, -1, 17, 2), (2**40, 10**9, 300, 3), (7, 5, 0, 1)]:
+        assert np.array_equal(uniforms(seed, rid, n, stream), _reference_uniforms(seed, rid, n, stream))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        seq = rng.random(int(rng.integers(0, 60))) < 0.7
+        idx = np.arange(len(seq) + 1)
+        false_at = np.where(np.append(~seq, True), idx, len(seq))
+        assert accepted_runs(seq) == (np.minimum.accumulate(false_at[::-1])[::-1] - idx).tolist()
+        assert accepted_runs(seq.tolist()) == accepted_runs(seq)
+
+
 def test_runs_and_verify_rule():
     seq = np.array([True, True, False, True, True, True, False], bool)
     runs = accepted_runs(seq)
