@@ -88,13 +88,13 @@ validate: $(STAMP)
 	$(PY) bench/validate.py $(if $(DURATION_S),--duration $(DURATION_S))
 
 ## make validate-random [N=30] [GEN_SEED=1] [SEEDS=1] [DURATION_S=20] [MIN_REQUESTS=0] [ONLY=ids] [SPREAD=20] [BUDGET_MIN=]
-## [OUT=runs/validate-random]
+## [VR_OUT=runs/validate-random]
 ## random scenarios (testbed/scenariogen.py), emulated vs simulated (each run simulated again with SPREAD other network seeds); error
 ## distribution per metric, worst scenarios with their specs; exits 1 when the goal is missed
 validate-random: $(STAMP)
 	$(PY) bench/validate_random.py --n $(or $(N),30) --seed $(or $(GEN_SEED),1) --seeds $(or $(SEEDS),1) \
 	  --duration $(or $(DURATION_S),20) --spread $(or $(SPREAD),20) $(if $(BUDGET_MIN),--budget-min $(BUDGET_MIN)) \
-	  $(if $(MIN_REQUESTS),--min-requests $(MIN_REQUESTS)) $(if $(ONLY),--only $(ONLY)) $(if $(OUT),--out $(OUT)) \
+	  $(if $(MIN_REQUESTS),--min-requests $(MIN_REQUESTS)) $(if $(ONLY),--only $(ONLY)) $(if $(VR_OUT),--out $(VR_OUT)) \
 	  $(if $(RESUME),--resume)
 
 ## make hf-fidelity: real models (make models) emulated vs simulated, 1 and 2 edges, calibrated first (~15 min)
