@@ -30,9 +30,9 @@ MODULES = (
     "testbed.policies.batching",
     "testbed.wire",
     "testbed.compute",
-    "testbed.tables",
     "testbed.acceptance",
-)
+)  # not testbed.tables: its compiled record_batches (a generator yielding from a nested generator) raised
+# "generator already executing" about once in 12 reports when compare read two sides on two threads
 GROUP = "testbed._compiled_core"  # mypyc's shared library of the group (testbed/_compiled_core__mypyc.*.so)
 RECORD = ROOT / "testbed" / "_compiled.json"
 PURE_ENV = "DSD_PURE"  # set to 1: always the pure-Python modules
