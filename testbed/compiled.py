@@ -31,6 +31,7 @@ MODULES = (
     "testbed.wire",
     "testbed.compute",
     "testbed.acceptance",
+    "testbed.rows",
 )  # not testbed.tables: its compiled record_batches (a generator yielding from a nested generator) raised
 # "generator already executing" about once in 12 reports when compare read two sides on two threads
 GROUP = "testbed._compiled_core"  # mypyc's shared library of the group (testbed/_compiled_core__mypyc.*.so)

@@ -31,6 +31,7 @@ CORE = (
     "testbed/metrics.py",
     "testbed/progress.py",
     "testbed/rounds.py",
+    "testbed/rows.py",
     "testbed/schedule.py",
     "testbed/tables.py",
     "testbed/wire.py",
