@@ -29,11 +29,10 @@ MODULES = (
     "testbed.rounds",
     "testbed.policies.batching",
     "testbed.wire",
-    "testbed.compute",
-    "testbed.acceptance",
-    "testbed.rows",
-)  # not testbed.tables: its compiled record_batches (a generator yielding from a nested generator) raised
-# "generator already executing" about once in 12 reports when compare read two sides on two threads
+)  # Not compiled, tried: testbed.tables (its compiled record_batches, a generator yielding from a nested
+# generator, raised "generator already executing" about once in 12 reports when compare read two sides on two
+# threads) and testbed.compute / acceptance / rows (a compiled function checks its annotations at the boundary:
+# interpreted callers pass floats and numpy integers where `int` is annotated, e.g. calibrate.fromrun's context)
 GROUP = "testbed._compiled_core"  # mypyc's shared library of the group (testbed/_compiled_core__mypyc.*.so)
 RECORD = ROOT / "testbed" / "_compiled.json"
 PURE_ENV = "DSD_PURE"  # set to 1: always the pure-Python modules
