@@ -26,12 +26,10 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-import testbed
 from testbed.errors import InputError
 from testbed.spec.schema import CostSpec, ProfileSpec
 
-# from the package, not this module's __file__: compiled (testbed/compiled.py), mypyc gives it the build's path
-PROFILE_DIR = Path(testbed.__file__).parent / "profiles"
+PROFILE_DIR = Path(__file__).parent / "profiles"
 CALIBRATED = "Calibrated on "  # how `testbed calibrate` starts a profile's description (see is_calibrated)
 
 

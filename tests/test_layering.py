@@ -31,7 +31,6 @@ CORE = (
     "testbed/metrics.py",
     "testbed/progress.py",
     "testbed/rounds.py",
-    "testbed/rows.py",
     "testbed/schedule.py",
     "testbed/tables.py",
     "testbed/wire.py",
