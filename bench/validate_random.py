@@ -147,26 +147,31 @@ def likely_causes(r: dict) -> list[str]:
 def batching_differences(run: Path, tol: float = 0.03) -> list[str]:
     """How the targets batched, emulated vs simulated, where it differs: the number of prefill batches (two prompts
     in one prefill batch delay the first of them by the second's prefill, hundreds of ms with long prompts) and the
-    mean verify batch size (beyond `tol`). A symptom more than a cause: prompts that reach a target at other times
-    (a lost segment's retransmission, jitter, another routing, late host timers) are batched otherwise, and a batch
-    boundary moves every request behind it (r010 of generator seed 1: a prompt delayed by a loss reached its target
-    after the next one from the same edge; the two shared a prefill batch emulated, two batches simulated)."""
+    mean verify batch size (the summaries' target_batch_size, beyond `tol`). A symptom more than a cause: prompts
+    that reach a target at other times (a lost segment's retransmission, jitter, another routing, late host timers)
+    are batched otherwise, and a batch boundary moves every request behind it (r010 of generator seed 1: a prompt
+    delayed by a loss reached its target after the next one from the same edge; the two shared a prefill batch
+    emulated, two batches simulated)."""
     import pyarrow.parquet as pq
 
-    stats = {}
+    prefill = {}
     for side in ("emu", "sim"):
         try:
             t = pq.read_table(run / side / "batches.parquet", columns=["kind", "size"]).to_pydict()
         except (OSError, ValueError, KeyError):
             return []
-        pre = [n for k, n in zip(t["kind"], t["size"]) if k == "prefill"]
-        ver = [n for k, n in zip(t["kind"], t["size"]) if k == "verify"]
-        stats[side] = (len(pre), sum(pre), sum(ver) / len(ver) if ver else 0.0)
-    (pe, ne, ve), (ps, ns, vs) = stats["emu"], stats["sim"]
+        sizes = [n for k, n in zip(t["kind"], t["size"]) if k == "prefill"]
+        prefill[side] = (len(sizes), sum(sizes))
+    (pe, ne), (ps, ns) = prefill["emu"], prefill["sim"]
     out = []
     if pe != ps and ne == ns:
         out.append(f"prefill batching differs: {ne} prompts in {pe} batches emulated, in {ps} simulated")
-    if vs and abs(ve / vs - 1) > tol:
+    try:
+        sums = json.loads((run / "compare.json").read_text()).get("summaries") or {}
+    except (OSError, ValueError):
+        sums = {}
+    ve, vs = ((sums.get(side) or {}).get("target_batch_size") for side in ("emu", "sim"))
+    if ve and vs and abs(ve / vs - 1) > tol:
         out.append(f"verify batches differ: mean size {ve:.2f} emulated vs {vs:.2f} simulated ({_pct(ve / vs - 1)})")
     return out
 
