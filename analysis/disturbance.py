@@ -17,7 +17,8 @@ Thresholds (a warning each; "trusted" is False when any fires):
   metrics, not by a tail: on the quiet 2-core machine node timers' p99 is 2-5 ms in most runs (their mean 0.13-0.42
   ms, 0.03-0.6 % of a round in the 30 random scenarios of generator seed 1), and a p99 threshold flagged 24 of 30;
 - probes: a path's RTT residual after the run differs from the one before by more than the verification
-  tolerance (max(0.6 ms, 3 % of the RTT)): the network during the run was not the one verification saw.
+  tolerance (testbed.spec.asbuilt.rtt_tolerance_ms: max(0.6 ms, 3 % of the RTT, twice the standard error of the
+  difference of the two medians)): the network during the run was not the one verification saw.
 """
 
 from __future__ import annotations
@@ -97,11 +98,11 @@ def assess(run: Path) -> dict[str, Any] | None:
     hops = [len(p.get("hops") or []) for p in links.get("paths", [])]
     per_round_us = 2 * (sum(hops) / len(hops) if hops else 1) * (mean_us or 0)  # up and down, a delay line per hop
     delay_line["per_round_us"] = per_round_us if released else None
-    if released and (
-        per_round_us / 1e3 > ROUND_SHARE * round_ms
-        if round_ms
-        else (late_1ms / released > DELAYLINE_LATE_FRAC or (mean_us or 0) > DELAYLINE_MEAN_US)
-    ):
+    if round_ms:
+        late = per_round_us / 1e3 > ROUND_SHARE * round_ms
+    else:  # no rounds to judge by
+        late = bool(released) and (late_1ms / released > DELAYLINE_LATE_FRAC or (mean_us or 0) > DELAYLINE_MEAN_US)
+    if released and late:
         share = f", {100 * per_round_us / 1e3 / round_ms:.1f} % of a {round_ms:.0f} ms round" if round_ms else ""
         warnings.append(
             f"delay line late: {late_1ms} of {released} packets released over 1 ms late, mean lateness "
