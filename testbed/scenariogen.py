@@ -69,7 +69,7 @@ def _lengths(rng: random.Random) -> tuple[int, int]:
     return max(1, int(rng.lognormvariate(math.log(400), 0.8))), max(2, int(rng.lognormvariate(math.log(120), 0.7)))
 
 
-def _write_trace(family: str, path: Path, rng: random.Random, rate: float, duration: float) -> None:
+def _trace_text(family: str, rng: random.Random, rate: float, duration: float) -> str:
     ts = _arrivals(rng, rate, duration)
     while len(ts) < 3:  # a scenario of fewer requests says nothing
         ts = _arrivals(rng, rate, duration)
@@ -78,13 +78,13 @@ def _write_trace(family: str, path: Path, rng: random.Random, rate: float, durat
         for t in ts:
             p, o = _lengths(rng)
             lines.append(f"{t:.3f},ChatGPT,{p},{o},{p + o},Conversation log")
-        path.write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
     else:  # mooncake
         rows = []
         for t in ts:
             p, o = _lengths(rng)
             rows.append(json.dumps({"timestamp": int(t * 1000), "input_length": p, "output_length": o, "hash_ids": []}))
-        path.write_text("\n".join(rows) + "\n")
+        return "\n".join(rows) + "\n"
 
 
 def generate(
@@ -168,9 +168,10 @@ def generate(
         )
     else:
         name = "trace.csv" if family == "burstgpt" else "trace.jsonl"
-        _write_trace(family, out_dir / name, rng, rate, base_s)  # the draws the scenario at duration_s makes
+        text = _trace_text(family, rng, rate, base_s)  # drawn even when lengthened: the rest of the scenario follows
         if duration_s > base_s:  # lengthened: a longer trace from a generator of its own, the main one left as is
-            _write_trace(family, out_dir / name, random.Random(f"dsd-scenariogen/{seed}/{k}/trace"), rate, duration_s)
+            text = _trace_text(family, random.Random(f"dsd-scenariogen/{seed}/{k}/trace"), rate, duration_s)
+        (out_dir / name).write_text(text)
         workload.update(trace=str((out_dir / name).resolve()), format=family)
     acc = (
         {"kind": "iid", "alpha": round(rng.uniform(0.6, 0.9), 2)}
