@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml scripts/install-system.sh $(wildcard scripts/system-pac
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e '.[dev,models]'
 	$(PY) -m testbed.emu.net.shaping.userspace >/dev/null  # compile the user-space delay line
+	$(PY) -m nodes.blas >/dev/null  # compile the MKL vendor library the real-model nodes load on AMD CPUs
 	$(PY) -m testbed.compile_core build >/dev/null || echo "warning: compiled core not built; the simulator runs pure Python"
 	touch $(STAMP)
 

@@ -40,9 +40,10 @@ import os
 from typing import Any
 
 import numpy as np
-import torch
 
 from nodes import models as M
+from nodes.blas import prefer_fast_kernels
+from nodes.blas import state as blas_state
 from nodes.backends import (
     DraftBackend,
     DraftItem,
@@ -57,6 +58,9 @@ from nodes.prompts import PromptSource
 from nodes.protocol import TOKEN_DTYPE
 from testbed import wire
 from testbed.acceptance import uniforms
+
+prefer_fast_kernels()  # before torch is imported: MKL picks its kernels then (nodes/blas.py)
+import torch  # noqa: E402
 
 log = logging.getLogger("nodes.hf")
 
@@ -539,6 +543,7 @@ def make_target(scenario, node: str) -> HFTarget:
         model, _, _ = M.load_model(scenario.node(node).model, _threads(scenario, node))
     except M.ModelError as e:
         raise ValueError(str(e)) from None
+    log.info("%s: MKL vendor kernels %s", node, blas_state())
     t = HFTarget(model, scenario.spec.models.temperature, scenario.spec.seed)
     t.warmup()
     _TARGETS[node] = t
@@ -553,6 +558,7 @@ def make_draft(scenario, node: str) -> HFDraft:
         model, tok, _ = M.load_model(name, _threads(scenario, node))
     except M.ModelError as e:
         raise ValueError(str(e)) from None
+    log.info("%s: MKL vendor kernels %s", node, blas_state())
     colocated = _TARGETS.get(node) if role == "target" else None
     d = HFDraft(
         model,

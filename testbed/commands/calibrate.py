@@ -193,6 +193,10 @@ def run(args: argparse.Namespace) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if not args.skip_timing:
+        from nodes.blas import prefer_fast_kernels
+        from nodes.blas import state as blas_state
+
+        prefer_fast_kernels()  # before torch: the kernels the nodes use (nodes/blas.py)
         import torch
 
         from testbed.calibrate.fit import fit_cost, write_profile
@@ -202,6 +206,7 @@ def run(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         extra["threads"] = torch.get_num_threads()
+        extra["mkl_vendor_kernels"] = blas_state()
         tm, ttok, _ = M.load_model(args.target)
         dm, _, _ = M.load_model(args.draft)
         b = Bench(tm, dm, ttok, reps=grid["reps"], estimator=args.estimator)

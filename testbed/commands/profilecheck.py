@@ -87,6 +87,9 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
         return None
     ctxs = grid_for(scenario)["verify_ctx"]
     ctx = ctxs[len(ctxs) // 2]
+    from nodes.blas import prefer_fast_kernels
+
+    prefer_fast_kernels()  # before torch: the kernels the nodes use (nodes/blas.py)
     import torch
 
     from nodes import models as M
