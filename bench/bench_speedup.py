@@ -1,13 +1,16 @@
 """DSD vs the target alone with real models, emulated and simulated (issue 16; `make bench-speedup`).
 
     python bench/bench_speedup.py [--topology topologies/hf-tiny-pair.yaml] [--delays 5 20 50] [--net mininet]
-                                  [--awc] [--out runs/speedup]
+                                  [--awc] [--out runs/speedup] [--profile-check recalibrate|warn|off]
 
 For each one-way delay (the edge's access link set so access + core = the delay), two `testbed run`s of the same
 requests: `run.mode=distributed` (DSD with the topology's window) and `run.mode=autoregressive` (the target decodes
 alone, tokens streamed back). Each run is emulated (real draft and target processes with the real models, in
 Mininet unless --net none) and simulated with the pair's calibrated profile and recorded acceptance
 (`--sim-compute profile --sim-acceptance configured`: a prediction from the calibration, not from the run).
+Each run first checks the profile against this machine (`testbed run --profile-check`, default here
+`recalibrate`: where a timing is more than 10 % off, the run's own operating points are calibrated again and the
+simulation uses that; meta.json's `profile_check` says what was measured and whether it recalibrated).
 Speedup = autoregressive mean TPOT / DSD mean TPOT (and the same for mean end-to-end latency), emulated and
 simulated; the break-even one-way delay is where the emulated DSD TPOT, linear in the delay through the measured
 points (least squares), reaches the autoregressive TPOT. With --awc, also the window policy AWC vs the topology's
@@ -66,6 +69,12 @@ def main() -> int:
     ap.add_argument("--awc", action="store_true", help="also AWC vs the static window at the first delay")
     ap.add_argument("--out", type=Path, default=ROOT / "runs/speedup")
     ap.add_argument("--set", action="append", default=[], help="more --set overrides for every run")
+    ap.add_argument(
+        "--profile-check",
+        choices=("recalibrate", "warn", "off"),
+        default="recalibrate",
+        help="testbed run --profile-check for every run: recalibrate (default) where the profile no longer fits",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
@@ -74,7 +83,8 @@ def main() -> int:
     def one(name: str, sets: list[str]) -> dict | None:
         out = args.out / name
         print(f"== {name}", flush=True)
-        by, r = run_experiment(args.topology, out, sets + args.set, args.net, SIM_FROM_CALIBRATION)
+        extra = SIM_FROM_CALIBRATION + ("--profile-check", args.profile_check)
+        by, r = run_experiment(args.topology, out, sets + args.set, args.net, extra)
         if by is None:
             return None
         return {
