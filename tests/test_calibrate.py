@@ -189,9 +189,10 @@ def test_recalibration_grid_is_the_runs_operating_points():
     lo, hi = int(wl.trace.prompt_tokens.min()), int((wl.trace.prompt_tokens + wl.output_tokens).max())
     for axis in ("draft_ctx", "draft_prefill_L", "prefill_L", "verify_ctx"):
         assert len(g[axis]) >= 2 and all(lo <= v <= hi + 1 for v in g[axis]), axis
-    assert g["verify_gamma"] == [1, 4] and g["verify_B"] == [1, 2] and g["reps"] == 3  # static:4, one draft slot
+    assert g["verify_gamma"] == [0, 1, 4] and g["verify_B"] == [1, 2] and g["reps"] == 3  # static:4, one slot
     g2 = grid_for(load_scenario(root, ["policy.window=hf", "edges.0.count=4", "edges.0.draft_slots=0"]))
-    assert g2["verify_B"] == [1, 2, 4] and len(g2["verify_gamma"]) == 3 and max(g2["verify_gamma"]) > 4
+    assert g2["verify_B"] == [1, 2, 4] and len(g2["verify_gamma"]) == 4 and max(g2["verify_gamma"]) > 4
+    assert grid_for(load_scenario(root, ["run.mode=autoregressive"]))["verify_gamma"] == [0, 1]  # one-token steps
 
 
 def test_as_built_compute_recovers_the_compute_a_run_had():

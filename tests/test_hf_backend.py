@@ -493,9 +493,10 @@ def test_profile_check_flags_a_profile_from_another_machine(tiny):
     root = Path(__file__).resolve().parents[1]
     sc = load_scenario(root / "topologies" / "hf-pair.yaml", [f"models.draft={dd}", f"models.target={d}"])
     r = check_profiles(sc, reps=2)
-    assert [x["what"].split(",")[0] for x in r["rows"]] == ["draft step", "verify batch 1", "verify batch 2"]
+    whats = [x["what"].split(", context")[0] for x in r["rows"]]
+    assert whats == ["draft step", "verify batch 1, gamma 4", "verify batch 2, gamma 4", "verify batch 1, gamma 0"]
     assert all(x["measured_ms"] > 0 and x["predicted_ms"] > 0 for x in r["rows"])
-    assert r["matches"] is False and len(r["warnings"]) == 3  # a 2-layer 32-wide model is far faster than predicted
+    assert r["matches"] is False and len(r["warnings"]) == 4  # a 2-layer 32-wide model is far faster than predicted
     assert all(x["ratio"] < 0.5 for x in r["rows"])
     assert check_profiles(load_scenario(root / "topologies" / "star-4edge.yaml")) is None  # profiled: nothing to check
 

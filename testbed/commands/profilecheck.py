@@ -52,7 +52,9 @@ def grid_for(scenario) -> dict[str, Any]:
     """The calibration grid of this run's operating points (testbed calibrate --grid-json): prompt lengths and
     contexts at the 10 / 50 / 90 % quantiles of the workload's requests (a round's context runs from the prompt +
     1 to the prompt + output), the window(s) its policy uses, and verify batches up to what its drafts can send
-    at once (at least 1 and 2, so the per-request term is fitted); median of 3 repetitions."""
+    at once (at least 1 and 2, so the per-request term is fitted); median of 3 repetitions. Windows include 0 (one
+    token: without it the fit cannot tell the step from one row to several, `multi_token_ms`, and charged an
+    autoregressive run's one-token steps 171 ms where 103 ms were measured); an autoregressive run's are 0 and 1."""
     import numpy as np
 
     from testbed.policies.window import parse_window_policy
@@ -64,7 +66,10 @@ def grid_for(scenario) -> dict[str, Any]:
     spec = scenario.spec
     gmax = spec.policy.gamma_max
     fixed = getattr(parse_window_policy(spec.policy.window), "gamma", None)
-    gammas = sorted({1, min(fixed, gmax)}) if fixed else sorted({1, max(1, gmax // 2), gmax})
+    if spec.run.mode == "autoregressive":  # every verify is one token (gamma 0); 1 fits the step to several rows
+        gammas = [0, 1]
+    else:  # gamma 0 too: a round clamped at the last token, and the one-token baseline of multi_token_ms
+        gammas = sorted({0, 1, min(fixed, gmax)}) if fixed else sorted({0, 1, max(1, gmax // 2), gmax})
     t = scenario.reachable[scenario.drafts[0]][0]
     slots = [scenario.node(d).draft_slots for d in scenario.drafts if t in scenario.reachable.get(d, ())]
     most = 4 if any(s == 0 for s in slots) else sum(slots)
@@ -81,13 +86,15 @@ def grid_for(scenario) -> dict[str, Any]:
 
 
 def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dict[str, Any] | None:
-    """Measured vs predicted ms of draft steps and verify batches (B = 1, 2) of the first draft / target pair, at
-    the run's median context."""
+    """Measured vs predicted ms of draft steps and verify batches (B = 1, 2, window 4; 0 in an autoregressive
+    run) and a one-token verify (the step multi_token_ms is measured from) of the first draft / target pair, at the
+    run's median context."""
     if scenario.spec.models.backend != "hf" or not scenario.drafts:
         return None
     ctxs = grid_for(scenario)["verify_ctx"]
     ctx = ctxs[len(ctxs) // 2]
     from nodes.blas import prefer_fast_kernels
+    from nodes.blas import state as blas_state
 
     prefer_fast_kernels()  # before torch: the kernels the nodes use (nodes/blas.py)
     import torch
@@ -106,7 +113,8 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
         dm, _, _ = M.load_model(scenario.node(d).model, threads)
         b = Bench(tm, dm, ttok, reps=reps)
         draft = b.draft_steps([ctx], GAMMA)
-        verify = b.verify([1, 2], [GAMMA], [ctx])
+        gamma = 0 if scenario.spec.run.mode == "autoregressive" else GAMMA
+        verify = b.verify([1, 2], [gamma], [ctx]) + (b.verify([1], [0], [ctx]) if gamma else [])
     finally:
         torch.set_num_threads(prev)
     cd, ct = scenario.compute[d], scenario.compute[t]
@@ -122,7 +130,7 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
     for B, tokens, summed_ctx, ms in verify:
         rows.append(
             {
-                "what": f"verify batch {B}, gamma {GAMMA}, context {ctx}",
+                "what": f"verify batch {B}, gamma {tokens // B - 1}, context {ctx}",
                 "node": t,
                 "profile": scenario.node(t).profile,
                 "measured_ms": ms,
@@ -140,6 +148,7 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
             )
     return {
         "threads": threads,
+        "mkl_vendor_kernels": blas_state(),
         "context": ctx,
         "reps": reps,
         "tolerance": tolerance,
