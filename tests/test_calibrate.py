@@ -168,7 +168,9 @@ def test_grid_json_replaces_axes_and_rejects_bad_input():
 
     g = parse_grid('{"verify_ctx": [26, 62], "reps": 3}')
     assert g["verify_ctx"] == [26, 62] and g["reps"] == 3 and g["prefill_L"] == GRID_QUICK["prefill_L"]
-    for bad in ("[1]", "{", '{"ctx": [1]}', '{"reps": 0}', '{"verify_B": []}', '{"verify_B": [0]}', '{"reps": true}'):
+    assert parse_grid('{"verify_gamma": [0, 4]}')["verify_gamma"] == [0, 4]  # window 0: a one-token verify
+    bads = ('{"verify_B": [0]}', '{"verify_gamma": [-1]}', '{"reps": true}', '{"draft_ctx": [0]}')
+    for bad in ("[1]", "{", '{"ctx": [1]}', '{"reps": 0}', '{"verify_B": []}') + bads:
         with pytest.raises(InputError, match="--grid-json"):
             parse_grid(bad)
 
@@ -178,6 +180,9 @@ def test_recalibration_grid_is_the_runs_operating_points():
     prompt lengths / contexts from its requests, its static window, batches up to what its drafts can send."""
     from pathlib import Path
 
+    import json
+
+    from testbed.commands.calibrate import parse_grid
     from testbed.commands.profilecheck import grid_for
     from testbed.spec import load_scenario
     from testbed.workload import build_workload
@@ -193,6 +198,8 @@ def test_recalibration_grid_is_the_runs_operating_points():
     g2 = grid_for(load_scenario(root, ["policy.window=hf", "edges.0.count=4", "edges.0.draft_slots=0"]))
     assert g2["verify_B"] == [1, 2, 4] and len(g2["verify_gamma"]) == 4 and max(g2["verify_gamma"]) > 4
     assert grid_for(load_scenario(root, ["run.mode=autoregressive"]))["verify_gamma"] == [0, 1]  # one-token steps
+    for grid in (g, g2):  # what recalibrate passes to calibrate --grid-json is accepted there
+        assert parse_grid(json.dumps(grid)) == grid
 
 
 def test_as_built_compute_recovers_the_compute_a_run_had():

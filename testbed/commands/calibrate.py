@@ -104,7 +104,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def parse_grid(text: str) -> dict:
-    """A --grid-json value: the quick grid with the given axes replaced (positive integers; reps >= 1)."""
+    """A --grid-json value: the quick grid with the given axes replaced (positive integers, windows from 0;
+    reps >= 1)."""
     try:
         data = json.loads(text)
     except ValueError as e:
@@ -115,14 +116,18 @@ def parse_grid(text: str) -> dict:
     for k, v in data.items():
         if k not in GRID_QUICK:
             raise InputError("--grid-json", f"unknown key {k!r} (known: {', '.join(GRID_QUICK)})")
+        low = 0 if k == "verify_gamma" else 1  # window 0: a one-token verify (an autoregressive step)
         if k == "reps":
             ok = isinstance(v, int) and not isinstance(v, bool) and v >= 1
         else:
-            ok = isinstance(v, list) and v and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
-        if not ok:
-            raise InputError(
-                "--grid-json", f"{k}: expected {'an integer >= 1' if k == 'reps' else 'positive integers'}"
+            ok = (
+                isinstance(v, list)
+                and v
+                and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
             )
+        if not ok:
+            what = "an integer >= 1" if k == "reps" else ("integers >= 0" if low == 0 else "positive integers")
+            raise InputError("--grid-json", f"{k}: expected {what}")
         grid[k] = v
     return grid
 
