@@ -30,8 +30,13 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodes.blas import prefer_fast_kernels
 from testbed.errors import InputError
 from testbed.files import model_cache_dir
+
+# Every use of torch in the project goes through this module (transformers, which it imports for tokenizers and
+# models, imports torch): MKL chooses its kernels when torch loads it, so the vendor library is loaded first.
+prefer_fast_kernels()
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

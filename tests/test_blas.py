@@ -35,13 +35,22 @@ def test_library_answers_mkl_as_intel(tmp_path, monkeypatch):
     assert blas.build() == lib  # built once per version of the source
 
 
-def test_hf_backend_loads_it_before_torch(tmp_path):
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import nodes.backends.hf",  # a node program
+        # testbed run's model check loads a tokenizer: transformers imports torch (it did so before the library
+        # was loaded when only the hf backend loaded it)
+        "from nodes import models\nfrom transformers import AutoTokenizer",
+    ],
+)
+def test_loaded_before_torch_by_what_uses_torch(tmp_path, code):
     pytest.importorskip("torch")
-    state = _state_after("import nodes.backends.hf", DSD_CACHE_DIR=str(tmp_path))
+    state = _state_after(code, DSD_CACHE_DIR=str(tmp_path))
     if blas.cpu_vendor() in ("GenuineIntel", ""):
         assert state.startswith("off (not needed"), state
     else:
-        assert state.startswith("on ("), state  # not 'torch was imported before': nothing above imports torch
+        assert state.startswith("on ("), state  # not 'torch was imported before'
 
 
 def test_switched_off_and_too_late(tmp_path):

@@ -41,8 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from nodes import models as M
-from nodes.blas import prefer_fast_kernels
+from nodes import models as M  # before torch: it loads MKL's vendor library (nodes/blas.py)
 from nodes.blas import state as blas_state
 from nodes.backends import (
     DraftBackend,
@@ -59,8 +58,7 @@ from nodes.protocol import TOKEN_DTYPE
 from testbed import wire
 from testbed.acceptance import uniforms
 
-prefer_fast_kernels()  # before torch is imported: MKL picks its kernels then (nodes/blas.py)
-import torch  # noqa: E402
+import torch  # after nodes.models (above)  # noqa: E402
 
 log = logging.getLogger("nodes.hf")
 

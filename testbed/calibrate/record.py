@@ -43,12 +43,10 @@ def record(
 ) -> tuple[dict[int, np.ndarray], dict]:
     """requests: (request id, prompt tokens, output tokens). Returns ({rid: booleans}, summary). lookup_ngram: the
     draft copies where prompt lookup finds the context's last n tokens earlier (models.lookup_ngram), as live."""
-    from nodes.blas import prefer_fast_kernels
+    from nodes import models as M  # before torch: it loads MKL's vendor library (nodes/blas.py)
 
-    prefer_fast_kernels()  # before torch: the kernels the nodes use (nodes/blas.py)
     import torch
 
-    from nodes import models as M
     from nodes.backends.hf import Runner, new_cache
     from nodes.prompt_lookup import lookup_next
     from nodes.prompts import PromptSource

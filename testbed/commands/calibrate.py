@@ -198,10 +198,8 @@ def run(args: argparse.Namespace) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if not args.skip_timing:
-        from nodes.blas import prefer_fast_kernels
         from nodes.blas import state as blas_state
 
-        prefer_fast_kernels()  # before torch: the kernels the nodes use (nodes/blas.py)
         import torch
 
         from testbed.calibrate.fit import fit_cost, write_profile

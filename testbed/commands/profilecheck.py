@@ -93,14 +93,11 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
         return None
     ctxs = grid_for(scenario)["verify_ctx"]
     ctx = ctxs[len(ctxs) // 2]
-    from nodes.blas import prefer_fast_kernels
+    from nodes import models as M  # before torch: it loads MKL's vendor library (nodes/blas.py)
+    from nodes.backends.hf_bench import Bench
     from nodes.blas import state as blas_state
 
-    prefer_fast_kernels()  # before torch: the kernels the nodes use (nodes/blas.py)
     import torch
-
-    from nodes import models as M
-    from nodes.backends.hf_bench import Bench
 
     d = scenario.drafts[0]
     t = scenario.reachable[d][0]
