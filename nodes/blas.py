@@ -1,5 +1,5 @@
-"""MKL's kernels on CPUs that are not Intel's (nodes/mkl_vendor.c): call `prefer_fast_kernels()` before torch
-is imported.
+"""MKL's kernels on CPUs that are not Intel's (nodes/mkl_vendor.c): `prefer_fast_kernels()` must run before torch
+is imported; nodes/models.py, through which every use of torch in the project goes, calls it when imported.
 
 torch's CPU build links Intel MKL, which picks its GEMM kernels by CPU vendor. On AMD CPUs the target's verify
 forward (several rows: the last token and the draft) took a generic path: on this project's 2-core AMD EPYC
