@@ -14,14 +14,11 @@ before the call, the process runs without it; `state()` says which, and the hf b
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
-from testbed.files import cache_dir
+from testbed.files import build_c, cache_build_path
 
 SOURCE = Path(__file__).with_name("mkl_vendor.c")
 ENV = "DSD_MKL_VENDOR"
@@ -42,26 +39,12 @@ def cpu_vendor() -> str:
 
 
 def library_path() -> Path:
-    """One library per version of the source (checkouts of different versions never share one)."""
-    digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
-    return cache_dir() / f"libdsd-mkl-vendor-{digest}.so"
+    return cache_build_path(SOURCE, "libdsd-mkl-vendor", ".so")
 
 
 def build() -> Path:
     """Compile the library if missing (cc). Raises RuntimeError naming what is missing."""
-    out = library_path()
-    if out.exists():
-        return out
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise RuntimeError("no C compiler (apt-get install gcc) to build " + out.name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    r = subprocess.run([cc, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError(f"building {out.name} from {SOURCE} failed: {r.stderr.strip()}")
-    os.replace(tmp, out)
-    return out
+    return build_c(SOURCE, library_path(), ("-O2", "-shared", "-fPIC"))
 
 
 def prefer_fast_kernels() -> str:
@@ -69,16 +52,17 @@ def prefer_fast_kernels() -> str:
     global _state
     if _state is not None:
         return _state
+    vendor = cpu_vendor()
     if os.environ.get(ENV, "1") == "0":
         _state = f"off ({ENV}=0)"
-    elif cpu_vendor() in ("GenuineIntel", ""):
-        _state = f"off (not needed: CPU vendor {cpu_vendor() or 'unknown'})"
+    elif vendor in ("GenuineIntel", ""):
+        _state = f"off (not needed: CPU vendor {vendor or 'unknown'})"
     elif "torch" in sys.modules:
         _state = "off (torch was imported before nodes.blas.prefer_fast_kernels())"
     else:
         try:
             ctypes.CDLL(str(build()), mode=os.RTLD_GLOBAL)
-            _state = f"on (MKL told the {cpu_vendor()} CPU is Intel's)"
+            _state = f"on (MKL told the {vendor} CPU is Intel's)"
         except (OSError, RuntimeError) as e:
             _state = f"off ({e})"
     return _state

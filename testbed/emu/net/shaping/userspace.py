@@ -9,10 +9,8 @@ more jitter under load (DESIGN.md), the C one ~0.1 ms, which is then measured an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from testbed.errors import InputError
 from testbed.spec import Scenario
 
-from testbed.files import cache_dir
+from testbed.files import build_c, cache_build_path
 from testbed.emu.net.runstate import STATE_DIR
 from testbed.emu.net.shaping import ShapingBackend, apply_rate_limits, path_params, rate_change_lines
 
@@ -39,31 +37,13 @@ CALIB_FILE = STATE_DIR / "calibration" / "delayline.json"
 
 def binary_path() -> Path:
     """One binary per version of the source (worktrees and checkouts of different versions never share one)."""
-    digest = hashlib.sha1(SOURCE.read_bytes()).hexdigest()[:10]
-    return Path(os.environ.get("DSD_DELAYLINE") or cache_dir() / f"dsd-delayline-{digest}")
+    return Path(os.environ.get("DSD_DELAYLINE") or cache_build_path(SOURCE, "dsd-delayline"))
 
 
 def build_delayline(force: bool = False) -> Path:
     """Compile the delay line if missing or older than its source. Needs cc and libnetfilter-queue-dev."""
-    out = binary_path()
-    if not force and out.exists() and out.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return out
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if not cc:
-        raise RuntimeError("no C compiler (apt-get install gcc) to build the dsd-delayline program")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    r = subprocess.run(
-        [cc, "-O2", "-Wall", "-o", str(tmp), str(SOURCE), "-lnetfilter_queue", "-lnfnetlink", "-lm"],
-        capture_output=True,
-        text=True,
-    )
-    if r.returncode != 0:
-        raise RuntimeError(
-            f"building dsd-delayline failed (apt-get install libnetfilter-queue-dev):\n{r.stderr.strip()}"
-        )
-    os.replace(tmp, out)
-    return out
+    libs = ("-lnetfilter_queue", "-lnfnetlink", "-lm")
+    return build_c(SOURCE, binary_path(), ("-O2", "-Wall"), libs, "apt-get install libnetfilter-queue-dev", force)
 
 
 def _boot_id() -> str:
