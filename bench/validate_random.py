@@ -137,21 +137,21 @@ def likely_causes(r: dict) -> list[str]:
         )
     if r["spec"]["load"] == "saturating":
         out.append("saturating load: queues amplify small timing differences")
-    out += batching_differences(Path(r["run"]))
+    out += batching_differences(Path(r["run"]), doc.get("summaries") or {})
     rv = r.get("robust") or {}
     if rv and all(rv.get(m) is not None and abs(rv[m]) <= GOAL[m][0] for m in GOAL):
         out.append("robust verdict within every tolerance")
     return out
 
 
-def batching_differences(run: Path, tol: float = 0.03) -> list[str]:
+def batching_differences(run: Path, summaries: dict, tol: float = 0.03) -> list[str]:
     """How the targets batched, emulated vs simulated, where it differs: the number of prefill batches (two prompts
     in one prefill batch delay the first of them by the second's prefill, hundreds of ms with long prompts) and the
-    mean verify batch size (the summaries' target_batch_size, beyond `tol`). A symptom more than a cause: prompts
-    that reach a target at other times (a lost segment's retransmission, jitter, another routing, late host timers)
-    are batched otherwise, and a batch boundary moves every request behind it (r010 of generator seed 1: a prompt
-    delayed by a loss reached its target after the next one from the same edge; the two shared a prefill batch
-    emulated, two batches simulated)."""
+    mean verify batch size (`summaries`, compare.json's: their target_batch_size, beyond `tol`). A symptom more than
+    a cause: prompts that reach a target at other times (a lost segment's retransmission, jitter, another routing,
+    late host timers) are batched otherwise, and a batch boundary moves every request behind it (r010 of generator
+    seed 1: a prompt delayed by a loss reached its target after the next one from the same edge; the two shared a
+    prefill batch emulated, two batches simulated)."""
     import pyarrow.parquet as pq
 
     prefill = {}
@@ -166,11 +166,7 @@ def batching_differences(run: Path, tol: float = 0.03) -> list[str]:
     out = []
     if pe != ps and ne == ns:
         out.append(f"prefill batching differs: {ne} prompts in {pe} batches emulated, in {ps} simulated")
-    try:
-        sums = json.loads((run / "compare.json").read_text()).get("summaries") or {}
-    except (OSError, ValueError):
-        sums = {}
-    ve, vs = ((sums.get(side) or {}).get("target_batch_size") for side in ("emu", "sim"))
+    ve, vs = ((summaries.get(side) or {}).get("target_batch_size") for side in ("emu", "sim"))
     if ve and vs and abs(ve / vs - 1) > tol:
         out.append(f"verify batches differ: mean size {ve:.2f} emulated vs {vs:.2f} simulated ({_pct(ve / vs - 1)})")
     return out

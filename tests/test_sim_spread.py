@@ -156,16 +156,13 @@ def test_validate_random_names_batching_differences(tmp_path):
     def row(kind, size):
         return ("c0", kind, 0.0, 0.1, size, 100)
 
-    def summaries(emu: float, sim: float) -> None:  # compare.json's, where target_batch_size is defined
-        doc = {"summaries": {"emu": {"target_batch_size": emu}, "sim": {"target_batch_size": sim}}}
-        (tmp_path / "compare.json").write_text(json.dumps(doc))
+    def summaries(emu: float, sim: float) -> dict:  # compare.json's, where target_batch_size is defined
+        return {"emu": {"target_batch_size": emu}, "sim": {"target_batch_size": sim}}
 
     side("sim", [row("prefill", 1), row("prefill", 1), row("verify", 2), row("verify", 2)])
     side("emu", [row("prefill", 1), row("prefill", 1), row("verify", 2), row("verify", 2)])
-    summaries(2.0, 2.0)
-    assert vr.batching_differences(tmp_path) == []
+    assert vr.batching_differences(tmp_path, summaries(2.0, 2.0)) == []
     side("emu", [row("prefill", 2), row("verify", 2), row("verify", 3)])
-    summaries(2.5, 2.0)
-    out = vr.batching_differences(tmp_path)
+    out = vr.batching_differences(tmp_path, summaries(2.5, 2.0))
     assert out[0] == "prefill batching differs: 2 prompts in 1 batches emulated, in 2 simulated"
     assert out[1].startswith("verify batches differ: mean size 2.50 emulated vs 2.00 simulated (+25.0%)")
