@@ -98,11 +98,13 @@ def assess(run: Path) -> dict[str, Any] | None:
     hops = [len(p.get("hops") or []) for p in links.get("paths", [])]
     per_round_us = 2 * (sum(hops) / len(hops) if hops else 1) * (mean_us or 0)  # up and down, a delay line per hop
     delay_line["per_round_us"] = per_round_us if released else None
-    if round_ms:
+    if not released:
+        late = False
+    elif round_ms:
         late = per_round_us / 1e3 > ROUND_SHARE * round_ms
     else:  # no rounds to judge by
-        late = bool(released) and (late_1ms / released > DELAYLINE_LATE_FRAC or (mean_us or 0) > DELAYLINE_MEAN_US)
-    if released and late:
+        late = late_1ms / released > DELAYLINE_LATE_FRAC or (mean_us or 0) > DELAYLINE_MEAN_US
+    if late:
         share = f", {100 * per_round_us / 1e3 / round_ms:.1f} % of a {round_ms:.0f} ms round" if round_ms else ""
         warnings.append(
             f"delay line late: {late_1ms} of {released} packets released over 1 ms late, mean lateness "

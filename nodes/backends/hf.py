@@ -58,7 +58,7 @@ from nodes.protocol import TOKEN_DTYPE
 from testbed import wire
 from testbed.acceptance import uniforms
 
-import torch  # after nodes.models (above)  # noqa: E402
+import torch  # after nodes.models (above)
 
 log = logging.getLogger("nodes.hf")
 

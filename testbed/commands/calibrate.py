@@ -126,7 +126,7 @@ def parse_grid(text: str) -> dict:
                 and all(isinstance(x, int) and not isinstance(x, bool) and x >= low for x in v)
             )
         if not ok:
-            what = "an integer >= 1" if k == "reps" else ("integers >= 0" if low == 0 else "positive integers")
+            what = {"reps": "an integer >= 1", "verify_gamma": "integers >= 0"}.get(k, "positive integers")
             raise InputError("--grid-json", f"{k}: expected {what}")
         grid[k] = v
     return grid
