@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml scripts/install-system.sh $(wildcard scripts/system-pac
 	$(PY) -m pip install -q -e '.[dev,models]'
 	$(PY) -m testbed.emu.net.shaping.userspace >/dev/null  # compile the user-space delay line
 	$(PY) -m nodes.blas >/dev/null  # compile the MKL vendor library the real-model nodes load on AMD CPUs
+	$(PY) -m nodes.rowgemm >/dev/null  # compile the few-row linear kernel of the real-model nodes (verify forwards)
 	$(PY) -m testbed.compile_core build >/dev/null || echo "warning: compiled core not built; the simulator runs pure Python"
 	touch $(STAMP)
 

@@ -26,16 +26,24 @@ ENV = "DSD_MKL_VENDOR"
 _state: str | None = None  # this process's outcome: a process-wide fact, decided once
 
 
-def cpu_vendor() -> str:
-    """vendor_id of the first CPU in /proc/cpuinfo ('' where there is none)."""
+def cpuinfo(field: str) -> str:
+    """The value of `field` for the first CPU in /proc/cpuinfo ('' where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.split(":", 1)[0].strip() == field:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_vendor() -> str:
+    return cpuinfo("vendor_id")
+
+
+def cpu_flags() -> set[str]:
+    return set(cpuinfo("flags").split())
 
 
 def library_path() -> Path:

@@ -253,6 +253,14 @@ def _materialise_draft(d: Path) -> None:
 # -- loading -----------------------------------------------------------------------------------------------
 
 
+def kernel_states() -> dict[str, str]:
+    """Which of the project's CPU kernels this process uses (nodes/blas.py, nodes/rowgemm.py): logged by the hf
+    nodes, recorded by calibrate (the profile) and the run's profile check (meta.json)."""
+    from nodes import blas, rowgemm
+
+    return {"mkl_vendor_kernels": blas.state(), "row_gemm": rowgemm.state()}
+
+
 def load_tokenizer(ref: ModelRef):
     from transformers import AutoTokenizer
 
@@ -288,6 +296,9 @@ def load_model(name: str, threads: int | None = None):
         from nodes.subset_head import SubsetHead
 
         model.set_output_embeddings(SubsetHead.of(model, _head_vocab(ref, recipe["head_vocab"])))
+    from nodes import rowgemm
+
+    rowgemm.install(model)  # linear layers over a few rows (a verify) read their weights once (nodes/rowgemm.py)
     return model, load_tokenizer(ref), ref
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from nodes.rowgemm import linear_t
+
 
 class SubsetHead(torch.nn.Module):
     def __init__(self, weight: torch.Tensor, ids: torch.Tensor, vocab_size: int):
@@ -24,7 +26,7 @@ class SubsetHead(torch.nn.Module):
         return cls(w, idx, model.config.vocab_size)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        sub = h @ self.weight.T
+        sub = linear_t(h, self.weight)  # the row kernel where it applies (nodes/rowgemm.py)
         out = torch.full((*h.shape[:-1], self.vocab_size), float("-inf"), dtype=sub.dtype)
         out[..., self.ids] = sub
         return out

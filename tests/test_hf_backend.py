@@ -174,6 +174,18 @@ def test_batched_verify_equals_one_by_one(tiny):
             assert hf.cache_len(hf.cache_from(batched.reqs[i].kv)) == len(batched.reqs[i].tokens) - 1
 
 
+def test_load_model_installs_the_row_kernel(tiny):
+    """Every model nodes.models loads gets the few-row linear kernel (nodes/rowgemm.py), so nodes, calibration and
+    the profile check time the same products."""
+    from nodes import rowgemm
+
+    if not {"avx2", "fma"} <= rowgemm.cpu_flags():
+        pytest.skip("this CPU has no AVX2 + FMA: the kernel is off by design")
+    model, _ = load(tiny[0])
+    assert rowgemm.state().startswith("on ("), rowgemm.state()
+    assert {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)} == {"RowLinear"}
+
+
 def test_verify_matches_full_forward(tiny):
     """The cached, batched verify computes what a plain forward over the whole sequence computes."""
     d, _, V = tiny

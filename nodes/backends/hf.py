@@ -42,7 +42,6 @@ from typing import Any
 import numpy as np
 
 from nodes import models as M  # before torch: it loads MKL's vendor library (nodes/blas.py)
-from nodes.blas import state as blas_state
 from nodes.backends import (
     DraftBackend,
     DraftItem,
@@ -541,7 +540,7 @@ def make_target(scenario, node: str) -> HFTarget:
         model, _, _ = M.load_model(scenario.node(node).model, _threads(scenario, node))
     except M.ModelError as e:
         raise ValueError(str(e)) from None
-    log.info("%s: MKL vendor kernels %s", node, blas_state())
+    log.info("%s: kernels %s", node, M.kernel_states())
     t = HFTarget(model, scenario.spec.models.temperature, scenario.spec.seed)
     t.warmup()
     _TARGETS[node] = t
@@ -556,7 +555,7 @@ def make_draft(scenario, node: str) -> HFDraft:
         model, tok, _ = M.load_model(name, _threads(scenario, node))
     except M.ModelError as e:
         raise ValueError(str(e)) from None
-    log.info("%s: MKL vendor kernels %s", node, blas_state())
+    log.info("%s: kernels %s", node, M.kernel_states())
     colocated = _TARGETS.get(node) if role == "target" else None
     d = HFDraft(
         model,

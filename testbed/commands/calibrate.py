@@ -198,8 +198,6 @@ def run(args: argparse.Namespace) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if not args.skip_timing:
-        from nodes.blas import state as blas_state
-
         import torch
 
         from testbed.calibrate.fit import fit_cost, write_profile
@@ -209,9 +207,9 @@ def run(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         extra["threads"] = torch.get_num_threads()
-        extra["mkl_vendor_kernels"] = blas_state()
         tm, ttok, _ = M.load_model(args.target)
         dm, _, _ = M.load_model(args.draft)
+        extra.update(M.kernel_states())
         b = Bench(tm, dm, ttok, reps=grid["reps"], estimator=args.estimator)
         extra["estimator"] = f"{args.estimator} of {grid['reps']}"
         t0 = time.perf_counter()

@@ -95,7 +95,6 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
     ctx = ctxs[len(ctxs) // 2]
     from nodes import models as M  # before torch: it loads MKL's vendor library (nodes/blas.py)
     from nodes.backends.hf_bench import Bench
-    from nodes.blas import state as blas_state
 
     import torch
 
@@ -145,7 +144,7 @@ def check_profiles(scenario, reps: int = 5, tolerance: float = TOLERANCE) -> dic
             )
     return {
         "threads": threads,
-        "mkl_vendor_kernels": blas_state(),
+        **M.kernel_states(),
         "context": ctx,
         "reps": reps,
         "tolerance": tolerance,
