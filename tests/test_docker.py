@@ -95,6 +95,13 @@ def test_image_is_current_and_labelled(engine):
         ref, [img.IMAGE_PYTHON, "-c", "import nodes.draft, nodes.target; print('ok')"], network_mode="none", remove=True
     )
     assert out.strip() == b"ok"
+    # the nodes' C libraries come prebuilt (no compiler in the image): loaded, not rebuilt
+    from nodes import rowgemm
+
+    if {"avx2", "fma"} <= rowgemm.cpu_flags():
+        code = "from nodes import rowgemm; print(rowgemm._load())"
+        out = engine.containers.run(ref, [img.IMAGE_PYTHON, "-c", code], network_mode="none", remove=True)
+        assert out.decode().strip().startswith("on ("), out
 
 
 def test_stale_image_is_reported_before_anything_is_built(engine, monkeypatch):

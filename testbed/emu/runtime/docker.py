@@ -250,7 +250,7 @@ class DockerRuntime(NodeRuntime):
     def start(self, node: str, argv: list[str], env: dict[str, str], log: Path, cwd: str) -> NodeHandle:
         spec = self.scenario.node(node)
         holder = self.holders[node if self.network != "none" else "lo"]
-        cenv = {k: v for k, v in env.items() if k.startswith(ENV_PASS_PREFIX)}
+        cenv = {k: v for k, v in env.items() if k.startswith(ENV_PASS_PREFIX) and k != "DSD_CACHE_DIR"}  # the image's
         cenv.update(PYTHONPATH=img.IMAGE_SRC, PYTHONUNBUFFERED="1", HOME="/tmp")
         if self.model_cache is not None:
             cenv["DSD_MODEL_CACHE"] = str(self.model_cache)

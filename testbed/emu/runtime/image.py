@@ -205,6 +205,22 @@ def prepare_context(ctx: Path, models: bool, say: Callable[[str], None] = print)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(p, dst)
         os.utime(dst, (int(SOURCE_DATE_EPOCH), int(SOURCE_DATE_EPOCH)))
+    build_kernels(ctx / "cache", say)
+
+
+KERNEL_BUILDERS = ("nodes.blas", "nodes.rowgemm")  # python -m M compiles M's C library into $DSD_CACHE_DIR
+
+
+def build_kernels(dest: Path, say: Callable[[str], None] = print) -> None:
+    """The nodes' C libraries (MKL's vendor query, the few-row linear kernel), compiled here by the nodes' own build
+    rules into `dest`, which the image holds as its DSD_CACHE_DIR: the image has no C compiler. A library that
+    does not build is left out (the nodes then run without it and log why)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DSD_CACHE_DIR": str(dest)}
+    for mod in KERNEL_BUILDERS:
+        r = subprocess.run([sys.executable, "-m", mod], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            say(f"warning: {mod}'s library did not build, the node image runs without it: {r.stderr.strip()[-300:]}")
 
 
 def build_image(client, models: bool = False, say: Callable[[str], None] = print) -> str:
