@@ -57,20 +57,15 @@ KERNEL(1, 1) KERNEL(2, 1) KERNEL(3, 1) KERNEL(4, 1) KERNEL(5, 1) KERNEL(6, 1)
 KERNEL(1, 2) KERNEL(2, 2) KERNEL(3, 2) KERNEL(4, 2) KERNEL(5, 2) KERNEL(6, 2)
 
 typedef void (*kernel)(const float *, int, const float *, int, const float *, float *, int, int);
-static const kernel K1[6] = {k_1_1, k_2_1, k_3_1, k_4_1, k_5_1, k_6_1};
-static const kernel K2[6] = {k_1_2, k_2_2, k_3_2, k_4_2, k_5_2, k_6_2};
+static const kernel K[2][6] = {{k_1_1, k_2_1, k_3_1, k_4_1, k_5_1, k_6_1}, {k_1_2, k_2_2, k_3_2, k_4_2, k_5_2, k_6_2}};
 
-/* Output rows [o0, o1) of y: a caller may split O between threads. */
-void dsd_linear_rows(const float *x, int M, int I, const float *W, int O, const float *b, float *y, int o0, int o1) {
-    int o = o0;
-    for (; o + 2 <= o1; o += 2)
+void dsd_linear_rows(const float *x, int M, int I, const float *W, int O, const float *b, float *y) {
+    for (int o = 0; o < O;) {
+        int r = O - o >= 2 ? 2 : 1; /* W rows two at a time, an odd last one alone */
         for (int m = 0; m < M; m += 6) {
             int mg = M - m < 6 ? M - m : 6;
-            K2[mg - 1](x, I, W, O, b, y, m, o);
+            K[r - 1][mg - 1](x, I, W, O, b, y, m, o);
         }
-    for (; o < o1; o++)
-        for (int m = 0; m < M; m += 6) {
-            int mg = M - m < 6 ? M - m : 6;
-            K1[mg - 1](x, I, W, O, b, y, m, o);
-        }
+        o += r;
+    }
 }

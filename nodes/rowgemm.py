@@ -20,6 +20,7 @@ MKL's for these layers). `DSD_ROW_GEMM=0` turns it off; without a C compiler or 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 from pathlib import Path
 
@@ -42,22 +43,26 @@ def build() -> Path:
     return build_c(SOURCE, library_path(), ("-O3", "-mavx2", "-mfma", "-shared", "-fPIC"))
 
 
-def _load() -> str:
+def cpu_supported() -> bool:
+    """Does this CPU run the kernel (AVX2 + FMA)?"""
+    return {"avx2", "fma"} <= cpu_flags()
+
+
+def load() -> str:
     """Build and load the library once per process; returns the state."""
     global _lib, _state
     if _state is not None:
         return _state
-    flags = cpu_flags()
     if os.environ.get(ENV, "1") == "0":
         _state = f"off ({ENV}=0)"
-    elif not {"avx2", "fma"} <= flags:
+    elif not cpu_supported():
         _state = "off (the CPU has no AVX2 + FMA)"
     else:
         try:
             lib = ctypes.CDLL(str(build()))
             fn = lib.dsd_linear_rows
             p, i = ctypes.c_void_p, ctypes.c_int
-            fn.argtypes = [p, i, i, p, i, p, p, i, i]
+            fn.argtypes = [p, i, i, p, i, p, p]
             fn.restype = None
             _lib = fn
             _state = f"on (linear layers of 1-{MAX_ROWS} rows, one thread)"
@@ -67,7 +72,7 @@ def _load() -> str:
 
 
 def state() -> str:
-    """What install() found in this process ('not asked' before it was called)."""
+    """What load() found in this process ('not asked' before it was called)."""
     return _state or "not asked"
 
 
@@ -81,7 +86,7 @@ def linear(x, weight, bias=None):
     m, n_in = rows.shape
     n_out = w.shape[0]
     y = torch.empty((m, n_out), dtype=torch.float32)
-    _lib(rows.data_ptr(), m, n_in, w.data_ptr(), n_out, b.data_ptr() if b is not None else None, y.data_ptr(), 0, n_out)
+    _lib(rows.data_ptr(), m, n_in, w.data_ptr(), n_out, b.data_ptr() if b is not None else None, y.data_ptr())
     return y.reshape(*x.shape[:-1], n_out)
 
 
@@ -106,8 +111,9 @@ def linear_t(x, weight, bias=None):
     return torch.nn.functional.linear(x, weight, bias)
 
 
+@functools.cache
 def _row_linear_class():
-    import torch
+    import torch  # here, not at import: `python -m nodes.rowgemm` builds the library where torch is not installed
 
     class RowLinear(torch.nn.Linear):
         """nn.Linear whose forward takes the row kernel where it is faster (same parameters and state dict)."""
@@ -118,22 +124,16 @@ def _row_linear_class():
     return RowLinear
 
 
-_RowLinear = None
-
-
 def install(model) -> str:
     """Give the model's plain nn.Linear layers the row kernel (their class changes, nothing else). Returns state()."""
-    global _RowLinear
     import torch
 
-    if not _load().startswith("on"):
-        return _state
-    if _RowLinear is None:
-        _RowLinear = _row_linear_class()
-    for mod in model.modules():
-        if type(mod) is torch.nn.Linear:
-            mod.__class__ = _RowLinear
-    return _state
+    if load().startswith("on"):
+        row_linear = _row_linear_class()
+        for mod in model.modules():
+            if type(mod) is torch.nn.Linear:
+                mod.__class__ = row_linear
+    return state()
 
 
 if __name__ == "__main__":  # make setup: build it ahead of the first real-model run

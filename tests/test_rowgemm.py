@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _on() -> bool:
-    rowgemm._load()
-    if not {"avx2", "fma"} <= rowgemm.cpu_flags():
+    rowgemm.load()
+    if not rowgemm.cpu_supported():
         pytest.skip("this CPU has no AVX2 + FMA: the kernel is off by design")
     assert rowgemm.state().startswith("on ("), rowgemm.state()  # a C compiler is part of make setup
     return True
@@ -107,7 +107,7 @@ def test_installed_model_gives_the_same_outputs(tmp_path):
 
 def test_switched_off():
     out = subprocess.run(
-        [sys.executable, "-c", "from nodes import rowgemm; rowgemm._load(); print(rowgemm.state())"],
+        [sys.executable, "-c", "from nodes import rowgemm; rowgemm.load(); print(rowgemm.state())"],
         cwd=ROOT,
         env={**os.environ, "DSD_ROW_GEMM": "0"},
         capture_output=True,
